@@ -1,0 +1,1 @@
+"""chatbots: the conversation core. Platform-free: nothing here imports slack_bolt, slack_sdk or discord."""

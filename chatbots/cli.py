@@ -1,0 +1,82 @@
+"""The `chatbots` command: run the bot, chat in a terminal, and operator tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from importlib.metadata import version
+
+from dotenv import load_dotenv
+
+from .config import ConfigError, Settings
+from .engine import Engine
+from .model import OpenAIChat
+from .store import Store, StoreError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatbots", description="OpenAI-compatible chat models in Slack and Discord.")
+    parser.add_argument("--version", action="version", version=f"chatbots {version('chatbots')}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    commands.add_parser("run", help="start every configured platform (Slack, Discord) in one process")
+
+    chat = commands.add_parser("chat", help="talk to the model in this terminal, through the same engine and store")
+    chat.add_argument("prompt", nargs="?", help="send one message and exit (piped stdin is included before it)")
+    chat.add_argument("--new", action="store_true", help="start a new conversation instead of continuing the last one")
+    chat.add_argument("--model", help="model to use (default: CHATBOTS_MODEL)")
+    chat.add_argument("--system", help="save these system instructions for the console and use them from now on")
+    return parser
+
+
+def open_engine(settings: Settings) -> Engine:
+    """The shared core: store, model client and engine, from settings."""
+    settings.require_model_access()
+    store = Store.open(settings.db_path)
+    return Engine(store, OpenAIChat.from_settings(settings), settings)
+
+
+async def _chat(settings: Settings, args: argparse.Namespace) -> int:
+    from . import console
+
+    engine = open_engine(settings)
+    try:
+        if args.system is not None:
+            workspace = engine.store.workspace_id(console.PLATFORM, console.WORKSPACE)
+            engine.store.set_setting(workspace, "instructions", args.system.strip() or None)
+        return await console.chat(engine, new=args.new, prompt=args.prompt, stdin=sys.stdin, out=sys.stdout)
+    finally:
+        engine.store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    load_dotenv(override=False)  # a .env file fills in what the environment does not set
+    try:
+        settings = Settings.from_env()
+        if getattr(args, "model", None):
+            settings = replace(settings, model=args.model)
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.command == "chat":
+            return asyncio.run(_chat(settings, args))
+        if args.command == "run":
+            from adapters.runner import run
+
+            return asyncio.run(run(settings))
+    except (ConfigError, StoreError) as error:
+        print(f"chatbots: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

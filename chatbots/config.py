@@ -1,0 +1,93 @@
+"""Settings from the environment (12-factor), with one clear error per bad variable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A missing or invalid setting; the message names the variable and is shown as one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    default_instructions: str | None = None
+    """System instructions for workspaces that have not set their own."""
+    db_path: str = "chatbots.db"
+    max_output_tokens: int | None = None
+    """Sent to the model as its output cap when set; trimming always reserves room for an answer."""
+    context_tokens: int | None = None
+    stall_timeout: float = 60.0
+    model_retries: int = 3
+    log_level: str = "INFO"
+    slack_bot_token: str | None = None
+    slack_app_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_api_url: str | None = None
+    port: int = 3000
+    discord_bot_token: str | None = None
+    discord_api_url: str | None = None
+    discord_gateway_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def number(name: str, parse: Callable[[str], T], default: T, minimum: float) -> T:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = parse(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            if value < minimum:  # type: ignore[operator]
+                raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
+            return value
+
+        base_url = text("OPENAI_BASE_URL")
+        if base_url and not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"OPENAI_BASE_URL must start with http:// or https://, got {base_url!r}")
+        level = (text("CHATBOTS_LOG_LEVEL") or "INFO").upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(f"CHATBOTS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        return cls(
+            openai_api_key=text("OPENAI_API_KEY"),
+            openai_base_url=base_url,
+            model=text("CHATBOTS_MODEL") or defaults.model,
+            default_instructions=text("CHATBOTS_INSTRUCTIONS"),
+            db_path=text("CHATBOTS_DB") or defaults.db_path,
+            max_output_tokens=number("CHATBOTS_MAX_OUTPUT_TOKENS", int, None, 1),
+            context_tokens=number("CHATBOTS_CONTEXT_TOKENS", int, None, 256),
+            stall_timeout=number("CHATBOTS_STALL_TIMEOUT", float, defaults.stall_timeout, 0.01),
+            model_retries=number("CHATBOTS_MODEL_RETRIES", int, defaults.model_retries, 0),
+            log_level=level,
+            slack_bot_token=text("SLACK_BOT_TOKEN"),
+            slack_app_token=text("SLACK_APP_TOKEN"),
+            slack_signing_secret=text("SLACK_SIGNING_SECRET"),
+            slack_api_url=text("SLACK_API_URL"),
+            port=number("PORT", int, defaults.port, 1),
+            discord_bot_token=text("DISCORD_BOT_TOKEN"),
+            discord_api_url=text("DISCORD_API_URL"),
+            discord_gateway_url=text("DISCORD_GATEWAY_URL"),
+        )
+
+    def require_model_access(self) -> None:
+        """Fail early when the model server cannot be reached with these settings."""
+        if not self.openai_api_key and not self.openai_base_url:
+            raise ConfigError(
+                "OPENAI_API_KEY is not set (or set OPENAI_BASE_URL to an OpenAI-compatible server that needs no key)"
+            )

@@ -1,0 +1,186 @@
+"""The conversation pipeline every platform shares: store the turn, build the prompt, stream the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .config import Settings
+from .model import ChatModel, ModelError
+from .prompt import DEFAULT_INSTRUCTIONS, build_messages, labelled
+from .store import Store, StoredMessage
+from .tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, TokenCounter
+from .types import ConversationKey, Inbound, Reply, Usage
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRUNCATION_MARK = "\n\n[The rest of this message was cut: it is longer than the model can read.]"
+TRUNCATION_NOTICE = "\n\n_Note: your message was too long for this model, so I only read the first part of it._"
+EMPTY_NOTICE = "Your message has no text for me to answer. Ask me something!"
+INTERNAL_ERROR_NOTICE = "Something went wrong on my side while answering. Please try again."
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """What happened to one message; adapters and tests read it, people never see it."""
+
+    status: str
+    """'answered', 'failed', 'stored' (context only, no answer), 'duplicate' or 'empty'."""
+    answer: str = ""
+    usage: Usage | None = None
+
+
+class Engine:
+    def __init__(self, store: Store, model: ChatModel, settings: Settings) -> None:
+        self.store = store
+        self.model = model
+        self.settings = settings
+        self._counters: dict[str, TokenCounter] = {}
+        self._instruction_tokens: dict[tuple[str, str], int] = {}
+        self._queues: dict[ConversationKey, tuple[asyncio.Lock, list[int]]] = {}
+
+    def counter(self, model: str) -> TokenCounter:
+        found = self._counters.get(model)
+        if found is None:
+            found = self._counters[model] = TokenCounter(model)
+        return found
+
+    def context_tokens(self, counter: TokenCounter) -> int:
+        return self.settings.context_tokens or counter.limits.context_tokens
+
+    def output_reserve(self, context: int) -> int:
+        """Room kept free for the answer when trimming history."""
+        if self.settings.max_output_tokens:
+            return min(self.settings.max_output_tokens, context // 2)
+        return min(4096, context // 8)
+
+    @contextlib.asynccontextmanager
+    async def _in_order(self, key: ConversationKey) -> AsyncIterator[None]:
+        """One turn at a time per conversation, in arrival order; other conversations run alongside."""
+        entry = self._queues.get(key)
+        if entry is None:
+            entry = self._queues[key] = (asyncio.Lock(), [0])
+        lock, waiting = entry
+        waiting[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            waiting[0] -= 1
+            if waiting[0] == 0:
+                del self._queues[key]
+
+    def _instructions(self, key: ConversationKey) -> tuple[str, str]:
+        """The model and system instructions that apply here: the workspace's, then the channel's on top."""
+        found = self.store.settings_for(key)
+        model = found.get("model") or self.settings.model
+        parts = [found.get("instructions") or self.settings.default_instructions or DEFAULT_INSTRUCTIONS]
+        if found.get("channel_instructions"):
+            parts.append(found["channel_instructions"])
+        return model, "\n\n".join(parts)
+
+    def _instructions_size(self, model: str, instructions: str, counter: TokenCounter) -> int:
+        cache_key = (model, instructions)
+        found = self._instruction_tokens.get(cache_key)
+        if found is None:
+            if len(self._instruction_tokens) > 1000:
+                self._instruction_tokens.clear()
+            found = self._instruction_tokens[cache_key] = counter.count_message(instructions)
+        return found
+
+    async def handle(self, message: Inbound, reply: Reply) -> TurnResult:
+        async with self._in_order(message.key):
+            return await self._turn(message, reply)
+
+    async def _turn(self, message: Inbound, reply: Reply) -> TurnResult:
+        if not message.text.strip():
+            if message.addressed:
+                await _quietly(reply.fail(EMPTY_NOTICE), "fail")
+            return TurnResult("empty")
+        model, instructions = self._instructions(message.key)
+        counter = self.counter(model)
+        context = self.context_tokens(counter)
+        budget = context - self.output_reserve(context) - REPLY_PRIMING - self._instructions_size(model, instructions, counter)
+
+        text, truncated = self._fit(message, counter, budget)
+        tokens = counter.count_message(labelled(text, message.author_name, message.author_id))
+        conversation = self.store.conversation_id(message.key)
+        stored_id = self.store.add_message(
+            conversation, "user", text, tokens,
+            author_id=message.author_id, author_name=message.author_name, platform_id=message.message_id,
+        )
+        if stored_id is None:
+            return TurnResult("duplicate")
+        if not message.addressed:
+            return TurnResult("stored")
+
+        newest = StoredMessage(stored_id, "user", text, tokens, message.author_id, message.author_name)
+        history = self.store.recent_messages(conversation, max(0, budget - tokens), before_id=stored_id)
+        prompt = build_messages(instructions, history, newest)
+        prompt_estimate = (
+            sum(turn.tokens for turn in history) + tokens + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
+        )
+
+        await _quietly(reply.start(), "start")
+        parts: list[str] = []
+        usage: Usage | None = None
+        try:
+            async for part in self.model.stream(model, prompt):
+                if isinstance(part, Usage):
+                    usage = part
+                else:
+                    parts.append(part)
+                    await _quietly(reply.append(part), "append")
+        except ModelError as error:
+            return await self._failed(conversation, model, parts, reply, error.notice)
+        except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
+            log.exception("turn failed unexpectedly")
+            return await self._failed(conversation, model, parts, reply, INTERNAL_ERROR_NOTICE)
+
+        answer = "".join(parts)
+        if truncated:
+            await _quietly(reply.append(TRUNCATION_NOTICE), "append")
+        if usage is None:
+            usage = Usage(prompt_estimate, counter.count(answer), estimated=True)
+        platform_ids = await _quietly(reply.finish(), "finish") or []
+        self.store.add_message(
+            conversation, "assistant", answer, counter.count_message(answer),
+            platform_id=platform_ids[0] if platform_ids else None, model=model,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        )
+        return TurnResult("answered", answer, usage)
+
+    def _fit(self, message: Inbound, counter: TokenCounter, budget: int) -> tuple[str, bool]:
+        """The message as the model will read it: whole, or cut to the window with a visible mark."""
+        room = budget - MESSAGE_OVERHEAD - 32  # the speaker's name and the truncation mark
+        text = message.text
+        too_long_to_count = len(text) > max(room, 1) * 16  # no token is longer than this on average
+        if not too_long_to_count and counter.count(text) <= room:
+            return text, False
+        mark_tokens = counter.count(TRUNCATION_MARK)
+        return counter.truncate(text, max(room - mark_tokens, 1)) + TRUNCATION_MARK, True
+
+    async def _failed(self, conversation: int, model: str, parts: list[str], reply: Reply, notice: str) -> TurnResult:
+        """End the reply with the notice; keep what was already shown so the history matches the thread."""
+        await _quietly(reply.fail(notice), "fail")
+        partial = "".join(parts)
+        if partial:
+            counter = self.counter(model)
+            self.store.add_message(
+                conversation, "assistant", partial, counter.count_message(partial), model=model, status="interrupted"
+            )
+        return TurnResult("failed", partial)
+
+
+async def _quietly(step: Awaitable[T], name: str) -> T | None:
+    """Run a reply step; a platform failure is logged and must not lose the stored turn."""
+    try:
+        return await step
+    except Exception as error:  # noqa: BLE001
+        log.warning("reply %s failed: %s", name, type(error).__name__)
+        return None

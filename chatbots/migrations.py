@@ -1,0 +1,90 @@
+"""Schema history. Each migration runs once, in order, inside a transaction; never edit one that shipped."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("chatbots")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    """Everything the conversation core needs, indexed for the per-message hot path."""
+    db.execute(
+        """CREATE TABLE workspaces (
+            id INTEGER PRIMARY KEY,
+            platform TEXT NOT NULL,
+            external_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (platform, external_id)
+        )"""
+    )
+    # One row per setting, workspace-wide when channel is '', so new settings need no migration.
+    db.execute(
+        """CREATE TABLE settings (
+            workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            channel TEXT NOT NULL DEFAULT '',
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (workspace_id, channel, name)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            channel TEXT NOT NULL,
+            thread TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (workspace_id, channel, thread)
+        )"""
+    )
+    # tokens: the message's size in the prompt, counted once on the way in so no turn recounts history.
+    db.execute(
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            text TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            author_id TEXT,
+            author_name TEXT,
+            platform_id TEXT,
+            model TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            status TEXT NOT NULL DEFAULT 'ok',
+            created_at TEXT NOT NULL
+        )"""
+    )
+    # The recent window of one conversation: a range scan from the newest row, whatever the table's size.
+    db.execute("CREATE INDEX messages_by_conversation ON messages (conversation_id, id)")
+    # The same platform message stored twice would be answered twice.
+    db.execute(
+        "CREATE UNIQUE INDEX messages_platform_id ON messages (conversation_id, platform_id) "
+        "WHERE platform_id IS NOT NULL AND role = 'user'"
+    )
+    db.execute(
+        """CREATE TABLE events (
+            platform TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (platform, event_id)
+        )"""
+    )
+    db.execute("CREATE INDEX events_by_time ON events (received_at)")
+    db.execute(
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            actor_id TEXT NOT NULL,
+            setting TEXT NOT NULL,
+            channel TEXT NOT NULL DEFAULT '',
+            old_value TEXT,
+            new_value TEXT,
+            at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX audit_by_workspace ON audit (workspace_id, id)")

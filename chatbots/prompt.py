@@ -1,0 +1,39 @@
+"""Turn stored history into the messages sent to the model."""
+
+from __future__ import annotations
+
+from .model import Message
+from .store import StoredMessage
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful assistant taking part in a team chat. Answer clearly and concisely. "
+    "When several people talk in one thread, each of their messages starts with the speaker's name."
+)
+
+
+def speaker_label(name: str | None, author_id: str | None) -> str:
+    return (name or author_id or "someone").replace("\n", " ")[:80]
+
+
+def labelled(text: str, name: str | None, author_id: str | None) -> str:
+    """A user turn as the model sees it in a multi-person thread: who said it, then what they said."""
+    return f"{speaker_label(name, author_id)}: {text}"
+
+
+def build_messages(instructions: str, history: list[StoredMessage], newest: StoredMessage) -> list[Message]:
+    """System instructions, then history oldest first, then the newest message.
+
+    User turns carry the speaker's name only when more than one person speaks, so a one-to-one chat reads
+    naturally while a busy thread still tells the model who asked what.
+    """
+    turns = [*history, newest]
+    speakers = {turn.author_id for turn in turns if turn.role == "user"}
+    named = len(speakers) > 1
+    messages: list[Message] = [{"role": "system", "content": instructions}]
+    for turn in turns:
+        if turn.role == "user" and named:
+            content = labelled(turn.text, turn.author_name, turn.author_id)
+        else:
+            content = turn.text
+        messages.append({"role": turn.role, "content": content})
+    return messages

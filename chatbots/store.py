@@ -1,0 +1,206 @@
+"""All persistent state, in SQLite through sqlite-utils. The only module that writes SQL.
+
+Queries run on the event loop's thread: each is an indexed lookup of well under a millisecond, cheaper than
+handing it to a worker thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from .clock import Clock, iso, system_clock
+from .migrations import migrations
+from .types import ConversationKey
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    role: str
+    text: str
+    tokens: int
+    author_id: str | None
+    author_name: str | None
+
+
+class Store:
+    def __init__(self, db: Database, clock: Clock = system_clock) -> None:
+        self.db = db
+        self.clock = clock
+        self._workspaces: dict[tuple[str, str], int] = {}
+        self._conversations: dict[ConversationKey, int] = {}
+
+    @classmethod
+    def open(cls, path: str | Path, clock: Clock = system_clock) -> Store:
+        """Open (creating and migrating as needed) the database at path; ':memory:' works for tests."""
+        try:
+            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=5.0)
+            db = Database(conn, execute_plugins=False)
+            if str(path) != ":memory:":
+                db.enable_wal()
+            db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, which is what WAL needs
+            db.execute("PRAGMA foreign_keys=ON")
+            migrations.apply(db)
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot use the database at {path}: {error} (check CHATBOTS_DB, its folder and permissions)") from None
+        return cls(db, clock)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _now(self) -> str:
+        return iso(self.clock())
+
+    def workspace_id(self, platform: str, external_id: str) -> int:
+        cache_key = (platform, external_id)
+        found = self._workspaces.get(cache_key)
+        if found is None:
+            self.db.execute(
+                "INSERT OR IGNORE INTO workspaces (platform, external_id, created_at) VALUES (?, ?, ?)",
+                [platform, external_id, self._now()],
+            )
+            found = self.db.execute(
+                "SELECT id FROM workspaces WHERE platform = ? AND external_id = ?", [platform, external_id]
+            ).fetchone()[0]
+            self._workspaces[cache_key] = found
+        return found
+
+    def conversation_id(self, key: ConversationKey) -> int:
+        found = self._conversations.get(key)
+        if found is None:
+            workspace = self.workspace_id(key.platform, key.workspace)
+            now = self._now()
+            self.db.execute(
+                "INSERT OR IGNORE INTO conversations (workspace_id, channel, thread, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [workspace, key.channel, key.thread, now, now],
+            )
+            found = self.db.execute(
+                "SELECT id FROM conversations WHERE workspace_id = ? AND channel = ? AND thread = ?",
+                [workspace, key.channel, key.thread],
+            ).fetchone()[0]
+            if len(self._conversations) > 50_000:  # bound the cache on long-running bots
+                self._conversations.clear()
+            self._conversations[key] = found
+        return found
+
+    def has_conversation(self, key: ConversationKey) -> bool:
+        """Whether the bot has stored anything for this thread (without creating it)."""
+        if key in self._conversations:
+            return True
+        row = self.db.execute(
+            "SELECT 1 FROM conversations c JOIN workspaces w ON w.id = c.workspace_id "
+            "WHERE w.platform = ? AND w.external_id = ? AND c.channel = ? AND c.thread = ?",
+            [key.platform, key.workspace, key.channel, key.thread],
+        ).fetchone()
+        return row is not None
+
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        text: str,
+        tokens: int,
+        *,
+        author_id: str | None = None,
+        author_name: str | None = None,
+        platform_id: str | None = None,
+        model: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        status: str = "ok",
+    ) -> int | None:
+        """Store one turn; None when this platform message was stored before (a redelivery)."""
+        now = self._now()
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "INSERT OR IGNORE INTO messages (conversation_id, role, text, tokens, author_id, author_name, "
+                "platform_id, model, prompt_tokens, completion_tokens, status, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [conversation_id, role, text, tokens, author_id, author_name, platform_id, model,
+                 prompt_tokens, completion_tokens, status, now],
+            )
+            if cursor.rowcount == 0:
+                return None
+            self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [now, conversation_id])
+        return cursor.lastrowid
+
+    def recent_messages(
+        self, conversation_id: int, token_budget: int, *, before_id: int | None = None, max_messages: int = 1000
+    ) -> list[StoredMessage]:
+        """The newest messages that fit in token_budget, oldest first.
+
+        Reads at most max_messages rows from the (conversation_id, id) index, so the cost depends on the
+        window, never on the size of the table or of the conversation's whole past.
+        """
+        rows = self.db.execute(
+            """SELECT id, role, text, tokens, author_id, author_name FROM (
+                   SELECT *, SUM(tokens) OVER (ORDER BY id DESC ROWS UNBOUNDED PRECEDING) AS running
+                   FROM (SELECT id, role, text, tokens, author_id, author_name FROM messages
+                         WHERE conversation_id = ? AND id < ? ORDER BY id DESC LIMIT ?)
+               ) WHERE running <= ? ORDER BY id""",
+            [conversation_id, before_id if before_id is not None else 2**62, max_messages, token_budget],
+        ).fetchall()
+        return [StoredMessage(*row) for row in rows]
+
+    def settings_for(self, key: ConversationKey) -> dict[str, str]:
+        """The workspace's settings with the channel's layered on; channel values come back as channel_NAME."""
+        workspace = self.workspace_id(key.platform, key.workspace)
+        rows = self.db.execute(
+            "SELECT channel, name, value FROM settings WHERE workspace_id = ? AND channel IN ('', ?)",
+            [workspace, key.channel],
+        ).fetchall()
+        return {(f"channel_{name}" if channel else name): value for channel, name, value in rows}
+
+    def set_setting(self, workspace_id: int, name: str, value: str | None, *, channel: str = "") -> str | None:
+        """Set (or with None, clear) one setting; returns the old value."""
+        old = self.db.execute(
+            "SELECT value FROM settings WHERE workspace_id = ? AND channel = ? AND name = ?", [workspace_id, channel, name]
+        ).fetchone()
+        if value is None:
+            self.db.execute(
+                "DELETE FROM settings WHERE workspace_id = ? AND channel = ? AND name = ?", [workspace_id, channel, name]
+            )
+        else:
+            self.db.execute(
+                "INSERT INTO settings (workspace_id, channel, name, value, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (workspace_id, channel, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                [workspace_id, channel, name, value, self._now()],
+            )
+        return old[0] if old else None
+
+    def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
+        """The most recently active thread in a channel (the console resumes it)."""
+        row = self.db.execute(
+            "SELECT c.thread FROM conversations c JOIN workspaces w ON w.id = c.workspace_id "
+            "WHERE w.platform = ? AND w.external_id = ? AND c.channel = ? ORDER BY c.updated_at DESC, c.id DESC LIMIT 1",
+            [platform, workspace, channel],
+        ).fetchone()
+        return row[0] if row else None
+
+    def forget_conversation(self, key: ConversationKey) -> int:
+        """Erase a conversation's stored messages; returns how many were removed."""
+        if not self.has_conversation(key):
+            return 0
+        conversation = self.conversation_id(key)
+        return self.db.execute("DELETE FROM messages WHERE conversation_id = ?", [conversation]).rowcount
+
+    def first_delivery(self, platform: str, event_id: str) -> bool:
+        """Record a platform event id; False when it was seen before (a retry or a redelivery)."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO events (platform, event_id, received_at) VALUES (?, ?, ?)",
+            [platform, event_id, self._now()],
+        )
+        return cursor.rowcount == 1
+
+    def purge_events(self, older_than: str) -> int:
+        """Drop de-duplication records older than any redelivery could be."""
+        return self.db.execute("DELETE FROM events WHERE received_at < ?", [older_than]).rowcount

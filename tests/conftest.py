@@ -1,0 +1,54 @@
+"""Shared fixtures: a fake model server on loopback and engines wired to it over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatbots.config import Settings
+from chatbots.engine import Engine
+from chatbots.model import OpenAIChat
+from chatbots.store import Store
+from tests.fakes.model_server import FakeModelServer
+
+
+@pytest.fixture
+async def model_server() -> AsyncIterator[FakeModelServer]:
+    async with FakeModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(model_server: FakeModelServer, tmp_path: Path) -> Settings:
+    return Settings(
+        openai_api_key="sk-test",
+        openai_base_url=model_server.base_url,
+        db_path=str(tmp_path / "chatbots.db"),
+        stall_timeout=5.0,
+        model_retries=2,
+    )
+
+
+@pytest.fixture
+def make_engine(settings: Settings) -> Callable[..., Engine]:
+    """Build an engine over the fake model; keyword arguments override settings."""
+    stores: list[Store] = []
+
+    def build(**overrides: Any) -> Engine:
+        configured = replace(settings, **overrides)
+        store = Store.open(configured.db_path)
+        stores.append(store)
+        return Engine(store, OpenAIChat.from_settings(configured), configured)
+
+    yield build  # type: ignore[misc]
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def engine(make_engine: Callable[..., Engine]) -> Engine:
+    return make_engine()

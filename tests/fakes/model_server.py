@@ -1,0 +1,186 @@
+"""A fake OpenAI-compatible server on 127.0.0.1 that speaks real SSE, with scripted answers and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Scripted:
+    """One queued response: an answer streamed in chunks, or a fault."""
+
+    text: str | None = None
+    chunks: int | None = None
+    status: int | None = None
+    retry_after: float | None = None
+    stall_after: int | None = None
+    error_after: int | None = None
+    usage: bool = True
+    hold: bool = False
+    """Wait for release_held() before answering: lets a test keep one conversation busy."""
+
+
+@dataclass
+class FakeModelServer:
+    """Answers /v1/chat/completions, /v1/models and /v1/moderations like an OpenAI-compatible server.
+
+    With nothing queued it echoes the last user message as "echo: ..." so tests can see what the model read.
+    """
+
+    models: list[str] = field(default_factory=lambda: ["gpt-4o-mini", "gpt-4o"])
+    flag_words: set[str] = field(default_factory=set)
+    first_token_delay: float = 0.0
+    chunk_delay: float = 0.0
+    default_chunks: int = 5
+    moderation_status: int | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    moderation_requests: list[dict[str, Any]] = field(default_factory=list)
+    request_times: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._script: deque[Scripted] = deque()
+        self._release = asyncio.Event()
+        self._held = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self._changed = asyncio.Condition()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def queue(self, text: str | None = None, **options: Any) -> None:
+        self._script.append(Scripted(text=text, **options))
+
+    async def start(self) -> FakeModelServer:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/moderations", self._moderations)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        self._release.set()  # let stalled and held streams end so shutdown does not hang
+        self._held.set()
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> FakeModelServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def release_held(self) -> None:
+        self._held.set()
+
+    async def wait_for_requests(self, count: int, timeout: float = 5.0) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.requests) >= count), timeout)
+
+    async def _record(self, body: dict[str, Any]) -> None:
+        async with self._changed:
+            self.requests.append(body)
+            self.request_times.append(time.monotonic())
+            self._changed.notify_all()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        await self._record(body)
+        step = self._script.popleft() if self._script else Scripted()
+        if step.status is not None:
+            headers = {"Retry-After": str(step.retry_after)} if step.retry_after is not None else {}
+            error = {"error": {"message": f"fake failure {step.status}", "type": "server_error", "code": None}}
+            return web.json_response(error, status=step.status, headers=headers)
+        text = step.text if step.text is not None else "echo: " + _last_user_text(body)
+        pieces = _split(text, step.chunks or self.default_chunks)
+        if not body.get("stream"):
+            return web.json_response(_completion(body, text))
+        if step.hold:
+            await self._held.wait()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        if self.first_token_delay:
+            await asyncio.sleep(self.first_token_delay)
+        for index, piece in enumerate(pieces):
+            if step.stall_after is not None and index == step.stall_after:
+                await self._release.wait()
+                return response
+            if step.error_after is not None and index == step.error_after:
+                await _send(response, {"error": {"message": "the model crashed", "type": "server_error"}})
+                return response
+            if index and self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+            await _send(response, _chunk(body, {"content": piece}))
+        await _send(response, _chunk(body, {}, finish="stop"))
+        if step.usage and (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 11 * len(body["messages"]), "completion_tokens": len(pieces)}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            await _send(response, {**_chunk(body, None), "choices": [], "usage": usage})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _models(self, request: web.Request) -> web.Response:
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in self.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _moderations(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.moderation_requests.append(body)
+        if self.moderation_status is not None:
+            return web.json_response({"error": {"message": "moderation down"}}, status=self.moderation_status)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        results = []
+        for item in inputs:
+            text = item if isinstance(item, str) else item.get("text", "")
+            flagged = any(word in text for word in self.flag_words)
+            results.append({
+                "flagged": flagged,
+                "categories": {"harassment": flagged, "violence": False},
+                "category_scores": {"harassment": 0.99 if flagged else 0.01, "violence": 0.0},
+            })
+        return web.json_response({"id": "modr-1", "model": body.get("model", "omni-moderation-latest"), "results": results})
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
+def _split(text: str, count: int) -> list[str]:
+    if not text:
+        return []
+    size = max(1, -(-len(text) // count))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _chunk(body: dict[str, Any], delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+    return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": body.get("model", "fake"), "choices": choices}
+
+
+def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+async def _send(response: web.StreamResponse, payload: dict[str, Any]) -> None:
+    await response.write(f"data: {json.dumps(payload)}\n\n".encode())
