@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "model", None):
             settings = replace(settings, model=args.model)
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for chatty in ("httpx2", "httpx", "openai"):  # per-request lines add noise, not insight
+            logging.getLogger(chatty).setLevel(logging.WARNING)
         if args.command == "chat":
             return asyncio.run(_chat(settings, args))
         if args.command == "run":

@@ -17,6 +17,14 @@ from .migrations import migrations
 from .types import ConversationKey
 
 
+WINDOW_SQL = """SELECT id, role, text, tokens, author_id, author_name FROM (
+    SELECT *, SUM(tokens) OVER (ORDER BY id DESC ROWS UNBOUNDED PRECEDING) AS running
+    FROM (SELECT id, role, text, tokens, author_id, author_name FROM messages
+          WHERE conversation_id = ? AND id < ? ORDER BY id DESC LIMIT ?)
+) WHERE running <= ? ORDER BY id"""
+"""Newest rows first through the (conversation_id, id) index, summing tokens until the budget is spent."""
+
+
 class StoreError(Exception):
     """The database cannot be used; the message says what to fix."""
 
@@ -142,11 +150,7 @@ class Store:
         window, never on the size of the table or of the conversation's whole past.
         """
         rows = self.db.execute(
-            """SELECT id, role, text, tokens, author_id, author_name FROM (
-                   SELECT *, SUM(tokens) OVER (ORDER BY id DESC ROWS UNBOUNDED PRECEDING) AS running
-                   FROM (SELECT id, role, text, tokens, author_id, author_name FROM messages
-                         WHERE conversation_id = ? AND id < ? ORDER BY id DESC LIMIT ?)
-               ) WHERE running <= ? ORDER BY id""",
+            WINDOW_SQL,
             [conversation_id, before_id if before_id is not None else 2**62, max_messages, token_budget],
         ).fetchall()
         return [StoredMessage(*row) for row in rows]

@@ -214,6 +214,8 @@ class FakeSlack:
     ``ephemerals``, ``statuses``, ``reactions``, ``acks``, ``envelopes``.
     """
 
+    Error = _ApiError  # raise FakeSlack.Error("code") from a route() handler
+
     def __init__(
         self,
         *,
@@ -408,6 +410,32 @@ class FakeSlack:
             msg.versions.append(msg.text)
             self._messages[(channel, ts)] = msg
 
+    def record_event(self, body: Mapping[str, Any]) -> None:
+        """Let the fake know what a delivered event says happened in Slack.
+
+        A user's message exists in Slack before the bot hears of it, so conversations.replies
+        must return it. ``socket_send_event`` calls this itself; HTTP-mode tests call it
+        with the body they post. Edits and deletions of known messages are applied too.
+        """
+        event = body.get("event") if body.get("type") == "event_callback" else body
+        if not isinstance(event, Mapping) or not event.get("channel"):
+            return
+        channel, subtype = str(event["channel"]), event.get("subtype")
+        if event.get("type") in ("message", "app_mention") and subtype is None and event.get("ts"):
+            if (channel, event["ts"]) not in self._messages:
+                fields = {k: v for k, v in event.items() if k not in ("channel", "event_ts", "channel_type", "type")}
+                self.seed_thread(channel, str(event.get("thread_ts") or event["ts"]), [fields])
+        elif subtype == "message_changed" and isinstance(event.get("message"), Mapping):
+            known = self._messages.get((channel, str(event["message"].get("ts"))))
+            if known is not None:
+                known.text = str(event["message"].get("text", ""))
+                known.versions.append(known.text)
+        elif subtype == "message_deleted":
+            known = self._messages.get((channel, str(event.get("deleted_ts"))))
+            if known is not None:
+                known.deleted = True
+        self._changed()
+
     def fail_next(
         self,
         method: str,
@@ -443,8 +471,6 @@ class FakeSlack:
         Raise ``FakeSlack.Error("code")`` from the handler to answer {"ok": false, ...}.
         """
         self._handlers[method] = handler
-
-    Error = _ApiError
 
     def interrupt_stream(self, channel: str, ts: str, error: str = "stopped_by_user") -> None:
         """End a stream from Slack's side; later append/stop calls answer ``error``.
@@ -714,10 +740,10 @@ class FakeSlack:
         msg = self._messages.get((channel, ts))
         if msg is None or msg.deleted:
             raise _ApiError("message_not_found")
-        if msg.stream_state == "stopped_by_user":
-            raise _ApiError("stopped_by_user")
-        if msg.stream_state != "streaming":
+        if msg.stream_state == "completed" or not msg.streamed:
             raise _ApiError("message_not_in_streaming_state")
+        if msg.stream_state != "streaming":
+            raise _ApiError(str(msg.stream_state))  # set by interrupt_stream()
         return msg
 
     def _chat_append_stream(self, call: Call) -> dict[str, Any]:
@@ -901,6 +927,7 @@ class FakeSlack:
         self, event_callback_body: dict[str, Any], retry_attempt: int = 0, retry_reason: str = ""
     ) -> str:
         """Push an Events API body (see ``event_callback``) as an events_api envelope."""
+        self.record_event(event_callback_body)
         return await self.socket_send("events_api", event_callback_body, retry_attempt, retry_reason)
 
     async def socket_send_slash_command(self, form: dict[str, Any]) -> str:

@@ -1,0 +1,110 @@
+"""The `chatbots` command as a person uses it: real processes, the fake model on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatbots import console
+from chatbots.cli import main
+from chatbots.engine import Engine
+from tests.fakes.model_server import FakeModelServer
+
+
+def _env(model_server: FakeModelServer, db: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATBOTS_", "SLACK_", "DISCORD_"))}
+    return {**env, "OPENAI_BASE_URL": model_server.base_url, "OPENAI_API_KEY": "sk-test", "CHATBOTS_DB": str(db), **extra}
+
+
+async def _chatbots(*args: str, env: dict[str, str], stdin: str = "") -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chatbots.cli", *args, env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(stdin.encode())
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_piped_text_is_answered_and_remembered_in_the_next_run(model_server: FakeModelServer, tmp_path: Path) -> None:
+    env = _env(model_server, tmp_path / "bot.db")
+    code, out, err = await _chatbots("chat", env=env, stdin="what is 2+2?\n")
+    assert (code, out.strip()) == (0, "echo: what is 2+2?"), err
+
+    code, out, _ = await _chatbots("chat", "and 3+3?", env=env)
+    assert code == 0 and out.strip() == "echo: and 3+3?"
+    contents = [m["content"] for m in model_server.requests[-1]["messages"]]
+    assert "what is 2+2?" in contents, "the second run continues the first conversation"
+
+
+async def test_new_starts_over(engine: Engine, model_server: FakeModelServer) -> None:
+    assert await console.chat(engine, new=False, prompt="first", stdin=io.StringIO(""), out=io.StringIO()) == 0
+    assert await console.chat(engine, new=True, prompt="fresh start", stdin=io.StringIO(""), out=io.StringIO()) == 0
+    contents = [m["content"] for m in model_server.requests[-1]["messages"]]
+    assert "first" not in contents and contents[-1] == "fresh start"
+
+
+async def test_piped_text_and_prompt_make_one_message(engine: Engine, model_server: FakeModelServer) -> None:
+    out = io.StringIO()
+    await console.chat(engine, new=True, prompt="summarise this", stdin=io.StringIO("a long report"), out=out)
+    assert model_server.requests[-1]["messages"][-1]["content"] == "a long report\n\nsummarise this"
+    assert out.getvalue() == "echo: a long report\n\nsummarise this\n"
+
+
+async def test_system_option_saves_console_instructions(model_server: FakeModelServer, tmp_path: Path) -> None:
+    env = _env(model_server, tmp_path / "bot.db")
+    assert (await _chatbots("chat", "--system", "Reply in French.", "bonjour", env=env))[0] == 0
+    assert (await _chatbots("chat", "encore", env=env))[0] == 0
+    assert [r["messages"][0]["content"] for r in model_server.requests] == ["Reply in French.", "Reply in French."]
+
+
+async def test_a_model_failure_prints_a_notice_and_exits_nonzero(model_server: FakeModelServer, tmp_path: Path) -> None:
+    model_server.queue(status=400)
+    code, out, err = await _chatbots("chat", "hi", env=_env(model_server, tmp_path / "bot.db"))
+    assert code == 1 and "rejected this request" in out and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CHATBOTS_MAX_OUTPUT_TOKENS", "lots", "CHATBOTS_MAX_OUTPUT_TOKENS must be a number, got 'lots'"),
+        ("CHATBOTS_CONTEXT_TOKENS", "10", "CHATBOTS_CONTEXT_TOKENS must be at least 256"),
+        ("OPENAI_BASE_URL", "localhost:11434", "OPENAI_BASE_URL must start with http:// or https://"),
+    ],
+)
+def test_bad_settings_are_one_clear_line(
+    variable: str, value: str, message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv(variable, value)
+    assert main(["chat", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(os.path.dirname(__file__))  # no .env here
+    assert main(["chat", "hi"]) == 2
+    assert "OPENAI_API_KEY is not set" in capsys.readouterr().err
+
+
+def test_run_without_any_platform_names_the_variables(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "DISCORD_BOT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.chdir(os.path.dirname(__file__))
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "SLACK_BOT_TOKEN" in err and "DISCORD_BOT_TOKEN" in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out.startswith("chatbots ")

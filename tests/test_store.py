@@ -1,0 +1,82 @@
+"""The store's schema, de-duplication and the cost of the hot-path query."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatbots.migrations import migrations
+from chatbots.store import WINDOW_SQL, Store, StoreError
+from chatbots.types import ConversationKey
+
+
+def test_migrations_run_once_and_enable_wal(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    Store.open(path).close()
+    store = Store.open(path)  # second open applies nothing new
+    assert [m.name for m in migrations.applied(store.db)] == ["m001_initial"]
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {"workspaces", "settings", "conversations", "messages", "events", "audit"} <= set(store.db.table_names())
+
+
+def test_platform_event_ids_are_remembered_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    store = Store.open(path)
+    assert store.first_delivery("slack", "Ev1")
+    assert not store.first_delivery("slack", "Ev1")
+    assert store.first_delivery("discord", "Ev1"), "platforms have separate id spaces"
+    store.close()
+    assert not Store.open(path).first_delivery("slack", "Ev1")
+
+
+def test_same_channel_names_in_two_workspaces_are_different_conversations() -> None:
+    store = Store.open(":memory:")
+    a = store.conversation_id(ConversationKey("slack", "T1", "C1", "1.0"))
+    b = store.conversation_id(ConversationKey("slack", "T2", "C1", "1.0"))
+    c = store.conversation_id(ConversationKey("discord", "T1", "C1", "1.0"))
+    assert len({a, b, c}) == 3
+
+
+def _window_cost(store: Store, conversation: int) -> int:
+    """SQLite virtual-machine steps to load one conversation's recent window."""
+    steps = 0
+
+    def tick() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    store.db.conn.set_progress_handler(tick, 1)
+    store.recent_messages(conversation, 100_000)
+    store.db.conn.set_progress_handler(None, 1)
+    return steps
+
+
+def test_loading_the_window_costs_the_same_however_big_the_database_grows() -> None:
+    store = Store.open(":memory:")
+    mine = store.conversation_id(ConversationKey("slack", "T1", "C1", "mine"))
+    for n in range(50):
+        store.add_message(mine, "user", f"message {n}", 5)
+    small = _window_cost(store, mine)
+
+    others = [store.conversation_id(ConversationKey("slack", "T1", "C9", str(n))) for n in range(100)]
+    rows = [(others[n % 100], "user", "filler", 3, "2026-01-01T00:00:00.000000Z") for n in range(200_000)]
+    store.db.conn.executemany(
+        "INSERT INTO messages (conversation_id, role, text, tokens, created_at) VALUES (?, ?, ?, ?, ?)", rows
+    )
+    store.db.conn.commit()
+    large = _window_cost(store, mine)
+    assert large <= small * 1.1, f"window load grew from {small} to {large} VM steps with 200k other messages"
+
+
+def test_window_query_reads_through_the_conversation_index() -> None:
+    store = Store.open(":memory:")
+    plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + WINDOW_SQL, [1, 10, 5, 100])]
+    assert any("USING INDEX messages_by_conversation" in step for step in plan), plan
+    assert not any(step.startswith("SCAN messages") for step in plan), plan
+
+
+def test_an_unusable_database_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="CHATBOTS_DB"):
+        Store.open(tmp_path / "no-such-folder" / "bot.db")
