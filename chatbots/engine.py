@@ -12,7 +12,7 @@ from typing import TypeVar
 from .config import Settings
 from .model import ChatModel, ModelError
 from .prompt import DEFAULT_INSTRUCTIONS, build_messages, labelled
-from .store import Store, StoredMessage
+from .store import Store
 from .tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, TokenCounter
 from .types import ConversationKey, Inbound, Reply, Usage
 
@@ -119,12 +119,9 @@ class Engine:
         if not message.addressed:
             return TurnResult("stored")
 
-        newest = StoredMessage(stored_id, "user", text, tokens, message.author_id, message.author_name)
-        history = self.store.recent_messages(conversation, max(0, budget - tokens), before_id=stored_id)
-        prompt = build_messages(instructions, history, newest)
-        prompt_estimate = (
-            sum(turn.tokens for turn in history) + tokens + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
-        )
+        window = self.store.recent_messages(conversation, budget)
+        prompt = build_messages(instructions, window)
+        prompt_estimate = sum(turn.tokens for turn in window) + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
 
         await _quietly(reply.start(), "start")
         parts: list[str] = []

@@ -37,7 +37,6 @@ def m001_initial(db: Database) -> None:
             channel TEXT NOT NULL,
             thread TEXT NOT NULL,
             created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
             UNIQUE (workspace_id, channel, thread)
         )"""
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .model import Message
-from .store import StoredMessage
+from .window import StoredMessage
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful assistant taking part in a team chat. Answer clearly and concisely. "
@@ -20,13 +20,12 @@ def labelled(text: str, name: str | None, author_id: str | None) -> str:
     return f"{speaker_label(name, author_id)}: {text}"
 
 
-def build_messages(instructions: str, history: list[StoredMessage], newest: StoredMessage) -> list[Message]:
-    """System instructions, then history oldest first, then the newest message.
+def build_messages(instructions: str, turns: list[StoredMessage]) -> list[Message]:
+    """System instructions, then the conversation's turns oldest first.
 
     User turns carry the speaker's name only when more than one person speaks, so a one-to-one chat reads
     naturally while a busy thread still tells the model who asked what.
     """
-    turns = [*history, newest]
     speakers = {turn.author_id for turn in turns if turn.role == "user"}
     named = len(speakers) > 1
     messages: list[Message] = [{"role": "system", "content": instructions}]

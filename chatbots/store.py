@@ -1,13 +1,13 @@
 """All persistent state, in SQLite through sqlite-utils. The only module that writes SQL.
 
-Queries run on the event loop's thread: each is an indexed lookup of well under a millisecond, cheaper than
-handing it to a worker thread.
+Queries run on the event loop's thread: each is an indexed lookup or insert of well under a millisecond,
+cheaper than handing it to a worker thread. One process owns a database: the conversation windows and
+settings are cached in memory and kept current by the writes made here.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -15,6 +15,7 @@ from sqlite_utils import Database
 from .clock import Clock, iso, system_clock
 from .migrations import migrations
 from .types import ConversationKey
+from .window import MAX_WINDOW_MESSAGES, StoredMessage, WindowCache
 
 
 WINDOW_SQL = """SELECT id, role, text, tokens, author_id, author_name FROM (
@@ -29,22 +30,14 @@ class StoreError(Exception):
     """The database cannot be used; the message says what to fix."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    id: int
-    role: str
-    text: str
-    tokens: int
-    author_id: str | None
-    author_name: str | None
-
-
 class Store:
     def __init__(self, db: Database, clock: Clock = system_clock) -> None:
         self.db = db
         self.clock = clock
         self._workspaces: dict[tuple[str, str], int] = {}
         self._conversations: dict[ConversationKey, int] = {}
+        self._settings: dict[tuple[int, str], dict[str, str]] = {}
+        self.windows = WindowCache()
 
     @classmethod
     def open(cls, path: str | Path, clock: Clock = system_clock) -> Store:
@@ -85,11 +78,9 @@ class Store:
         found = self._conversations.get(key)
         if found is None:
             workspace = self.workspace_id(key.platform, key.workspace)
-            now = self._now()
             self.db.execute(
-                "INSERT OR IGNORE INTO conversations (workspace_id, channel, thread, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [workspace, key.channel, key.thread, now, now],
+                "INSERT OR IGNORE INTO conversations (workspace_id, channel, thread, created_at) VALUES (?, ?, ?, ?)",
+                [workspace, key.channel, key.thread, self._now()],
             )
             found = self.db.execute(
                 "SELECT id FROM conversations WHERE workspace_id = ? AND channel = ? AND thread = ?",
@@ -127,45 +118,48 @@ class Store:
         status: str = "ok",
     ) -> int | None:
         """Store one turn; None when this platform message was stored before (a redelivery)."""
-        now = self._now()
-        with self.db.atomic():
-            cursor = self.db.execute(
-                "INSERT OR IGNORE INTO messages (conversation_id, role, text, tokens, author_id, author_name, "
-                "platform_id, model, prompt_tokens, completion_tokens, status, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [conversation_id, role, text, tokens, author_id, author_name, platform_id, model,
-                 prompt_tokens, completion_tokens, status, now],
-            )
-            if cursor.rowcount == 0:
-                return None
-            self.db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [now, conversation_id])
-        return cursor.lastrowid
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO messages (conversation_id, role, text, tokens, author_id, author_name, "
+            "platform_id, model, prompt_tokens, completion_tokens, status, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [conversation_id, role, text, tokens, author_id, author_name, platform_id, model,
+             prompt_tokens, completion_tokens, status, self._now()],
+        )
+        if cursor.rowcount == 0:
+            return None
+        message_id = cursor.lastrowid
+        assert message_id is not None
+        self.windows.append(conversation_id, StoredMessage(message_id, role, text, tokens, author_id, author_name))
+        return message_id
 
-    def recent_messages(
-        self, conversation_id: int, token_budget: int, *, before_id: int | None = None, max_messages: int = 1000
-    ) -> list[StoredMessage]:
-        """The newest messages that fit in token_budget, oldest first.
+    def recent_messages(self, conversation_id: int, token_budget: int) -> list[StoredMessage]:
+        """The newest messages that fit in token_budget, oldest first (served from memory after the first turn)."""
+        return self.windows.get(conversation_id, token_budget, self._load_window)
 
-        Reads at most max_messages rows from the (conversation_id, id) index, so the cost depends on the
-        window, never on the size of the table or of the conversation's whole past.
-        """
-        rows = self.db.execute(
-            WINDOW_SQL,
-            [conversation_id, before_id if before_id is not None else 2**62, max_messages, token_budget],
-        ).fetchall()
+    def _load_window(self, conversation_id: int, token_budget: int) -> list[StoredMessage]:
+        """Reads at most MAX_WINDOW_MESSAGES rows from the (conversation_id, id) index: the cost depends on the
+        window, never on the size of the table or of the conversation's whole past."""
+        rows = self.db.execute(WINDOW_SQL, [conversation_id, 2**62, MAX_WINDOW_MESSAGES, token_budget]).fetchall()
         return [StoredMessage(*row) for row in rows]
 
     def settings_for(self, key: ConversationKey) -> dict[str, str]:
         """The workspace's settings with the channel's layered on; channel values come back as channel_NAME."""
         workspace = self.workspace_id(key.platform, key.workspace)
-        rows = self.db.execute(
-            "SELECT channel, name, value FROM settings WHERE workspace_id = ? AND channel IN ('', ?)",
-            [workspace, key.channel],
-        ).fetchall()
-        return {(f"channel_{name}" if channel else name): value for channel, name, value in rows}
+        found = self._settings.get((workspace, key.channel))
+        if found is None:
+            rows = self.db.execute(
+                "SELECT channel, name, value FROM settings WHERE workspace_id = ? AND channel IN ('', ?)",
+                [workspace, key.channel],
+            ).fetchall()
+            found = {(f"channel_{name}" if channel else name): value for channel, name, value in rows}
+            if len(self._settings) > 10_000:
+                self._settings.clear()
+            self._settings[(workspace, key.channel)] = found
+        return found
 
     def set_setting(self, workspace_id: int, name: str, value: str | None, *, channel: str = "") -> str | None:
         """Set (or with None, clear) one setting; returns the old value."""
+        self._settings.clear()  # rare; channel entries layer on workspace ones, so drop them all
         old = self.db.execute(
             "SELECT value FROM settings WHERE workspace_id = ? AND channel = ? AND name = ?", [workspace_id, channel, name]
         ).fetchone()
@@ -185,7 +179,8 @@ class Store:
         """The most recently active thread in a channel (the console resumes it)."""
         row = self.db.execute(
             "SELECT c.thread FROM conversations c JOIN workspaces w ON w.id = c.workspace_id "
-            "WHERE w.platform = ? AND w.external_id = ? AND c.channel = ? ORDER BY c.updated_at DESC, c.id DESC LIMIT 1",
+            "WHERE w.platform = ? AND w.external_id = ? AND c.channel = ? "
+            "ORDER BY (SELECT max(m.id) FROM messages m WHERE m.conversation_id = c.id) DESC, c.id DESC LIMIT 1",
             [platform, workspace, channel],
         ).fetchone()
         return row[0] if row else None
@@ -195,6 +190,7 @@ class Store:
         if not self.has_conversation(key):
             return 0
         conversation = self.conversation_id(key)
+        self.windows.drop(conversation)
         return self.db.execute("DELETE FROM messages WHERE conversation_id = ?", [conversation]).rowcount
 
     def first_delivery(self, platform: str, event_id: str) -> bool:

@@ -1,0 +1,95 @@
+"""Recent conversation windows kept in memory, so a turn never re-reads its thread from disk."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_WINDOW_MESSAGES = 1000
+"""No prompt carries more turns than this, whatever the model's window."""
+MAX_CACHED_TOKENS = 4_000_000
+"""Bound on the text held across all cached windows (roughly 16 MB); least recently used go first."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    role: str
+    text: str
+    tokens: int
+    author_id: str | None
+    author_name: str | None
+
+
+@dataclass(slots=True)
+class _Window:
+    messages: deque[StoredMessage]
+    tokens: int
+    covers: int
+    """Token budget this window is complete for: it holds every newest message that fits in it."""
+
+
+Loader = Callable[[int, int], list[StoredMessage]]
+
+
+class WindowCache:
+    def __init__(self, max_tokens: int = MAX_CACHED_TOKENS) -> None:
+        self.max_tokens = max_tokens
+        self._windows: OrderedDict[int, _Window] = OrderedDict()
+        self._total = 0
+
+    def get(self, conversation_id: int, budget: int, load: Loader) -> list[StoredMessage]:
+        """The newest messages fitting budget, oldest first; loads from disk only when the cache cannot answer."""
+        window = self._windows.get(conversation_id)
+        if window is None or budget > window.covers:  # a bigger budget (settings changed) may reach older turns
+            window = self._load(conversation_id, budget, load)
+        else:
+            self._windows.move_to_end(conversation_id)
+        picked: list[StoredMessage] = []
+        spent = 0
+        for message in reversed(window.messages):
+            spent += message.tokens
+            if spent > budget or len(picked) == MAX_WINDOW_MESSAGES:
+                break
+            picked.append(message)
+        picked.reverse()
+        return picked
+
+    def append(self, conversation_id: int, message: StoredMessage) -> None:
+        """Keep a cached window current with a newly stored message (uncached ones load when next needed)."""
+        window = self._windows.get(conversation_id)
+        if window is None:
+            return
+        window.messages.append(message)
+        window.tokens += message.tokens
+        self._total += message.tokens
+        while window.messages and (window.tokens > window.covers or len(window.messages) > MAX_WINDOW_MESSAGES):
+            dropped = window.messages.popleft()
+            window.tokens -= dropped.tokens
+            self._total -= dropped.tokens
+        self._evict()
+
+    def drop(self, conversation_id: int) -> None:
+        window = self._windows.pop(conversation_id, None)
+        if window is not None:
+            self._total -= window.tokens
+
+    def clear(self) -> None:
+        self._windows.clear()
+        self._total = 0
+
+    def _load(self, conversation_id: int, budget: int, load: Loader) -> _Window:
+        self.drop(conversation_id)
+        rows = load(conversation_id, budget)
+        tokens = sum(row.tokens for row in rows)
+        window = _Window(deque(rows), tokens, budget)
+        self._windows[conversation_id] = window
+        self._total += tokens
+        self._evict()
+        return window
+
+    def _evict(self) -> None:
+        while self._total > self.max_tokens and len(self._windows) > 1:
+            _, oldest = self._windows.popitem(last=False)
+            self._total -= oldest.tokens
