@@ -364,6 +364,8 @@ class FakeDiscord:
         self.gateway_log: list[GatewayFrame] = []
         self.connections: list[_Conn] = []
         self.dropped_events: list[tuple[str, dict[str, Any]]] = []
+        #: Exceptions raised inside the fake's own handlers (answered with 501); should stay empty.
+        self.internal_errors: list[BaseException] = []
         self.interactions: dict[int, InteractionRecord] = {}
 
         self._ids = _Snowflakes()
@@ -1610,6 +1612,10 @@ class FakeDiscord:
                 body["errors"] = exc.errors
             headers = {"Via": "1.1 google"} if exc.via else {}
             resp = _json_response(body, exc.status, {**headers, **exc.headers})
+        except Exception as exc:  # a bug in the fake: fail fast (501 is not retried by discord.py)
+            log.exception("FakeDiscord crashed handling %s %s", call.method, call.path)
+            self.internal_errors.append(exc)
+            resp = _json_response({"message": f"FakeDiscord internal error: {exc!r}", "code": 0}, 501)
         call.status = resp.status
         await self._notify()
         return resp
@@ -1788,6 +1794,16 @@ class FakeDiscord:
 
     async def _r_me(self, call: RestCall) -> Any:
         return self._me_payload()
+
+    async def _r_create_dm(self, call: RestCall) -> Any:
+        body = call.json if isinstance(call.json, dict) else {}
+        try:
+            user_id = int(body["recipient_id"])
+        except (KeyError, TypeError, ValueError):
+            raise _invalid_form("recipient_id", "BASE_TYPE_REQUIRED", "This field is required") from None
+        if user_id not in self._users:
+            raise _ApiError(400, "Invalid Recipient(s)", 50033)
+        return self._channel_payload(self.dm_channel(user_id))
 
     async def _r_user(self, call: RestCall, uid: str) -> Any:
         if int(uid) not in self._users:
@@ -2029,7 +2045,8 @@ class FakeDiscord:
                 "name_localizations": cmd.get("name_localizations"), "description": cmd.get("description", ""),
                 "description_localizations": cmd.get("description_localizations"),
                 "options": copy.deepcopy(cmd.get("options") or []),
-                "default_member_permissions": cmd.get("default_member_permissions"),
+                "default_member_permissions": (None if cmd.get("default_member_permissions") is None
+                                               else str(int(cmd["default_member_permissions"]))),
                 "nsfw": bool(cmd.get("nsfw", False)),
                 "contexts": cmd.get("contexts"), "integration_types": cmd.get("integration_types") or [0],
             }
