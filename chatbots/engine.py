@@ -15,6 +15,7 @@ from .prompt import DEFAULT_INSTRUCTIONS, build_messages, labelled
 from .store import Store
 from .tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, TokenCounter
 from .types import ConversationKey, Inbound, Reply, Usage
+from .window import StoredMessage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,10 +117,12 @@ class Engine:
         )
         if stored_id is None:
             return TurnResult("duplicate")
-        if not message.addressed:
+        if message.addressed is False:
             return TurnResult("stored")
 
         window = self.store.recent_messages(conversation, budget)
+        if message.addressed is None and not _continues_exchange(window, message.author_id):
+            return TurnResult("stored")
         prompt = build_messages(instructions, window)
         prompt_estimate = sum(turn.tokens for turn in window) + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
 
@@ -172,6 +175,16 @@ class Engine:
                 conversation, "assistant", partial, counter.count_message(partial), model=model, status="interrupted"
             )
         return TurnResult("failed", partial)
+
+
+def _continues_exchange(window: list[StoredMessage], author_id: str) -> bool:
+    """Whether an unmentioned follow-up is meant for the bot: it answered last, or only this person talks to it."""
+    earlier = window[:-1]
+    if not earlier:
+        return False
+    if earlier[-1].role == "assistant":
+        return True
+    return {turn.author_id for turn in earlier if turn.role == "user"} <= {author_id}
 
 
 async def _quietly(step: Awaitable[T], name: str) -> T | None:

@@ -28,8 +28,10 @@ class Inbound:
     author_id: str
     author_name: str
     text: str
-    addressed: bool = True
-    """False for thread chatter that is kept as context but not answered."""
+    addressed: bool | None = True
+    """True: answer it. False: keep it as context only (chatter in a thread the bot is part of).
+    None: a follow-up in the bot's thread with no mention: answered when it continues the exchange with the bot
+    (the bot spoke last, or this person is the only one talking to it), kept as context otherwise."""
 
 
 @dataclass(frozen=True, slots=True)

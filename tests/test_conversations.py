@@ -13,7 +13,9 @@ from tests.fakes.reply import RecordingReply
 KEY = ConversationKey("test", "T1", "C1", "thread-1")
 
 
-def said(text: str, n: int, *, key: ConversationKey = KEY, author: str = "U1", name: str = "Ada", addressed: bool = True) -> Inbound:
+def said(
+    text: str, n: int, *, key: ConversationKey = KEY, author: str = "U1", name: str = "Ada", addressed: bool | None = True
+) -> Inbound:
     return Inbound(key, f"m{n}", author, name, text, addressed)
 
 
@@ -184,3 +186,22 @@ async def test_workspace_instructions_become_the_system_message(engine: Engine, 
     await engine.handle(said("hi", 2, key=ConversationKey("test", "T2", "C1", "x")), RecordingReply())
     assert model_server.requests[0]["messages"][0]["content"] == "Answer like a pirate."
     assert model_server.requests[1]["messages"][0]["content"] != "Answer like a pirate."
+
+
+async def test_an_unmentioned_follow_up_is_answered_when_it_continues_the_exchange(
+    engine: Engine, model_server: FakeModelServer
+) -> None:
+    await engine.handle(said("what is our deploy day?", 1), RecordingReply())
+    follow_up = await engine.handle(said("and the time?", 2, addressed=None), RecordingReply())
+    assert follow_up.status == "answered", "the bot spoke last, so a reply in its thread is for it"
+
+
+async def test_people_talking_among_themselves_in_the_bots_thread_are_context(
+    engine: Engine, model_server: FakeModelServer
+) -> None:
+    await engine.handle(said("summarise the incident", 1), RecordingReply())
+    await engine.handle(said("looks right to me", 2, author="U2", name="Grace", addressed=False), RecordingReply())
+    reply = RecordingReply()
+    result = await engine.handle(said("agreed", 3, author="U3", name="Linus", addressed=None), reply)
+    assert result.status == "stored" and reply.started == 0
+    assert len(model_server.requests) == 1

@@ -8,6 +8,7 @@ No sleeps: waits are discord.py's ``client.wait_for`` or ``fake.wait_for`` with 
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 import time
 
@@ -127,6 +128,18 @@ async def test_message_create_with_mentions_and_member(fake: FakeDiscord) -> Non
         assert reply.reference is not None and reply.reference.message_id == bot_said.id
         assert isinstance(reply.reference.resolved, discord.Message) and reply.reference.resolved.content == "4"
         assert client.user in reply.mentions  # replies ping the replied-to author by default
+
+        edited = client.wait_for("message_edit", timeout=5)
+        await fake.send_message_update(TEXT, reply.id, "and 4+4?")
+        before, after = await edited
+        assert before.content == "and 3+3?" and after.content == "and 4+4?" and after.edited_at is not None
+
+        waiter = client.wait_for("message", check=lambda m: m.type is discord.MessageType.new_member, timeout=5)
+        await fake.send_message(TEXT, BOB, "", message_type=7)
+        assert (await waiter).author.id == BOB
+        waiter = client.wait_for("message", check=lambda m: m.author == client.user, timeout=5)
+        await fake.send_message(TEXT, fake.bot_id, "said by the bot elsewhere")
+        assert (await waiter).content == "said by the bot elsewhere"
         assert not task.done()
 
 
@@ -173,6 +186,8 @@ async def test_thread_message_resolves_thread(fake: FakeDiscord) -> None:
         message = await waiter
         assert isinstance(message.channel, discord.Thread)
         assert message.channel.id == THREAD and message.channel.parent_id == TEXT
+        assert isinstance(await client.fetch_channel(THREAD), discord.Thread)
+        assert isinstance(await client.fetch_channel(TEXT), discord.TextChannel)
         await message.channel.send("thread answer")
         assert fake.bot_contents(THREAD) == ["thread answer"]
 
@@ -290,6 +305,11 @@ async def test_app_command_group_sync_and_interaction(fake: FakeDiscord) -> None
         await interaction.response.send_message(f"model set to {name}", ephemeral=True)
         await interaction.edit_original_response(content=f"model is now {name}")
 
+    @tree.command(name="ping", description="Global command")
+    async def ping(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("pong")
+        seen["ping"] = (await interaction.original_response()).content
+
     tree.add_command(chatbot, guild=discord.Object(GUILD))
     async with running_client(fake, client) as task:
         synced = await tree.sync(guild=discord.Object(GUILD))
@@ -315,6 +335,14 @@ async def test_app_command_group_sync_and_interaction(fake: FakeDiscord) -> None
         original = fake.get_message(record.original_message_id)
         assert original["content"] == "model is now gpt-x" and original["flags"] & 64  # ephemeral
         assert fake.content_history(record.original_message_id) == ["model set to gpt-x", "model is now gpt-x"]
+
+        await tree.sync()
+        assert [c["name"] for c in fake.commands()] == ["ping"]
+        fake.add_user(77, "carol")
+        payload = await fake.send_interaction("ping", channel_id=fake.dm_channel(77), user_id=77)
+        assert "member" not in payload and payload["user"]["id"] == "77"
+        await fake.wait_for(lambda: "ping" in seen, what="ping handler")
+        assert seen["ping"] == "pong" and fake.bot_contents(fake.dm_channel(77)) == ["pong"]
         assert not task.done()
 
 
@@ -370,3 +398,52 @@ async def test_wait_for_timeout_lists_recent_calls(fake: FakeDiscord) -> None:
     async with running_client(fake, client):
         with pytest.raises(AssertionError, match="GET /users/@me -> 200"):
             await fake.wait_for_call("DELETE", "/nothing", timeout=0.05)
+
+
+async def test_attachments_both_ways(fake: FakeDiscord) -> None:
+    client = _client()
+    async with running_client(fake, client):
+        waiter = client.wait_for("message", check=lambda m: m.author.id == ALICE, timeout=5)
+        await fake.send_message(TEXT, ALICE, "see file", attachments=[{"filename": "notes.txt", "content": "abc"}])
+        message = await waiter
+        assert message.attachments[0].filename == "notes.txt"
+        assert await message.attachments[0].read() == b"abc"  # served by the fake, not the CDN
+
+        await message.channel.send("long answer attached", file=discord.File(io.BytesIO(b"x" * 3000), "answer.md"))
+        [mine] = fake.bot_messages(TEXT)
+        assert mine["attachments"][0]["filename"] == "answer.md" and mine["attachments"][0]["size"] == 3000
+        call = fake.calls_matching("POST", f"/channels/{TEXT}/messages")[-1]
+        assert call.json["content"] == "long answer attached" and call.files[0][1] == b"x" * 3000
+
+
+async def test_enforced_rate_limit_makes_discordpy_wait(fake: FakeDiscord) -> None:
+    fake.enforce_rate_limits = True
+    fake.rate_limits["messages.edit"] = (2, 0.3)
+    client = _client()
+    async with running_client(fake, client):
+        message = await client.get_channel(TEXT).send("v0")
+        t0 = time.monotonic()
+        for i in range(1, 4):
+            message = await message.edit(content=f"v{i}")
+        # remaining hit 0 after two edits, so discord.py waited for the window instead of getting a 429
+        assert time.monotonic() - t0 >= 0.2
+        assert [c.status for c in fake.calls_matching("PATCH", "/messages/")] == [200, 200, 200]
+        assert fake.bot_contents(TEXT) == ["v3"]
+
+
+async def test_reconnect_and_invalid_session(fake: FakeDiscord) -> None:
+    client = _client()
+    async with running_client(fake, client) as task:
+        resumed = client.wait_for("resumed", timeout=5)
+        await fake.send_reconnect()
+        await resumed
+        assert fake.resume_count == 1
+
+        ready_again = client.wait_for("ready", timeout=5)
+        await fake.invalidate_session(resumable=False)
+        await ready_again
+        assert fake.identify_count == 2 and fake.connections[-1].path == "/"
+        waiter = client.wait_for("message", check=lambda m: m.author.id == ALICE, timeout=5)
+        await fake.send_message(TEXT, ALICE, "new session works")
+        assert (await waiter).content == "new session works"
+        assert not task.done() and not fake.internal_errors

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import copy
 import hashlib
-import itertools
 import json
 import logging
 import math

@@ -1,0 +1,90 @@
+"""The throttled reply both platforms share: text accumulates, and the platform is updated at most once per interval."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+
+log = logging.getLogger(__name__)
+
+
+class ThrottledReply(ABC):
+    """A Reply that shows the answer through periodic renders of the whole text so far.
+
+    The first piece of text is shown at once; later pieces are batched so the platform sees about one call per
+    interval, within its rate limits, however fast the model streams. A render in flight is never cancelled:
+    cancelling a post midway could leave a message on the platform that the bot does not know about.
+    """
+
+    interval: float = 1.0
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self._dirty = asyncio.Event()
+        self._render_lock = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+        self.first_visible_at: float | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self._pieces)
+
+    async def start(self) -> None:
+        await self._thinking()
+
+    async def append(self, text: str) -> None:
+        self._pieces.append(text)
+        self._dirty.set()
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_periodically())
+
+    async def finish(self) -> list[str]:
+        await self._stop_flusher()
+        async with self._render_lock:
+            await self._render(self.text, final=True)
+        return self.message_ids()
+
+    async def fail(self, notice: str) -> list[str]:
+        await self._stop_flusher()
+        shown = self.text.rstrip()
+        async with self._render_lock:
+            await self._render(f"{shown}\n\n{self.format_notice(notice)}" if shown else self.format_notice(notice), final=True)
+        return self.message_ids()
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            async with self._render_lock:
+                try:
+                    await self._render(self.text, final=False)
+                except Exception as error:  # noqa: BLE001 - the final render retries with the whole text
+                    log.warning("interim update failed: %s", type(error).__name__)
+                if self.first_visible_at is None:
+                    self.first_visible_at = time.monotonic()
+            await asyncio.sleep(self.interval)  # the rate limit itself, not a wait for another task
+
+    async def _stop_flusher(self) -> None:
+        if self._flusher is None:
+            return
+        async with self._render_lock:  # let a render in flight complete, then stop the loop between renders
+            self._flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._flusher
+
+    def format_notice(self, notice: str) -> str:
+        return f"_{notice}_"
+
+    async def _thinking(self) -> None:
+        """Show that an answer is coming; platforms override."""
+
+    @abstractmethod
+    async def _render(self, text: str, final: bool) -> None:
+        """Make the platform show text (everything so far); final is the last call."""
+
+    @abstractmethod
+    def message_ids(self) -> list[str]:
+        """Platform ids of the messages holding the reply."""
