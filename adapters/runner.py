@@ -1,17 +1,103 @@
-"""`chatbots run`: every configured platform on one event loop, over one engine."""
+"""`chatbots run`: every configured platform on one event loop, over one engine, behind one web server."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 import sys
 
-from chatbots.config import Settings
+from aiohttp import web
+
+from chatbots.cli import open_engine
+from chatbots.config import ConfigError, Settings
+from chatbots.engine import Engine
+
+from .service import PlatformService
+
+log = logging.getLogger(__name__)
 
 PLATFORM_VARIABLES = "SLACK_BOT_TOKEN (with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN) or DISCORD_BOT_TOKEN"
+SHUTDOWN_GRACE = 20.0
+"""Seconds replies in flight get to finish after SIGTERM (Heroku allows 30 before SIGKILL)."""
+
+
+def platform_services(settings: Settings, engine: Engine) -> list[PlatformService]:
+    services: list[PlatformService] = []
+    if settings.slack_bot_token:
+        from .slack import SlackService
+
+        services.append(SlackService(settings, engine))
+    if settings.discord_bot_token:
+        from .discord import DiscordService
+
+        services.append(DiscordService(settings, engine))
+    return services
+
+
+class Bot:
+    """The running process: engine, platforms and the web server (Slack events, health)."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or open_engine(settings)
+        self.services = platform_services(settings, self.engine)
+        if not self.services:
+            raise ConfigError(f"no platform is configured: set {PLATFORM_VARIABLES}")
+        self.web = web.Application(client_max_size=2 * 1024 * 1024)
+        self.web.router.add_get("/healthz", self._health)
+        for service in self.services:
+            service.add_routes(self.web)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "platforms": [service.name for service in self.services]})
+
+    async def start(self, host: str = "0.0.0.0") -> None:
+        self._runner = web.AppRunner(self.web, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, self.settings.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        for service in self.services:
+            await service.start()
+        log.info("serving %s on port %d", ", ".join(s.name for s in self.services), self.port)
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        await asyncio.gather(*(service.stop(grace) for service in self.services))
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.engine.store.close()
+
+    async def serve_until_stopped(self) -> None:
+        """Run until SIGTERM/SIGINT or until a platform stops on its own."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        waiters = [asyncio.create_task(service.wait_closed()) for service in self.services]
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
+        for task in [stopper, *waiters]:
+            if task not in done:
+                task.cancel()
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                log.error("a platform stopped: %s", task.exception())
 
 
 async def run(settings: Settings) -> int:
-    if not settings.slack_bot_token and not settings.discord_bot_token:
-        print(f"chatbots: no platform is configured: set {PLATFORM_VARIABLES}", file=sys.stderr)
+    bot = Bot(settings)
+    try:
+        await bot.start()
+    except ConfigError:
+        await bot.stop(grace=0)
+        raise
+    except OSError as error:
+        await bot.stop(grace=0)
+        print(f"chatbots: cannot listen on port {settings.port}: {error.strerror} (set PORT)", file=sys.stderr)
         return 2
-    print("chatbots: platform adapters are not available yet", file=sys.stderr)
-    return 2
+    await bot.serve_until_stopped()
+    await bot.stop()
+    return 0

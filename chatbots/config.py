@@ -28,6 +28,8 @@ class Settings:
     stall_timeout: float = 60.0
     model_retries: int = 3
     log_level: str = "INFO"
+    allow_bots: bool = False
+    """Answer other bots' messages too (never the bot's own)."""
     slack_bot_token: str | None = None
     slack_app_token: str | None = None
     slack_signing_secret: str | None = None
@@ -58,6 +60,12 @@ class Settings:
                 raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
             return value
 
+        def flag(name: str) -> bool:
+            raw = (text(name) or "false").lower()
+            if raw not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ConfigError(f"{name} must be true or false, got {raw!r}")
+            return raw in {"1", "true", "yes", "on"}
+
         base_url = text("OPENAI_BASE_URL")
         if base_url and not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"OPENAI_BASE_URL must start with http:// or https://, got {base_url!r}")
@@ -75,6 +83,7 @@ class Settings:
             stall_timeout=number("CHATBOTS_STALL_TIMEOUT", float, defaults.stall_timeout, 0.01),
             model_retries=number("CHATBOTS_MODEL_RETRIES", int, defaults.model_retries, 0),
             log_level=level,
+            allow_bots=flag("CHATBOTS_ALLOW_BOTS"),
             slack_bot_token=text("SLACK_BOT_TOKEN"),
             slack_app_token=text("SLACK_APP_TOKEN"),
             slack_signing_secret=text("SLACK_SIGNING_SECRET"),

@@ -23,6 +23,7 @@ T = TypeVar("T")
 TRUNCATION_MARK = "\n\n[The rest of this message was cut: it is longer than the model can read.]"
 TRUNCATION_NOTICE = "\n\n_Note: your message was too long for this model, so I only read the first part of it._"
 EMPTY_NOTICE = "Your message has no text for me to answer. Ask me something!"
+EMPTY_ANSWER_NOTICE = "The model sent back an empty answer. Please try rephrasing."
 INTERNAL_ERROR_NOTICE = "Something went wrong on my side while answering. Please try again."
 
 
@@ -143,6 +144,8 @@ class Engine:
             return await self._failed(conversation, model, parts, reply, INTERNAL_ERROR_NOTICE)
 
         answer = "".join(parts)
+        if not answer.strip():
+            return await self._failed(conversation, model, parts, reply, EMPTY_ANSWER_NOTICE)
         if truncated:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
         if usage is None:

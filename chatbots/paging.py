@@ -5,12 +5,13 @@ from __future__ import annotations
 FENCE = "```"
 
 
-def _fence_after(text: str, open_fence: str | None) -> str | None:
+def open_fence(text: str, already_open: str | None = None) -> str | None:
     """The code fence still open at the end of text (its opening line, e.g. "```python"), if any."""
+    fence = already_open
     for line in text.split("\n"):
         if line.lstrip().startswith(FENCE):
-            open_fence = None if open_fence else line.strip().split()[0][:20]  # "```python", bounded
-    return open_fence
+            fence = None if fence else line.strip().split()[0][:20]  # "```python", bounded
+    return fence
 
 
 def _cut(text: str, room: int) -> int:
@@ -42,7 +43,7 @@ def split_message(text: str, limit: int) -> list[str]:
         room = limit - len(prefix) - len(FENCE) - 1  # keep room to close a fence
         cut = _cut(rest, room)
         piece, rest = rest[:cut], rest[cut:]
-        fence = _fence_after(piece, fence)
+        fence = open_fence(piece, fence)
         body = (prefix + piece).rstrip("\n") if fence else prefix + piece.rstrip()
         parts.append(body + f"\n{FENCE}" if fence else body)
         if fence:

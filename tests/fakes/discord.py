@@ -11,6 +11,18 @@ Point discord.py at it with two class attributes (see :func:`redirect_discordpy`
 
 Payloads are schema-complete for discord.py 2.7: a missing key inside a gateway parser raises in the
 client's connect task and silently kills the bot, so every builder here emits every field Discord does.
+
+Overview (details in each docstring):
+
+* world: ``add_guild / add_role / add_channel / set_overwrite / add_member / add_user / dm_channel``;
+  changes made after the client connected are dispatched (GUILD_CREATE, CHANNEL_CREATE, ...).
+* gateway: ``send_message / send_dm / send_message_update / send_message_delete / send_reaction_add /
+  send_reaction_remove / send_interaction / send_guild_delete / dispatch``; ``disconnect_gateway``,
+  ``gateway_offline()``, ``send_reconnect``, ``invalidate_session``; ``refuse_privileged``.
+* REST record: ``calls`` / ``calls_matching``; message model: ``messages / bot_messages / bot_contents /
+  content_history / get_message``; ``interactions``; ``commands``.
+* faults and load: ``fail_next``, ``latency``, ``enforce_rate_limits``, ``enforce_permissions``.
+* waiting: ``wait_for / wait_for_call / wait_connected``; glue: ``redirect_discordpy``, ``running_client``.
 """
 
 from __future__ import annotations
@@ -670,7 +682,9 @@ class FakeDiscord:
         """Wait until ``predicate()`` is truthy and return its value.
 
         Re-evaluated whenever the fake records a REST call or a gateway frame changes state, so
-        tests never sleep. On timeout raise AssertionError with the recent calls, for a useful failure.
+        tests never sleep. Only the fake's state wakes it: to wait for something that happens
+        inside the client (a handler finishing), use ``client.wait_for`` or an asyncio.Event.
+        On timeout raise AssertionError with the recent calls, for a useful failure.
         """
         assert self._cond is not None, "call start() first"
         value = predicate()
@@ -727,10 +741,13 @@ class FakeDiscord:
 
     # ---------------------------------------------------------------- fault injection
 
-    def fail_next(self, method: str, path_substring: str, status: int = 429, retry_after: float = 0.05, *,
-                  global_: bool = False, times: int | None = 1, code: int | None = None,
+    def fail_next(self, method: str, path_substring: str, status: int = 429, retry_after: float = 0.05,
+                  global_: bool = False, times: int | None = 1, code: int | None = None, *,
                   message: str | None = None, via: bool = True) -> FailRule:
-        """Make the next ``times`` matching REST calls fail (``times=None``: until removed).
+        """Make the next ``times`` matching REST calls fail (``times=None``: until :meth:`clear_failures`).
+
+        ``method`` may be "*"; ``path_substring`` is matched against the path without "/api/v10"
+        and without the query string, e.g. "/messages/" or f"/channels/{cid}/messages".
 
         429 carries Discord's body ``{message, retry_after, global}`` plus Retry-After / X-RateLimit-*
         headers and ``Via`` (discord.py only retries a 429 that has Via; ``via=False`` simulates a
@@ -2224,7 +2241,11 @@ async def running_client(fake: FakeDiscord, client: Any, *, timeout: float = 10.
     Use inside :func:`redirect_discordpy`. Create the client with a small ``guild_ready_timeout``:
     discord.py always waits that long after the last GUILD_CREATE before on_ready (default 2 s).
     """
-    await client.login(fake.token)
+    try:
+        await client.login(fake.token)
+    except BaseException:
+        await client.close()  # login opened an HTTP session; don't leak it
+        raise
     task: asyncio.Task[None] = asyncio.ensure_future(client.connect(reconnect=True))
     ready = asyncio.ensure_future(client.wait_until_ready())
     try:

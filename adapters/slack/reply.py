@@ -1,0 +1,170 @@
+"""Show an answer in a Slack thread: native streaming where the workspace has it, else post and update."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from chatbots.paging import FENCE, open_fence, split_message
+
+from ..streaming import ThrottledReply
+from .mrkdwn import to_mrkdwn
+
+log = logging.getLogger(__name__)
+
+TEXT_LIMIT = 3_900
+"""Characters per posted message: Slack shows up to 4,000 before it truncates the text."""
+STREAM_LIMIT = 11_000
+"""Characters per streamed message; each streaming call takes at most 12,000."""
+THINKING = "is thinking…"
+
+
+@dataclass
+class WorkspaceFeatures:
+    """What a workspace turned out to support, learned from the first refusal and remembered."""
+
+    streaming: dict[str, bool] = field(default_factory=dict)
+    status: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SlackTarget:
+    team_id: str
+    channel: str
+    thread_ts: str
+    user_id: str
+
+
+class SlackReply(ThrottledReply):
+    def __init__(self, client: AsyncWebClient, target: SlackTarget, features: WorkspaceFeatures, interval: float = 1.0) -> None:
+        super().__init__()
+        self.client = client
+        self.target = target
+        self.features = features
+        self.interval = interval
+        self._streaming = features.streaming.get(target.team_id, True)
+        # streaming state
+        self._stream_ts: str | None = None
+        self._sent = 0  # characters of the answer already streamed
+        self._part = ""  # text of the current streamed message
+        # post-and-update state
+        self._posted: list[str] = []
+        self._shown: list[str] = []
+        self._ids: list[str] = []
+
+    def message_ids(self) -> list[str]:
+        return list(self._ids)
+
+    async def _thinking(self) -> None:
+        if not self.features.status.get(self.target.team_id, True):
+            return
+        try:
+            await self.client.assistant_threads_setStatus(
+                channel_id=self.target.channel, thread_ts=self.target.thread_ts, status=THINKING
+            )
+        except SlackApiError as error:
+            self.features.status[self.target.team_id] = False
+            log.info("thinking status unavailable in this workspace (%s)", error.response.get("error"))
+
+    async def _render(self, text: str, final: bool) -> None:
+        if self._streaming:
+            try:
+                await self._render_stream(text, final)
+                return
+            except SlackApiError as error:
+                if self._stream_ts is not None or self._ids:
+                    raise
+                # Streaming failed before anything showed: post instead, and remember a refusal (not a 429/5xx).
+                if error.response.status_code == 200:
+                    self.features.streaming[self.target.team_id] = False
+                self._streaming = False
+                log.info("native streaming unavailable (%s); posting and updating instead", error.response.get("error"))
+        await self._render_updates(text, final)
+
+    # -- native streaming: chat.startStream / appendStream / stopStream, Markdown as written --
+
+    async def _render_stream(self, text: str, final: bool) -> None:
+        pending = text[self._sent :]
+        if not final:
+            # Hold back a half-written word, so a message boundary can never fall inside one.
+            cut = max(pending.rfind(" "), pending.rfind("\n")) + 1
+            pending = pending[:cut]
+        while pending:
+            room = STREAM_LIMIT - len(self._part)
+            if len(pending) <= room:
+                await self._stream_out(pending)
+                self._sent += len(pending)
+                pending = ""
+                break
+            cut = max(pending.rfind(" ", 0, room), pending.rfind("\n", 0, room)) + 1 or room
+            await self._stream_out(pending[:cut])
+            self._sent += cut
+            pending = pending[cut:]
+            await self._next_stream_part()
+        if final and self._stream_ts is not None:
+            await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts)
+            self._stream_ts = None
+        elif final and not self._ids:
+            await self._render_updates(text, final)  # an empty answer: post the (empty-answer) notice plainly
+
+    async def _stream_out(self, markdown: str) -> None:
+        if not markdown:
+            return
+        if self._stream_ts is None:
+            response = await self.client.chat_startStream(
+                channel=self.target.channel,
+                thread_ts=self.target.thread_ts,
+                recipient_team_id=self.target.team_id,
+                recipient_user_id=self.target.user_id,
+                markdown_text=markdown,
+            )
+            self._stream_ts = response["ts"]
+            self._ids.append(response["ts"])
+        else:
+            await self.client.chat_appendStream(channel=self.target.channel, ts=self._stream_ts, markdown_text=markdown)
+        self._part += markdown
+
+    async def _next_stream_part(self) -> None:
+        """Close the current streamed message (and any open code block in it) and start the next one."""
+        fence = open_fence(self._part)
+        if fence:
+            await self._stream_out(f"\n{FENCE}")
+        assert self._stream_ts is not None
+        await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts)
+        self._stream_ts, self._part = None, ""
+        if fence:
+            await self._stream_out(f"{fence}\n")
+
+    # -- post and update: chat.postMessage, then chat.update, in mrkdwn --
+
+    async def _render_updates(self, text: str, final: bool) -> None:
+        parts = split_message(to_mrkdwn(text), TEXT_LIMIT) or ([] if not final else ["…"])
+        for index, part in enumerate(parts):
+            if index < len(self._posted):
+                if part != self._shown[index]:
+                    await self._update(index, part, final)
+            else:
+                response = await self.client.chat_postMessage(
+                    channel=self.target.channel, thread_ts=self.target.thread_ts, text=part, unfurl_links=False
+                )
+                self._posted.append(response["ts"])
+                self._shown.append(part)
+                self._ids.append(response["ts"])
+
+    async def _update(self, index: int, part: str, final: bool) -> None:
+        try:
+            await self.client.chat_update(channel=self.target.channel, ts=self._posted[index], text=part)
+            self._shown[index] = part
+        except SlackApiError:
+            if not final:
+                raise
+            # The last word must land: post the final text as a new message rather than lose it.
+            response = await self.client.chat_postMessage(
+                channel=self.target.channel, thread_ts=self.target.thread_ts, text=part, unfurl_links=False
+            )
+            self._posted[index], self._shown[index] = response["ts"], part
+            self._ids.append(response["ts"])
+

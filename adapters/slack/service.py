@@ -1,0 +1,184 @@
+"""The Slack app: Bolt over HTTP (Events API) or Socket Mode, translating events into engine turns."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from dataclasses import replace
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from chatbots.config import ConfigError, Settings
+from chatbots.engine import Engine
+from chatbots.types import Inbound
+
+from ..tasks import TurnTasks
+from .events import SlackMessage, translate
+from .reply import SlackReply, SlackTarget, WorkspaceFeatures
+from .users import UserDirectory
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+BACKFILL_LIMIT = 200
+"""Messages read from a thread the bot joins midway: once, so it knows what was said before."""
+
+
+class ContextOnly:
+    """A Reply for messages stored as context: nothing is shown."""
+
+    async def start(self) -> None: ...
+    async def append(self, text: str) -> None: ...
+    async def finish(self) -> list[str]:
+        return []
+    async def fail(self, notice: str) -> list[str]:
+        return []
+
+
+class SlackService:
+    name = "slack"
+
+    def __init__(self, settings: Settings, engine: Engine, *, update_interval: float = 1.0) -> None:
+        if not settings.slack_bot_token:
+            raise ConfigError("SLACK_BOT_TOKEN is not set")
+        self.socket_mode = bool(settings.slack_app_token)
+        if not self.socket_mode and not settings.slack_signing_secret:
+            raise ConfigError("SLACK_SIGNING_SECRET is not set (needed in HTTP mode; or set SLACK_APP_TOKEN for Socket Mode)")
+        self.settings = settings
+        self.engine = engine
+        self.update_interval = update_interval
+        self.client = AsyncWebClient(
+            token=settings.slack_bot_token,
+            base_url=settings.slack_api_url or AsyncWebClient.BASE_URL,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(max_retry_count=2),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=3),  # sleeps for Retry-After, then retries
+                AsyncServerErrorRetryHandler(max_retry_count=2),
+            ],
+        )
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=settings.slack_signing_secret or "socket-mode",
+            request_verification_enabled=not self.socket_mode,
+            process_before_response=False,
+            ignoring_self_events_enabled=False,  # translate() drops our own messages, and reports it
+        )
+        self.app.event("app_mention")(self._on_event)
+        self.app.event("message")(self._on_event)
+        self.verifier = SignatureVerifier(settings.slack_signing_secret or "")
+        self.users = UserDirectory(self.client)
+        self.features = WorkspaceFeatures()
+        self.turns = TurnTasks()
+        self.bot_user_id = ""
+        self.observers: list[Callable[[str], None]] = []
+        """Told the outcome of every event ("ignored", "duplicate", "not_ours", "turn:answered", ...): metrics, tests."""
+        self._socket: AsyncSocketModeHandler | None = None
+        self._closed = asyncio.Event()
+
+    def add_routes(self, app: web.Application) -> None:
+        if not self.socket_mode:
+            app.router.add_post(EVENTS_PATH, self._handle_http)
+
+    async def start(self) -> None:
+        try:
+            identity = await self.client.auth_test()
+        except SlackApiError as error:
+            raise ConfigError(f"SLACK_BOT_TOKEN was refused by Slack ({error.response.get('error')})") from None
+        self.bot_user_id = identity["user_id"]
+        if self.socket_mode:
+            self._socket = AsyncSocketModeHandler(self.app, self.settings.slack_app_token)
+            await self._socket.connect_async()
+        log.info("slack connected (%s mode)", "socket" if self.socket_mode else "http")
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def stop(self, grace: float) -> None:
+        self.turns.accepting = False
+        if self._socket is not None:
+            await self._socket.close_async()
+        await self.turns.drain(grace)
+        self._closed.set()
+
+    async def _handle_http(self, request: web.Request) -> web.Response:
+        """Verify the signature before parsing anything, so unsigned junk costs nothing and gets a 401."""
+        if not self.turns.accepting:
+            return web.Response(status=503, text="shutting down")
+        raw = await request.read()
+        if not self.verifier.is_valid_request(raw, dict(request.headers)):
+            return web.Response(status=401, text="invalid signature")
+        try:
+            bolt_request = AsyncBoltRequest(body=raw.decode(), query=request.query_string, headers=dict(request.headers))
+        except ValueError:  # not JSON / not UTF-8
+            return web.Response(status=400, text="malformed request body")
+        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+
+    async def _on_event(self, body: dict[str, Any]) -> None:
+        """Runs after Bolt has acknowledged the event: de-duplicate, translate, and hand off to a turn."""
+        message = translate(body, self.bot_user_id, allow_bots=self.settings.allow_bots)
+        if message is None:
+            return self._observe("ignored")
+        event_id = body.get("event_id")
+        if isinstance(event_id, str) and not self.engine.store.first_delivery("slack", event_id):
+            return self._observe("duplicate")  # a retry or redelivery of an event already taken
+        if message.needs_thread and not self.engine.store.has_conversation(message.inbound.key):
+            return self._observe("not_ours")  # a thread the bot is not part of: not ours to read or keep
+        self.turns.spawn(self._turn(message))
+
+    def _observe(self, outcome: str) -> None:
+        for observer in self.observers:
+            observer(outcome)
+
+    async def _turn(self, message: SlackMessage) -> None:
+        inbound = message.inbound
+        user = await self.users.get(inbound.key.workspace, message.user_id)
+        inbound = replace(inbound, author_name=user.name)
+        if message.started_mid_thread and not self.engine.store.has_conversation(inbound.key):
+            await self._read_thread_once(inbound)
+        target = SlackTarget(inbound.key.workspace, inbound.key.channel, message.thread_ts, message.user_id)
+        reply = SlackReply(self.client, target, self.features, self.update_interval)
+        result = await self.engine.handle(inbound, reply)
+        self._observe(f"turn:{result.status}")
+
+    async def _read_thread_once(self, mention: Inbound) -> None:
+        """Store what was said in the thread before the bot was mentioned, as context."""
+        key = mention.key
+        try:
+            response = await self.client.conversations_replies(channel=key.channel, ts=key.thread, limit=BACKFILL_LIMIT)
+        except SlackApiError as error:
+            log.info("could not read the thread's earlier messages (%s)", error.response.get("error"))
+            return
+        for earlier in response.get("messages") or []:
+            ts, user, text = earlier.get("ts"), earlier.get("user"), earlier.get("text")
+            if not isinstance(ts, str) or not isinstance(user, str) or not isinstance(text, str):
+                continue
+            if _ts_order(ts) >= _ts_order(mention.message_id):
+                continue  # the mention itself, and anything newer, arrives as its own event
+            if user == self.bot_user_id or earlier.get("bot_id") and not self.settings.allow_bots:
+                continue
+            name = (await self.users.get(key.workspace, user)).name
+            await self.engine.handle(Inbound(key, ts, user, name, html.unescape(text), addressed=False), ContextOnly())
+
+
+def _ts_order(ts: str) -> tuple[int, int]:
+    """Slack timestamps ("1700000000.000100") as sortable numbers; malformed ones sort last."""
+    seconds, _, micros = ts.partition(".")
+    try:
+        return int(seconds), int(micros or 0)
+    except ValueError:
+        return (2**62, 0)

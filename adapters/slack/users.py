@@ -1,0 +1,50 @@
+"""Who a Slack user is (display name, admin or not), from users.info, cached so a busy thread costs no calls."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SlackUser:
+    id: str
+    name: str
+    is_admin: bool
+
+
+class UserDirectory:
+    def __init__(self, client: AsyncWebClient, ttl: float = 600.0, max_entries: int = 20_000) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._cache: dict[tuple[str, str], tuple[float, SlackUser]] = {}
+
+    async def get(self, team_id: str, user_id: str) -> SlackUser:
+        """The user, or a stand-in named by id when Slack cannot say (never fails a turn)."""
+        now = time.monotonic()
+        cached = self._cache.get((team_id, user_id))
+        if cached and now - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            response = await self.client.users_info(user=user_id)
+            user = response["user"]
+            profile = user.get("profile") or {}
+            found = SlackUser(
+                user_id,
+                profile.get("display_name") or profile.get("real_name") or user.get("real_name") or user.get("name") or user_id,
+                bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner")),
+            )
+        except (SlackApiError, KeyError, TypeError) as error:
+            log.info("users.info unavailable: %s", type(error).__name__)
+            return SlackUser(user_id, user_id, False)
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
+        self._cache[(team_id, user_id)] = (now, found)
+        return found
