@@ -39,11 +39,15 @@ class Bot:
     """The running process: engine, platforms and the web server (Slack events, health)."""
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        if not settings.slack_bot_token and not settings.discord_bot_token:
+            raise ConfigError(f"no platform is configured: set {PLATFORM_VARIABLES}")
         self.settings = settings
         self.engine = engine or open_engine(settings)
-        self.services = platform_services(settings, self.engine)
-        if not self.services:
-            raise ConfigError(f"no platform is configured: set {PLATFORM_VARIABLES}")
+        try:
+            self.services = platform_services(settings, self.engine)
+        except ConfigError:
+            self.engine.store.close()
+            raise
         self.web = web.Application(client_max_size=2 * 1024 * 1024)
         self.web.router.add_get("/healthz", self._health)
         for service in self.services:

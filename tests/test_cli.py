@@ -86,22 +86,27 @@ def test_bad_settings_are_one_clear_line(
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_key_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(os.path.dirname(__file__))  # no .env here
+    monkeypatch.chdir(tmp_path)  # no .env here
     assert main(["chat", "hi"]) == 2
     assert "OPENAI_API_KEY is not set" in capsys.readouterr().err
 
 
-def test_run_without_any_platform_names_the_variables(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_without_any_platform_names_the_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "DISCORD_BOT_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.chdir(os.path.dirname(__file__))
+    monkeypatch.chdir(tmp_path)
     assert main(["run"]) == 2
     err = capsys.readouterr().err
     assert "SLACK_BOT_TOKEN" in err and "DISCORD_BOT_TOKEN" in err
+    assert not list(tmp_path.iterdir()), "nothing is created before the configuration is known to be usable"
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -95,6 +95,12 @@ class SlackReply(ThrottledReply):
         while pending:
             room = STREAM_LIMIT - len(self._part)
             if len(pending) <= room:
+                if final and self._stream_ts is not None:
+                    # The last words ride on the stop call itself: one call fewer per reply.
+                    await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts, markdown_text=pending)
+                    self._sent += len(pending)
+                    self._stream_ts = None
+                    return
                 await self._stream_out(pending)
                 self._sent += len(pending)
                 pending = ""
