@@ -72,7 +72,7 @@ class Bot:
         await asyncio.gather(*(service.stop(grace) for service in self.services))
         if self._runner is not None:
             await self._runner.cleanup()
-        self.engine.store.close()
+        await self.engine.close()
 
     async def serve_until_stopped(self) -> None:
         """Run until SIGTERM/SIGINT or until a platform stops on its own."""

@@ -50,7 +50,7 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
             engine.store.set_setting(workspace, "instructions", args.system.strip() or None)
         return await console.chat(engine, new=args.new, prompt=args.prompt, stdin=sys.stdin, out=sys.stdout)
     finally:
-        engine.store.close()
+        await engine.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

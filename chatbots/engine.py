@@ -46,6 +46,13 @@ class Engine:
         self._instruction_tokens: dict[tuple[str, str], int] = {}
         self._queues: dict[ConversationKey, tuple[asyncio.Lock, list[int]]] = {}
 
+    async def close(self) -> None:
+        """Release the model's connections and the database."""
+        close = getattr(self.model, "close", None)
+        if close is not None:
+            await close()
+        self.store.close()
+
     def counter(self, model: str) -> TokenCounter:
         found = self._counters.get(model)
         if found is None:

@@ -34,19 +34,19 @@ def settings(model_server: FakeModelServer, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def make_engine(settings: Settings) -> Callable[..., Engine]:
+async def make_engine(settings: Settings) -> AsyncIterator[Callable[..., Engine]]:
     """Build an engine over the fake model; keyword arguments override settings."""
-    stores: list[Store] = []
+    engines: list[Engine] = []
 
     def build(**overrides: Any) -> Engine:
         configured = replace(settings, **overrides)
-        store = Store.open(configured.db_path)
-        stores.append(store)
-        return Engine(store, OpenAIChat.from_settings(configured), configured)
+        engine = Engine(Store.open(configured.db_path), OpenAIChat.from_settings(configured), configured)
+        engines.append(engine)
+        return engine
 
-    yield build  # type: ignore[misc]
-    for store in stores:
-        store.close()
+    yield build
+    for engine in engines:
+        await engine.close()
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ async def test_history_survives_a_new_engine_on_the_same_database(
 ) -> None:
     first = make_engine()
     await first.handle(said("remember the number 42", 1), RecordingReply())
-    first.store.close()
+    await first.close()
 
     second = make_engine()
     await second.handle(said("what number?", 2), RecordingReply())

@@ -9,6 +9,7 @@ from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -95,6 +96,8 @@ class SlackService:
             app.router.add_post(EVENTS_PATH, self._handle_http)
 
     async def start(self) -> None:
+        # One pooled HTTP session for every Web API call: slack_sdk otherwise opens a new one per call.
+        self.client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         try:
             identity = await self.client.auth_test()
         except SlackApiError as error:
@@ -113,6 +116,8 @@ class SlackService:
         if self._socket is not None:
             await self._socket.close_async()
         await self.turns.drain(grace)
+        if self.client.session is not None:
+            await self.client.session.close()
         self._closed.set()
 
     async def _handle_http(self, request: web.Request) -> web.Response:
