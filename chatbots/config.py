@@ -29,6 +29,10 @@ class Settings:
     model_retries: int = 3
     log_level: str = "INFO"
     allow_bots: bool = False
+    admins: frozenset[str] = frozenset()
+    """Platform user ids that may change settings in any workspace, besides the platforms' own admins."""
+    prices: str | None = None
+    """CHATBOTS_PRICES overrides, parsed by pricing.parse_prices."""
     """Answer other bots' messages too (never the bot's own)."""
     slack_bot_token: str | None = None
     slack_app_token: str | None = None
@@ -84,6 +88,8 @@ class Settings:
             model_retries=number("CHATBOTS_MODEL_RETRIES", int, defaults.model_retries, 0),
             log_level=level,
             allow_bots=flag("CHATBOTS_ALLOW_BOTS"),
+            admins=frozenset(part.strip() for part in (text("CHATBOTS_ADMINS") or "").split(",") if part.strip()),
+            prices=text("CHATBOTS_PRICES"),
             slack_bot_token=text("SLACK_BOT_TOKEN"),
             slack_app_token=text("SLACK_APP_TOKEN"),
             slack_signing_secret=text("SLACK_SIGNING_SECRET"),

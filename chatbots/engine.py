@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .config import Settings
-from .model import ChatModel, ModelError
+from .limits import Caps, Refused, UsageLimits
+from .model import ChatModel, Message, ModelError
 from .prompt import DEFAULT_INSTRUCTIONS, build_messages, labelled
 from .store import Store
 from .tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, TokenCounter
@@ -32,7 +33,7 @@ class TurnResult:
     """What happened to one message; adapters and tests read it, people never see it."""
 
     status: str
-    """'answered', 'failed', 'stored' (context only, no answer), 'duplicate' or 'empty'."""
+    """'answered', 'failed', 'refused' (over a cap), 'stored' (context only), 'duplicate' or 'empty'."""
     answer: str = ""
     usage: Usage | None = None
 
@@ -42,6 +43,9 @@ class Engine:
         self.store = store
         self.model = model
         self.settings = settings
+        self.limits = UsageLimits(store, store.clock)
+        self.expected_output = settings.max_output_tokens or 1024
+        """Tokens reserved against caps for an answer not yet written."""
         self._counters: dict[str, TokenCounter] = {}
         self._instruction_tokens: dict[tuple[str, str], int] = {}
         self._queues: dict[ConversationKey, tuple[asyncio.Lock, list[int]]] = {}
@@ -134,6 +138,26 @@ class Engine:
         prompt = build_messages(instructions, window)
         prompt_estimate = sum(turn.tokens for turn in window) + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
 
+        workspace_id = self.store.workspace_id(message.key.platform, message.key.workspace)
+        caps = Caps.from_settings(self.store.settings_for(message.key))
+        try:
+            admission = self.limits.admit(workspace_id, message.author_id, caps, prompt_estimate + self.expected_output)
+        except Refused as refusal:
+            await _quietly(reply.fail(str(refusal)), "fail")
+            return TurnResult("refused")
+        usage: Usage | None = None
+        try:
+            usage, result = await self._answer(conversation, workspace_id, model, prompt, prompt_estimate, truncated, reply)
+            return result
+        finally:
+            self.limits.settle(admission, model, usage)
+
+    async def _answer(
+        self, conversation: int, workspace_id: int, model: str, prompt: list[Message], prompt_estimate: int,
+        truncated: bool, reply: Reply,
+    ) -> tuple[Usage | None, TurnResult]:
+        """Stream the model's answer into the reply and store it; returns the usage to count against caps."""
+        counter = self.counter(model)
         await _quietly(reply.start(), "start")
         parts: list[str] = []
         usage: Usage | None = None
@@ -145,25 +169,27 @@ class Engine:
                     parts.append(part)
                     await _quietly(reply.append(part), "append")
         except ModelError as error:
-            return await self._failed(conversation, model, parts, reply, error.notice)
+            return usage, await self._failed(conversation, model, parts, reply, error.notice)
         except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
             log.exception("turn failed unexpectedly")
-            return await self._failed(conversation, model, parts, reply, INTERNAL_ERROR_NOTICE)
+            return usage, await self._failed(conversation, model, parts, reply, INTERNAL_ERROR_NOTICE)
 
         answer = "".join(parts)
         if not answer.strip():
-            return await self._failed(conversation, model, parts, reply, EMPTY_ANSWER_NOTICE)
+            return usage, await self._failed(conversation, model, parts, reply, EMPTY_ANSWER_NOTICE)
         if truncated:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
         if usage is None:
             usage = Usage(prompt_estimate, counter.count(answer), estimated=True)
         platform_ids = await _quietly(reply.finish(), "finish") or []
-        self.store.add_message(
+        answer_id = self.store.add_message(
             conversation, "assistant", answer, counter.count_message(answer),
             platform_id=platform_ids[0] if platform_ids else None, model=model,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
         )
-        return TurnResult("answered", answer, usage)
+        if answer_id is not None and platform_ids:
+            self.store.record_reply_parts(workspace_id, answer_id, platform_ids)
+        return usage, TurnResult("answered", answer, usage)
 
     def _fit(self, message: Inbound, counter: TokenCounter, budget: int) -> tuple[str, bool]:
         """The message as the model will read it: whole, or cut to the window with a visible mark."""

@@ -87,3 +87,40 @@ def m001_initial(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX audit_by_workspace ON audit (workspace_id, id)")
+
+
+@migrations()
+def m002_usage_and_feedback(db: Database) -> None:
+    """Daily usage totals (what caps and cost reports read, and what outlives message retention),
+    reactions on replies, and every platform message id a reply was split across."""
+    db.execute(
+        """CREATE TABLE usage_daily (
+            workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            day TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            replies INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (workspace_id, day, user_id, model)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE reply_parts (
+            workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            platform_id TEXT NOT NULL,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            PRIMARY KEY (workspace_id, platform_id)
+        )"""
+    )
+    db.execute("CREATE INDEX reply_parts_by_message ON reply_parts (message_id)")
+    db.execute(
+        """CREATE TABLE feedback (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            value INTEGER NOT NULL CHECK (value IN (-1, 1)),
+            at TEXT NOT NULL,
+            PRIMARY KEY (message_id, user_id)
+        )"""
+    )
+    db.execute("CREATE INDEX feedback_by_time ON feedback (at)")

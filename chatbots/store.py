@@ -8,6 +8,7 @@ settings are cached in memory and kept current by the writes made here.
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -184,6 +185,127 @@ class Store:
             [platform, workspace, channel],
         ).fetchone()
         return row[0] if row else None
+
+    def set_setting_audited(
+        self, workspace_id: int, name: str, value: str | None, *, actor_id: str, channel: str = ""
+    ) -> str | None:
+        """Change a setting and write who changed it, from what, to what, in one transaction."""
+        with self.db.atomic():
+            old = self.set_setting(workspace_id, name, value, channel=channel)
+            self.db.execute(
+                "INSERT INTO audit (workspace_id, actor_id, setting, channel, old_value, new_value, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [workspace_id, actor_id, name, channel, old, value, self._now()],
+            )
+        return old
+
+    def audit_log(self, workspace: tuple[str, str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT a.at, w.platform, w.external_id AS workspace, a.channel, a.actor_id, a.setting, a.old_value, a.new_value "
+            "FROM audit a JOIN workspaces w ON w.id = a.workspace_id"
+        )
+        params: list[Any] = []
+        if workspace:
+            sql += " WHERE w.platform = ? AND w.external_id = ?"
+            params += list(workspace)
+        return list(self.db.query(sql + " ORDER BY a.id DESC LIMIT ?", [*params, limit]))
+
+    def record_usage(self, workspace_id: int, user_id: str, day: str, model: str, prompt: int, completion: int) -> None:
+        self.db.execute(
+            "INSERT INTO usage_daily (workspace_id, user_id, day, model, prompt_tokens, completion_tokens, replies) "
+            "VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (workspace_id, day, user_id, model) DO UPDATE SET "
+            "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+            "completion_tokens = completion_tokens + excluded.completion_tokens, replies = replies + 1",
+            [workspace_id, user_id, day, model, prompt, completion],
+        )
+
+    def day_usage(self, workspace_id: int, day: str) -> dict[str, int]:
+        """Tokens used on one day by each user of a workspace."""
+        rows = self.db.execute(
+            "SELECT user_id, SUM(prompt_tokens + completion_tokens) FROM usage_daily "
+            "WHERE workspace_id = ? AND day = ? GROUP BY user_id",
+            [workspace_id, day],
+        ).fetchall()
+        return {user: total for user, total in rows}
+
+    def usage_rows(self, since_day: str, workspace: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+        """Daily usage since a day (inclusive), per workspace, user and model."""
+        sql = (
+            "SELECT w.platform, w.external_id AS workspace, u.day, u.user_id, u.model, u.prompt_tokens, "
+            "u.completion_tokens, u.replies FROM usage_daily u JOIN workspaces w ON w.id = u.workspace_id WHERE u.day >= ?"
+        )
+        params: list[Any] = [since_day]
+        if workspace:
+            sql += " AND w.platform = ? AND w.external_id = ?"
+            params += list(workspace)
+        return list(self.db.query(sql + " ORDER BY u.day, w.platform, w.external_id, u.user_id", params))
+
+    def record_reply_parts(self, workspace_id: int, message_id: int, platform_ids: list[str]) -> None:
+        """Remember every platform message a reply was posted as, so a reaction on any of them finds it."""
+        self.db.conn.executemany(
+            "INSERT OR IGNORE INTO reply_parts (workspace_id, platform_id, message_id) VALUES (?, ?, ?)",
+            [(workspace_id, platform_id, message_id) for platform_id in platform_ids],
+        )
+        self.db.conn.commit()
+
+    def record_feedback(self, workspace_id: int, platform_id: str, user_id: str, value: int | None) -> bool:
+        """A thumbs up (1) or down (-1) on a reply, or None to withdraw it; False when it is not a bot reply."""
+        row = self.db.execute(
+            "SELECT message_id FROM reply_parts WHERE workspace_id = ? AND platform_id = ?", [workspace_id, platform_id]
+        ).fetchone()
+        if row is None:
+            return False
+        if value is None:
+            self.db.execute("DELETE FROM feedback WHERE message_id = ? AND user_id = ?", [row[0], user_id])
+        else:
+            self.db.execute(
+                "INSERT INTO feedback (message_id, user_id, value, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (message_id, user_id) DO UPDATE SET value = excluded.value, at = excluded.at",
+                [row[0], user_id, value, self._now()],
+            )
+        return True
+
+    def feedback_totals(self, workspace_id: int, since: str) -> tuple[int, int]:
+        """(thumbs up, thumbs down) on a workspace's replies since a time."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(f.value = 1), 0), COALESCE(SUM(f.value = -1), 0) FROM feedback f "
+            "JOIN messages m ON m.id = f.message_id JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE c.workspace_id = ? AND f.at >= ?",
+            [workspace_id, since],
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def downvoted(self, since: str) -> list[dict[str, Any]]:
+        """Replies voted down since a time, with the question they answered: what admins read to tune instructions."""
+        return list(self.db.query(
+            """SELECT w.platform, w.external_id AS workspace, c.channel, m.created_at AS answered_at,
+                      (SELECT q.text FROM messages q WHERE q.conversation_id = m.conversation_id AND q.id < m.id
+                         AND q.role = 'user' ORDER BY q.id DESC LIMIT 1) AS question,
+                      m.text AS answer, SUM(f.value = -1) AS down, SUM(f.value = 1) AS up
+               FROM feedback f JOIN messages m ON m.id = f.message_id
+               JOIN conversations c ON c.id = m.conversation_id JOIN workspaces w ON w.id = c.workspace_id
+               WHERE f.at >= ? GROUP BY m.id HAVING down > 0 ORDER BY m.id DESC""",
+            [since],
+        ))
+
+    def is_participant(self, key: ConversationKey, user_id: str) -> bool:
+        if not self.has_conversation(key):
+            return False
+        row = self.db.execute(
+            "SELECT 1 FROM messages WHERE conversation_id = ? AND author_id = ? LIMIT 1", [self.conversation_id(key), user_id]
+        ).fetchone()
+        return row is not None
+
+    def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
+        """Erase the stored messages of every conversation in a channel."""
+        workspace_id = self.workspace_id(platform, workspace)
+        ids = [row[0] for row in self.db.execute(
+            "SELECT id FROM conversations WHERE workspace_id = ? AND channel = ?", [workspace_id, channel]
+        )]
+        removed = 0
+        for conversation in ids:
+            self.windows.drop(conversation)
+            removed += self.db.execute("DELETE FROM messages WHERE conversation_id = ?", [conversation]).rowcount
+        return removed
 
     def forget_conversation(self, key: ConversationKey) -> int:
         """Erase a conversation's stored messages; returns how many were removed."""

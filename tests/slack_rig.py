@@ -5,14 +5,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 import asyncio
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adapters.runner import Bot
 from adapters.slack import SlackService
+from chatbots.clock import Clock
 from chatbots.config import Settings
+from chatbots.engine import Engine
+from chatbots.model import OpenAIChat
+from chatbots.store import Store
 from tests.fakes.model_server import FakeModelServer
-from tests.fakes.slack import FakeSlack, PostedMessage, app_mention, event_callback, next_ts, post_signed
+from tests.fakes.slack import (
+    FakeSlack,
+    PostedMessage,
+    app_mention,
+    event_callback,
+    next_ts,
+    post_signed,
+    slash_command_form,
+)
 
 SECRET = "test-signing-secret"
 
@@ -80,6 +93,20 @@ class SlackRig:
 
         return await self.slack.wait_for(finished, message=f"{count} finished replies in {channel}/{thread_ts}")
 
+    async def command(self, text: str, *, user: str = "U1", team: str = "T1", channel: str = "C1") -> str:
+        """Run `/chatbot text` as Slack would deliver it; returns the private answer."""
+        form = slash_command_form(team, user, channel, text)
+        if self.mode == "http":
+            status, body = await post_signed(None, self.events_url, form, SECRET, json_body=False)
+            assert status == 200, (status, body)
+            answer = json.loads(body)
+            assert answer["response_type"] == "ephemeral"
+            return answer["text"]
+        envelope = await self.slack.socket_send_slash_command(form)
+        payload = await self.slack.wait_ack(envelope)
+        assert payload is not None and payload["response_type"] == "ephemeral"
+        return payload["text"]
+
     async def wait_for_text(self, thread_ts: str, needle: str, channel: str = "C1") -> list[PostedMessage]:
         """Wait until the bot's messages in a thread show needle; returns them."""
 
@@ -91,7 +118,9 @@ class SlackRig:
 
 
 @asynccontextmanager
-async def slack_rig(settings: Settings, mode: str = "http", **fake_options: Any) -> AsyncIterator[SlackRig]:
+async def slack_rig(
+    settings: Settings, mode: str = "http", clock: Clock | None = None, **fake_options: Any
+) -> AsyncIterator[SlackRig]:
     async with FakeSlack(**fake_options) as slack, FakeModelServer() as model:
         configured = replace(
             settings,
@@ -102,7 +131,10 @@ async def slack_rig(settings: Settings, mode: str = "http", **fake_options: Any)
             slack_api_url=slack.api_url,
             port=0,
         )
-        bot = Bot(configured)
+        engine = None
+        if clock is not None:
+            engine = Engine(Store.open(configured.db_path, clock), OpenAIChat.from_settings(configured), configured)
+        bot = Bot(configured, engine)
         await bot.start(host="127.0.0.1")
         try:
             yield SlackRig(slack, model, bot, mode)

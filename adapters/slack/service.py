@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -24,12 +24,13 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from chatbots.commands import Caller, Commands
 from chatbots.config import ConfigError, Settings
 from chatbots.engine import Engine
-from chatbots.types import Inbound
+from chatbots.types import ConversationKey, Inbound
 
 from ..tasks import TurnTasks
-from .events import SlackMessage, translate
+from .events import PLATFORM, SlackMessage, translate
 from .reply import SlackReply, SlackTarget, WorkspaceFeatures
 from .users import UserDirectory
 
@@ -81,6 +82,10 @@ class SlackService:
         )
         self.app.event("app_mention")(self._on_event)
         self.app.event("message")(self._on_event)
+        self.app.event("reaction_added")(self._on_reaction)
+        self.app.event("reaction_removed")(self._on_reaction)
+        self.app.command("/chatbot")(self._on_command)
+        self.commands = Commands.for_engine(engine)
         self.verifier = SignatureVerifier(settings.slack_signing_secret or "")
         self.users = UserDirectory(self.client)
         self.features = WorkspaceFeatures()
@@ -145,6 +150,34 @@ class SlackService:
             return self._observe("not_ours")  # a thread the bot is not part of: not ours to read or keep
         self.turns.spawn(self._turn(message))
 
+    async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """`/chatbot ...`: answered privately in the ack itself, well within Slack's 3 seconds."""
+        team, user, channel = body.get("team_id"), body.get("user_id"), body.get("channel_id")
+        if not all(isinstance(value, str) and value for value in (team, user, channel)):
+            await ack(text="That command arrived incomplete. Please try again.")
+            return self._observe("command:malformed")
+        text = body.get("text") if isinstance(body.get("text"), str) else ""
+        caller = Caller(ConversationKey(PLATFORM, team, channel, channel), user, (await self.users.get(team, user)).is_admin)
+        answer = await self.commands.run(caller, text)
+        await ack(text=answer, response_type="ephemeral")
+        self._observe("command")
+
+    async def _on_reaction(self, body: dict[str, Any]) -> None:
+        """👍 / 👎 on one of the bot's replies is feedback on that reply."""
+        event = body.get("event") or {}
+        item = event.get("item") or {}
+        value = _vote(event.get("reaction"))
+        team, user, ts = body.get("team_id"), event.get("user"), item.get("ts")
+        if value is None or not all(isinstance(v, str) and v for v in (team, user, ts)):
+            return self._observe("ignored")
+        event_id = body.get("event_id")
+        if isinstance(event_id, str) and not self.engine.store.first_delivery("slack", event_id):
+            return self._observe("duplicate")
+        workspace = self.engine.store.workspace_id(PLATFORM, team)
+        withdrawn = event.get("type") == "reaction_removed"
+        found = self.engine.store.record_feedback(workspace, ts, user, None if withdrawn else value)
+        self._observe("feedback" if found else "ignored")
+
     def _observe(self, outcome: str) -> None:
         for observer in self.observers:
             observer(outcome)
@@ -187,3 +220,11 @@ def _ts_order(ts: str) -> tuple[int, int]:
         return int(seconds), int(micros or 0)
     except ValueError:
         return (2**62, 0)
+
+
+def _vote(reaction: object) -> int | None:
+    """+1 for thumbs up, -1 for thumbs down (any skin tone), None for any other emoji."""
+    if not isinstance(reaction, str):
+        return None
+    name = reaction.split("::", 1)[0]
+    return {"+1": 1, "thumbsup": 1, "-1": -1, "thumbsdown": -1}.get(name)

@@ -1,4 +1,7 @@
-"""Who a Slack user is (display name, admin or not), from users.info, cached so a busy thread costs no calls."""
+"""Who a Slack user is (display name, admin or not), from users.info.
+
+Cached for two minutes: a busy thread costs no calls, and a demoted admin loses their rights soon after.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ class SlackUser:
 
 
 class UserDirectory:
-    def __init__(self, client: AsyncWebClient, ttl: float = 600.0, max_entries: int = 20_000) -> None:
+    def __init__(self, client: AsyncWebClient, ttl: float = 120.0, max_entries: int = 20_000) -> None:
         self.client = client
         self.ttl = ttl
         self.max_entries = max_entries

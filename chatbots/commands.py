@@ -1,0 +1,298 @@
+"""The `/chatbot` command, once for every platform: parse the text, check who may do it, act, say what changed."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+
+from .engine import Engine
+from .limits import Caps
+from .pricing import PriceList, parse_prices
+from .prompt import DEFAULT_INSTRUCTIONS
+from .types import ConversationKey
+
+MAX_INSTRUCTIONS = 8_000
+"""Characters of system instructions: enough for a detailed brief, small enough to leave room for the thread."""
+MODEL_LIST_TIMEOUT = 2.0
+"""Seconds to wait for the model server's list; commands must answer within the platforms' 3 s."""
+
+USAGE = {
+    "help": "`help` — what I do here and the commands you can use",
+    "instructions": "`instructions` · `instructions set TEXT` · `instructions clear` · "
+    "`instructions channel` · `instructions channel set TEXT` · `instructions channel clear`",
+    "model": "`model` · `model set NAME`",
+    "limit": "`limit user N` · `limit workspace N` (daily tokens, 0 = none) · `limit rate N` (requests per user per minute)",
+    "limits": "`limits` — the caps in force",
+    "usage": "`usage` — tokens and estimated cost, top users, your own allowance",
+    "moderation": "`moderation` · `moderation on` · `moderation off`",
+    "forget": "`forget` — erase the stored history of this thread (or channel)",
+}
+READER_USAGE = {
+    "help": USAGE["help"],
+    "instructions": "`instructions` · `instructions channel` — the instructions in force here",
+    "limits": USAGE["limits"],
+    "usage": "`usage` — your own usage and what you have left today",
+    "forget": "`forget` (in a thread you took part in) — erase that thread's stored history",
+}
+ADMIN_ONLY_NOTE = "Only workspace admins can change that. Ask an admin, or see `help` for what you can do."
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who typed the command, and where."""
+
+    key: ConversationKey
+    user_id: str
+    is_admin: bool
+    """What the platform says (Slack admin/owner, Discord Manage Server); CHATBOTS_ADMINS is added here."""
+
+
+class CommandError(Exception):
+    """Bad command text: the message is a usage line for the person."""
+
+
+def _number(word: str | None, what: str) -> int:
+    if word is None or not word.strip().isdigit():
+        raise CommandError(f"{what} needs a whole number of 0 or more, like `limit user 50000`.\n{USAGE['limit']}")
+    value = int(word)
+    if value > 10**12:
+        raise CommandError(f"{value:,} is larger than any sensible limit.")
+    return value
+
+
+def _mention(key: ConversationKey, user_id: str) -> str:
+    return f"<@{user_id}>" if key.platform in ("slack", "discord") else user_id
+
+
+class Commands:
+    def __init__(self, engine: Engine, prices: PriceList) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.prices = prices
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> Commands:
+        return cls(engine, PriceList(parse_prices(engine.settings.prices)))
+
+    def is_admin(self, caller: Caller) -> bool:
+        return caller.is_admin or caller.user_id in self.engine.settings.admins
+
+    async def run(self, caller: Caller, text: str) -> str:
+        """The answer to show the caller (privately). Nothing changes unless the answer says so."""
+        words = text.strip().split(maxsplit=1)
+        if not words:
+            return self.help(caller)
+        name, rest = words[0].lower(), (words[1] if len(words) > 1 else "")
+        handlers = {
+            "help": self.help_command, "instructions": self.instructions, "model": self.model,
+            "limit": self.limit, "limits": self.limits, "usage": self.usage,
+            "moderation": self.moderation, "forget": self.forget,
+        }
+        handler = handlers.get(name)
+        if handler is None:
+            return f"I don't know `{name[:40]}`. Here is what I can do:\n\n{self.help(caller)}"
+        try:
+            return await handler(caller, rest.strip())
+        except CommandError as error:
+            return str(error)
+
+    def _require_admin(self, caller: Caller) -> None:
+        if not self.is_admin(caller):
+            raise CommandError(ADMIN_ONLY_NOTE)
+
+    def _workspace(self, caller: Caller) -> int:
+        return self.store.workspace_id(caller.key.platform, caller.key.workspace)
+
+    def _settings(self, caller: Caller) -> dict[str, str]:
+        return self.store.settings_for(caller.key)
+
+    def _change(self, caller: Caller, name: str, value: str | None, channel: str = "") -> str | None:
+        return self.store.set_setting_audited(self._workspace(caller), name, value, actor_id=caller.user_id, channel=channel)
+
+    def help(self, caller: Caller) -> str:
+        allowed = USAGE if self.is_admin(caller) else READER_USAGE
+        lines = [
+            "I answer questions with an AI model, using the context of the thread (or channel) I'm asked in. "
+            "Mention me to ask something.",
+            "",
+            "Commands (`/chatbot ...`):",
+            *(f"• {line}" for line in allowed.values()),
+        ]
+        if not self.is_admin(caller):
+            lines.append("Admins can also change instructions, the model, limits and moderation.")
+        return "\n".join(lines)
+
+    async def help_command(self, caller: Caller, rest: str) -> str:
+        return self.help(caller)
+
+    async def instructions(self, caller: Caller, rest: str) -> str:
+        words = rest.split(maxsplit=1)
+        verb = words[0].lower() if words else ""
+        if verb == "channel":
+            return await self._channel_instructions(caller, words[1] if len(words) > 1 else "")
+        settings = self._settings(caller)
+        if not verb:
+            current = settings.get("instructions")
+            shown = f"This workspace's instructions:\n>>> {current}" if current else (
+                f"This workspace uses the default instructions:\n>>> {self.engine.settings.default_instructions or DEFAULT_INSTRUCTIONS}"
+            )
+            channel = settings.get("channel_instructions")
+            return shown + (f"\n\nThis channel adds:\n>>> {channel}" if channel else "")
+        if verb == "set":
+            self._require_admin(caller)
+            text = words[1].strip() if len(words) > 1 else ""
+            self._check_instructions(text)
+            old = self._change(caller, "instructions", text)
+            return "Workspace instructions updated" + (" (they replace the previous ones)." if old else ".") + f"\n>>> {text}"
+        if verb == "clear":
+            self._require_admin(caller)
+            old = self._change(caller, "instructions", None)
+            return "Workspace instructions cleared; the default ones apply again." if old else "There were no workspace instructions to clear."
+        raise CommandError(f"Usage: {USAGE['instructions']}")
+
+    async def _channel_instructions(self, caller: Caller, rest: str) -> str:
+        words = rest.split(maxsplit=1)
+        verb = words[0].lower() if words else ""
+        channel = caller.key.channel
+        if not verb:
+            current = self._settings(caller).get("channel_instructions")
+            return f"This channel adds:\n>>> {current}" if current else "This channel has no instructions of its own."
+        self._require_admin(caller)
+        if verb == "set":
+            text = words[1].strip() if len(words) > 1 else ""
+            self._check_instructions(text)
+            self._change(caller, "instructions", text, channel=channel)
+            return f"Channel instructions set; they apply here after the workspace's.\n>>> {text}"
+        if verb == "clear":
+            old = self._change(caller, "instructions", None, channel=channel)
+            return "Channel instructions cleared." if old else "This channel had no instructions to clear."
+        raise CommandError(f"Usage: {USAGE['instructions']}")
+
+    def _check_instructions(self, text: str) -> None:
+        if not text:
+            raise CommandError("Give the instructions after `set`, like `instructions set Answer in French.`")
+        if len(text) > MAX_INSTRUCTIONS:
+            raise CommandError(
+                f"Those instructions are {len(text):,} characters; the limit is {MAX_INSTRUCTIONS:,}. "
+                "Shorten them and try again — nothing was changed."
+            )
+
+    async def model(self, caller: Caller, rest: str) -> str:
+        words = rest.split()
+        current = self._settings(caller).get("model") or self.engine.settings.model
+        if not words:
+            return f"Model: `{current}`"
+        if words[0].lower() != "set" or len(words) != 2:
+            raise CommandError(f"Usage: {USAGE['model']}")
+        self._require_admin(caller)
+        name = words[1]
+        if len(name) > 200:
+            raise CommandError("That is not a model name.")
+        offered = await self._offered_models()
+        if offered is not None and name not in offered:
+            listed = ", ".join(f"`{m}`" for m in sorted(offered)[:20])
+            raise CommandError(f"The model server doesn't offer `{name}`. It offers: {listed}. Nothing was changed.")
+        old = self._change(caller, "model", name)
+        return f"Model changed from `{old or self.engine.settings.model}` to `{name}`."
+
+    async def _offered_models(self) -> set[str] | None:
+        lister = getattr(self.engine.model, "list_models", None)
+        if lister is None:
+            return None
+        try:
+            async with asyncio.timeout(MODEL_LIST_TIMEOUT):
+                found = await lister()
+        except TimeoutError:
+            return None
+        return set(found) if found else None
+
+    async def limit(self, caller: Caller, rest: str) -> str:
+        words = rest.split()
+        if len(words) != 2 or words[0].lower() not in ("user", "workspace", "rate"):
+            raise CommandError(f"Usage: {USAGE['limit']}")
+        self._require_admin(caller)
+        which = words[0].lower()
+        value = _number(words[1], f"`limit {which}`")
+        old = self._change(caller, f"limit_{which}", str(value) if value else None)
+        what = {"user": "Daily tokens per person", "workspace": "Daily tokens for the workspace", "rate": "Requests per person per minute"}[which]
+        before = f"{int(old):,}" if old else "no limit"
+        return f"{what}: {f'{value:,}' if value else 'no limit'} (was {before})."
+
+    async def limits(self, caller: Caller, rest: str) -> str:
+        caps = Caps.from_settings(self._settings(caller))
+
+        def shown(value: int, unit: str) -> str:
+            return f"{value:,} {unit}" if value else "no limit"
+
+        return "\n".join([
+            "Limits in this workspace (daily limits reset at midnight UTC):",
+            f"• per person: {shown(caps.user_daily, 'tokens a day')}",
+            f"• whole workspace: {shown(caps.workspace_daily, 'tokens a day')}",
+            f"• rate: {shown(caps.per_minute, 'requests per person per minute')}",
+        ])
+
+    async def usage(self, caller: Caller, rest: str) -> str:
+        key = caller.key
+        now = self.store.clock()
+        today = now.date().isoformat()
+        since = (now.date() - timedelta(days=29)).isoformat()
+        rows = self.store.usage_rows(since, (key.platform, key.workspace))
+        admin = self.is_admin(caller)
+
+        def total(selected: list[dict]) -> tuple[int, float]:
+            tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in selected)
+            cost = sum(self.prices.cost(r["model"], r["prompt_tokens"], r["completion_tokens"]) for r in selected)
+            return tokens, cost
+
+        mine = [r for r in rows if r["user_id"] == caller.user_id]
+        my_today, _ = total([r for r in mine if r["day"] == today])
+        my_month, _ = total(mine)
+        caps = Caps.from_settings(self._settings(caller))
+        remaining = self.engine.limits.remaining(self._workspace(caller), caller.user_id, caps)
+        own = f"You: {my_today:,} tokens today, {my_month:,} in the last 30 days."
+        own += f" You can use {remaining:,} more today." if remaining is not None else " No daily cap applies to you."
+        if not admin:
+            return own
+        day_tokens, day_cost = total([r for r in rows if r["day"] == today])
+        month_tokens, month_cost = total(rows)
+        per_user: dict[str, int] = {}
+        for r in rows:
+            per_user[r["user_id"]] = per_user.get(r["user_id"], 0) + r["prompt_tokens"] + r["completion_tokens"]
+        top = sorted(per_user.items(), key=lambda item: -item[1])[:5]
+        up, down = self.store.feedback_totals(self._workspace(caller), since + "T00:00:00")
+        lines = [
+            "Usage in this workspace (estimated cost from list prices):",
+            f"• today: {day_tokens:,} tokens (~${day_cost:,.2f})",
+            f"• last 30 days: {month_tokens:,} tokens (~${month_cost:,.2f})",
+        ]
+        if top:
+            lines.append("• top users (30 days): " + ", ".join(f"{_mention(key, u)} {t:,}" for u, t in top))
+        votes = up + down
+        lines.append(
+            f"• feedback (30 days): 👍 {up} · 👎 {down}" + (f" ({up * 100 // votes}% positive)" if votes else "")
+        )
+        lines.append(own)
+        return "\n".join(lines)
+
+    async def moderation(self, caller: Caller, rest: str) -> str:
+        word = rest.lower()
+        current = self._settings(caller).get("moderation", "on")
+        if not word:
+            return f"Moderation is {current} in this workspace."
+        if word not in ("on", "off"):
+            raise CommandError(f"Usage: {USAGE['moderation']}")
+        self._require_admin(caller)
+        self._change(caller, "moderation", word)
+        return f"Moderation is now {word} in this workspace (was {current})."
+
+    async def forget(self, caller: Caller, rest: str) -> str:
+        key = caller.key
+        is_thread = key.thread != key.channel
+        if not self.is_admin(caller) and not (is_thread and self.store.is_participant(key, caller.user_id)):
+            raise CommandError("Only admins, or people who took part in this thread, can erase its history.")
+        if is_thread:
+            removed = self.store.forget_conversation(key)
+            return f"Erased this thread's stored history ({removed} messages). I'll start fresh here."
+        removed = self.store.forget_channel(key.platform, key.workspace, key.channel)
+        return f"Erased this channel's stored history ({removed} messages). I'll start fresh here."
