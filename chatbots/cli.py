@@ -30,6 +30,17 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--new", action="store_true", help="start a new conversation instead of continuing the last one")
     chat.add_argument("--model", help="model to use (default: CHATBOTS_MODEL)")
     chat.add_argument("--system", help="save these system instructions for the console and use them from now on")
+
+    usage = commands.add_parser("usage", help="tokens and estimated cost per workspace, user and model")
+    usage.add_argument("--workspace", help="only this workspace: ID or PLATFORM:ID")
+    usage.add_argument("--days", type=int, default=30, help="how many days back (default 30)")
+    usage.add_argument("--csv", action="store_true", help="CSV instead of a table")
+
+    audit = commands.add_parser("audit", help="who changed which setting, when, from what to what")
+    audit.add_argument("--workspace", help="only this workspace: ID or PLATFORM:ID")
+
+    feedback = commands.add_parser("feedback", help="answers people voted down, with the question they answered")
+    feedback.add_argument("--days", type=int, default=30, help="how many days back (default 30)")
     return parser
 
 
@@ -53,6 +64,24 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
         await engine.close()
 
 
+def _report(settings: Settings, args: argparse.Namespace) -> str:
+    from .pricing import PriceList, parse_prices
+    from .reports import audit_report, feedback_report, usage_report, workspace_filter
+
+    if getattr(args, "days", 1) < 1:
+        raise ConfigError("--days must be at least 1")
+    store = Store.open(settings.db_path)
+    try:
+        if args.command == "usage":
+            prices = PriceList(parse_prices(settings.prices))
+            return usage_report(store, prices, args.days, workspace_filter(store, args.workspace), args.csv)
+        if args.command == "audit":
+            return audit_report(store, workspace_filter(store, args.workspace))
+        return feedback_report(store, args.days)
+    finally:
+        store.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -68,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(chatty).setLevel(logging.WARNING)
         if args.command == "chat":
             return asyncio.run(_chat(settings, args))
+        if args.command in ("usage", "audit", "feedback"):
+            print(_report(settings, args))
+            return 0
         if args.command == "run":
             from adapters.runner import run
 

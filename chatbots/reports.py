@@ -1,0 +1,84 @@
+"""Operator reports printed by the CLI: usage and cost, the audit log, down-voted answers."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from typing import Any
+
+from .pricing import PriceList
+from .store import Store
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers, *[[str(value) for value in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def workspace_filter(store: Store, text: str | None) -> tuple[str, str] | None:
+    """"slack:T123" or a bare id ("T123", looked up on every platform) -> (platform, id)."""
+    if not text:
+        return None
+    platform, _, external = text.partition(":")
+    if external:
+        return platform, external
+    row = store.db.execute("SELECT platform FROM workspaces WHERE external_id = ? LIMIT 1", [text]).fetchone()
+    return (row[0], text) if row else ("?", text)
+
+
+def usage_report(store: Store, prices: PriceList, days: int, workspace: tuple[str, str] | None, as_csv: bool) -> str:
+    since = (store.clock().date() - timedelta(days=days - 1)).isoformat()
+    rows = store.usage_rows(since, workspace)
+    headers = ["day", "platform", "workspace", "user", "model", "prompt_tokens", "completion_tokens", "replies", "cost_usd"]
+    table = [
+        [r["day"], r["platform"], r["workspace"], r["user_id"], r["model"], r["prompt_tokens"], r["completion_tokens"],
+         r["replies"], f"{prices.cost(r['model'], r['prompt_tokens'], r['completion_tokens']):.4f}"]
+        for r in rows
+    ]
+    if as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows(table)
+        return out.getvalue().rstrip("\n")
+    if not table:
+        return f"No usage in the last {days} days."
+    tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows)
+    cost = sum(float(row[-1]) for row in table)
+    return _table(headers, table) + f"\n\nTotal: {tokens:,} tokens, ~${cost:,.2f} over {days} days."
+
+
+def audit_report(store: Store, workspace: tuple[str, str] | None) -> str:
+    rows = store.audit_log(workspace)
+    if not rows:
+        return "No settings changes recorded."
+    return _table(
+        ["when", "platform", "workspace", "channel", "who", "setting", "old", "new"],
+        [[r["at"][:19], r["platform"], r["workspace"], r["channel"] or "-", r["actor_id"], r["setting"],
+          _short(r["old_value"]), _short(r["new_value"])] for r in rows],
+    )
+
+
+def feedback_report(store: Store, days: int) -> str:
+    since = (store.clock() - timedelta(days=days)).isoformat().replace("+00:00", "Z")
+    rows = store.downvoted(since)
+    if not rows:
+        return f"No down-voted answers in the last {days} days."
+    blocks = []
+    for r in rows:
+        blocks.append(
+            f"{r['answered_at'][:19]}  {r['platform']}:{r['workspace']}  #{r['channel']}  👎 {r['down']}  👍 {r['up']}\n"
+            f"  asked:    {_short(r['question'], 300)}\n  answered: {_short(r['answer'], 300)}"
+        )
+    return "\n\n".join(blocks)
+
+
+def _short(value: str | None, limit: int = 40) -> str:
+    if value is None:
+        return "-"
+    flat = " ".join(value.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
