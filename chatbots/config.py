@@ -10,6 +10,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+REDACTABLE = frozenset({"emails", "phones", "cards", "keys"})
+
+
 class ConfigError(Exception):
     """A missing or invalid setting; the message names the variable and is shown as one line."""
 
@@ -33,6 +36,14 @@ class Settings:
     """Platform user ids that may change settings in any workspace, besides the platforms' own admins."""
     prices: str | None = None
     """CHATBOTS_PRICES overrides, parsed by pricing.parse_prices."""
+    moderation: bool = True
+    moderation_base_url: str | None = None
+    moderation_api_key: str | None = None
+    moderation_model: str = "omni-moderation-latest"
+    moderation_on_error: str = "block"
+    store_flagged_text: bool = False
+    retention_days: int | None = None
+    redact: frozenset[str] = frozenset()
     """Answer other bots' messages too (never the bot's own)."""
     slack_bot_token: str | None = None
     slack_app_token: str | None = None
@@ -73,6 +84,16 @@ class Settings:
         base_url = text("OPENAI_BASE_URL")
         if base_url and not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"OPENAI_BASE_URL must start with http:// or https://, got {base_url!r}")
+        on_error = (text("CHATBOTS_MODERATION_ON_ERROR") or "block").lower()
+        if on_error not in ("block", "allow"):
+            raise ConfigError(f"CHATBOTS_MODERATION_ON_ERROR must be block or allow, got {on_error!r}")
+        redact = frozenset(part.strip().lower() for part in (text("CHATBOTS_REDACT") or "").split(",") if part.strip())
+        unknown = redact - REDACTABLE
+        if unknown:
+            raise ConfigError(f"CHATBOTS_REDACT takes {', '.join(sorted(REDACTABLE))}; unknown: {', '.join(sorted(unknown))}")
+        moderation_url = text("CHATBOTS_MODERATION_BASE_URL")
+        if moderation_url and not moderation_url.startswith(("http://", "https://")):
+            raise ConfigError(f"CHATBOTS_MODERATION_BASE_URL must start with http:// or https://, got {moderation_url!r}")
         level = (text("CHATBOTS_LOG_LEVEL") or "INFO").upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"CHATBOTS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
@@ -90,6 +111,14 @@ class Settings:
             allow_bots=flag("CHATBOTS_ALLOW_BOTS"),
             admins=frozenset(part.strip() for part in (text("CHATBOTS_ADMINS") or "").split(",") if part.strip()),
             prices=text("CHATBOTS_PRICES"),
+            moderation=(text("CHATBOTS_MODERATION") or "on").lower() not in ("off", "false", "0", "no"),
+            moderation_base_url=moderation_url,
+            moderation_api_key=text("CHATBOTS_MODERATION_API_KEY"),
+            moderation_model=text("CHATBOTS_MODERATION_MODEL") or defaults.moderation_model,
+            moderation_on_error=on_error,
+            store_flagged_text=flag("CHATBOTS_STORE_FLAGGED_TEXT"),
+            retention_days=number("CHATBOTS_RETENTION_DAYS", int, None, 1),
+            redact=redact,
             slack_bot_token=text("SLACK_BOT_TOKEN"),
             slack_app_token=text("SLACK_APP_TOKEN"),
             slack_signing_secret=text("SLACK_SIGNING_SECRET"),

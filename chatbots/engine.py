@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from .config import Settings
 from .limits import Caps, Refused, UsageLimits
+from .moderation import FLAGGED_INPUT_NOTICE, UNAVAILABLE_NOTICE, ModeratedReply, Moderator, Verdict
 from .model import ChatModel, Message, ModelError
 from .prompt import DEFAULT_INSTRUCTIONS, build_messages, labelled
+from .redact import redactor
 from .store import Store
 from .tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, TokenCounter
 from .types import ConversationKey, Inbound, Reply, Usage
@@ -33,7 +35,8 @@ class TurnResult:
     """What happened to one message; adapters and tests read it, people never see it."""
 
     status: str
-    """'answered', 'failed', 'refused' (over a cap), 'stored' (context only), 'duplicate' or 'empty'."""
+    """'answered', 'failed', 'refused' (over a cap), 'flagged' (moderation), 'moderation_unavailable',
+    'stored' (context only), 'duplicate' or 'empty'."""
     answer: str = ""
     usage: Usage | None = None
 
@@ -44,6 +47,8 @@ class Engine:
         self.model = model
         self.settings = settings
         self.limits = UsageLimits(store, store.clock)
+        self.moderator = Moderator.from_settings(settings)
+        self.redact = redactor(settings.redact)
         self.expected_output = settings.max_output_tokens or 1024
         """Tokens reserved against caps for an answer not yet written."""
         self._counters: dict[str, TokenCounter] = {}
@@ -55,6 +60,8 @@ class Engine:
         close = getattr(self.model, "close", None)
         if close is not None:
             await close()
+        if self.moderator is not None:
+            await self.moderator.close()
         self.store.close()
 
     def counter(self, model: str) -> TokenCounter:
@@ -120,7 +127,19 @@ class Engine:
         context = self.context_tokens(counter)
         budget = context - self.output_reserve(context) - REPLY_PRIMING - self._instructions_size(model, instructions, counter)
 
+        if self.redact is not None:
+            message = replace(message, text=self.redact(message.text))
         text, truncated = self._fit(message, counter, budget)
+        moderated = self.moderator is not None and self.store.settings_for(message.key).get("moderation", "on") == "on"
+        if moderated:
+            assert self.moderator is not None
+            verdict = await self.moderator.check(text)
+            self._record_moderation(message.key, "in", verdict, text)
+            if verdict.blocked:
+                if message.addressed is not False:
+                    notice = FLAGGED_INPUT_NOTICE if verdict.decision == "flagged" else UNAVAILABLE_NOTICE
+                    await _quietly(reply.fail(notice), "fail")
+                return TurnResult("flagged" if verdict.decision == "flagged" else "moderation_unavailable")
         tokens = counter.count_message(labelled(text, message.author_name, message.author_id))
         conversation = self.store.conversation_id(message.key)
         stored_id = self.store.add_message(
@@ -145,6 +164,10 @@ class Engine:
         except Refused as refusal:
             await _quietly(reply.fail(str(refusal)), "fail")
             return TurnResult("refused")
+        if moderated:
+            assert self.moderator is not None
+            key = message.key
+            reply = ModeratedReply(reply, self.moderator, lambda verdict, shown: self._record_moderation(key, "out", verdict, shown))
         usage: Usage | None = None
         try:
             usage, result = await self._answer(conversation, workspace_id, model, prompt, prompt_estimate, truncated, reply)
@@ -158,16 +181,20 @@ class Engine:
     ) -> tuple[Usage | None, TurnResult]:
         """Stream the model's answer into the reply and store it; returns the usage to count against caps."""
         counter = self.counter(model)
+        moderated = reply if isinstance(reply, ModeratedReply) else None
         await _quietly(reply.start(), "start")
         parts: list[str] = []
         usage: Usage | None = None
         try:
-            async for part in self.model.stream(model, prompt):
-                if isinstance(part, Usage):
-                    usage = part
-                else:
+            async with contextlib.aclosing(self.model.stream(model, prompt)) as stream:
+                async for part in stream:
+                    if isinstance(part, Usage):
+                        usage = part
+                        continue
                     parts.append(part)
                     await _quietly(reply.append(part), "append")
+                    if moderated is not None and moderated.halted:
+                        break  # flagged midway: stop generating, show nothing more
         except ModelError as error:
             return usage, await self._failed(conversation, model, parts, reply, error.notice)
         except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
@@ -175,13 +202,17 @@ class Engine:
             return usage, await self._failed(conversation, model, parts, reply, INTERNAL_ERROR_NOTICE)
 
         answer = "".join(parts)
+        if usage is None:
+            usage = Usage(prompt_estimate, counter.count(answer), estimated=True)
+        if moderated is not None and moderated.halted:
+            return usage, await self._failed(conversation, model, parts, reply, "", status="flagged")
         if not answer.strip():
             return usage, await self._failed(conversation, model, parts, reply, EMPTY_ANSWER_NOTICE)
         if truncated:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
-        if usage is None:
-            usage = Usage(prompt_estimate, counter.count(answer), estimated=True)
         platform_ids = await _quietly(reply.finish(), "finish") or []
+        if moderated is not None and moderated.halted:  # the last increment was flagged at finish
+            return usage, self._store_shown(conversation, model, moderated.approved, "flagged")
         answer_id = self.store.add_message(
             conversation, "assistant", answer, counter.count_message(answer),
             platform_id=platform_ids[0] if platform_ids else None, model=model,
@@ -190,6 +221,10 @@ class Engine:
         if answer_id is not None and platform_ids:
             self.store.record_reply_parts(workspace_id, answer_id, platform_ids)
         return usage, TurnResult("answered", answer, usage)
+
+    def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:
+        keep = self.settings.store_flagged_text and verdict.decision == "flagged"
+        self.store.record_moderation(key, direction, verdict.decision, list(verdict.categories), text if keep else None)
 
     def _fit(self, message: Inbound, counter: TokenCounter, budget: int) -> tuple[str, bool]:
         """The message as the model will read it: whole, or cut to the window with a visible mark."""
@@ -201,16 +236,20 @@ class Engine:
         mark_tokens = counter.count(TRUNCATION_MARK)
         return counter.truncate(text, max(room - mark_tokens, 1)) + TRUNCATION_MARK, True
 
-    async def _failed(self, conversation: int, model: str, parts: list[str], reply: Reply, notice: str) -> TurnResult:
+    async def _failed(
+        self, conversation: int, model: str, parts: list[str], reply: Reply, notice: str, status: str = "failed"
+    ) -> TurnResult:
         """End the reply with the notice; keep what was already shown so the history matches the thread."""
         await _quietly(reply.fail(notice), "fail")
-        partial = "".join(parts)
-        if partial:
+        shown = reply.approved if isinstance(reply, ModeratedReply) else "".join(parts)
+        return self._store_shown(conversation, model, shown, status)
+
+    def _store_shown(self, conversation: int, model: str, shown: str, status: str) -> TurnResult:
+        if shown.strip():
             counter = self.counter(model)
-            self.store.add_message(
-                conversation, "assistant", partial, counter.count_message(partial), model=model, status="interrupted"
-            )
-        return TurnResult("failed", partial)
+            stored_status = "flagged" if status == "flagged" else "interrupted"
+            self.store.add_message(conversation, "assistant", shown, counter.count_message(shown), model=model, status=stored_status)
+        return TurnResult(status, shown)
 
 
 def _continues_exchange(window: list[StoredMessage], author_id: str) -> bool:

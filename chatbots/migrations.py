@@ -124,3 +124,22 @@ def m002_usage_and_feedback(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX feedback_by_time ON feedback (at)")
+
+
+@migrations()
+def m003_moderation_log(db: Database) -> None:
+    """Every moderation decision: what was checked, which way, the verdict. Text only when an operator opts in."""
+    db.execute(
+        """CREATE TABLE moderation_log (
+            id INTEGER PRIMARY KEY,
+            workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            conversation_id INTEGER REFERENCES conversations(id) ON DELETE CASCADE,
+            direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+            decision TEXT NOT NULL CHECK (decision IN ('passed', 'flagged', 'error_blocked', 'error_allowed')),
+            categories TEXT NOT NULL DEFAULT '',
+            text TEXT,
+            at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX moderation_log_by_time ON moderation_log (at)")
+    db.execute("CREATE INDEX messages_by_time ON messages (created_at)")

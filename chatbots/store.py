@@ -307,6 +307,44 @@ class Store:
             removed += self.db.execute("DELETE FROM messages WHERE conversation_id = ?", [conversation]).rowcount
         return removed
 
+    def record_moderation(
+        self, key: ConversationKey, direction: str, decision: str, categories: list[str], text: str | None
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO moderation_log (workspace_id, conversation_id, direction, decision, categories, text, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [self.workspace_id(key.platform, key.workspace), self.conversation_id(key), direction, decision,
+             ",".join(categories), text, self._now()],
+        )
+
+    def moderation_log(self, since: str, flagged_only: bool = False) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT l.at, w.platform, w.external_id AS workspace, c.channel, c.thread, l.direction, l.decision, "
+            "l.categories, l.text FROM moderation_log l JOIN workspaces w ON w.id = l.workspace_id "
+            "LEFT JOIN conversations c ON c.id = l.conversation_id WHERE l.at >= ?"
+        )
+        if flagged_only:
+            sql += " AND l.decision != 'passed'"
+        return list(self.db.query(sql + " ORDER BY l.id DESC", [since]))
+
+    def purge(self, older_than: str) -> int:
+        """Delete stored message text older than the retention cutoff; daily usage totals are kept."""
+        removed = self.db.execute("DELETE FROM messages WHERE created_at < ?", [older_than]).rowcount
+        self.db.execute("UPDATE moderation_log SET text = NULL WHERE at < ? AND text IS NOT NULL", [older_than])
+        self.windows.clear()
+        return removed
+
+    def delete_workspace(self, platform: str, external_id: str) -> bool:
+        """Erase everything stored for a workspace (the app was uninstalled or the bot left the server)."""
+        deleted = self.db.execute(
+            "DELETE FROM workspaces WHERE platform = ? AND external_id = ?", [platform, external_id]
+        ).rowcount
+        self._workspaces.clear()
+        self._conversations.clear()
+        self._settings.clear()
+        self.windows.clear()
+        return deleted > 0
+
     def forget_conversation(self, key: ConversationKey) -> int:
         """Erase a conversation's stored messages; returns how many were removed."""
         if not self.has_conversation(key):

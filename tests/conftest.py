@@ -30,6 +30,7 @@ def settings(model_server: FakeModelServer, tmp_path: Path) -> Settings:
         db_path=str(tmp_path / "chatbots.db"),
         stall_timeout=5.0,
         model_retries=2,
+        moderation=False,  # on in production; the moderation tests turn it on
     )
 
 

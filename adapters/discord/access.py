@@ -1,0 +1,114 @@
+"""Where the bot may not answer: learned from its cached permissions or from a 403, and said once.
+
+A channel that refuses the bot is remembered, so it gets one clear warning instead of a 403 per mention. It is
+tried again when the guild's channels or roles change (someone fixed the permissions), or after RECHECK_AFTER
+seconds in case that change went unseen: the bot does not receive member updates for itself without the
+privileged members intent, so a role granted to it may not show in its cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+import discord
+
+from .events import guild_id_of, is_thread
+
+log = logging.getLogger(__name__)
+
+RECHECK_AFTER = 900.0
+"""Seconds before a refused channel is tried once more without any permission change seen."""
+
+REPLY_NEEDS_HISTORY = 160002
+"""Discord's code for 'Cannot reply without permission to read message history'."""
+
+REFUSALS = {
+    50001: "View Channel (Missing Access)",
+    50013: "Send Messages (Missing Permissions)",
+    50007: "permission to message this user (their DMs are closed to the bot)",
+    REPLY_NEEDS_HISTORY: "Read Message History",
+}
+
+
+class How(Enum):
+    """How to answer in a channel."""
+
+    REPLY = "reply"
+    """As a reply to the person's message."""
+    PLAIN = "plain"
+    """As a plain message: DMs, and channels where the bot cannot read history (which replies need)."""
+
+
+class ChannelAccess:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._refused: dict[int, tuple[int | None, float]] = {}  # channel id -> (guild id, when)
+        self._no_history: dict[int, int | None] = {}
+
+    def how_to_answer(self, message: Any) -> How | None:
+        """REPLY or PLAIN, or None when the bot cannot post in the message's channel (warned about once)."""
+        channel = message.channel
+        guild_id = guild_id_of(message)
+        if self.is_refused(channel.id):
+            return None
+        if guild_id is None:
+            return How.PLAIN
+        me = getattr(message.guild, "me", None)
+        if me is None or not hasattr(channel, "permissions_for"):
+            return How.REPLY  # not in the cache: try, and learn from a refusal
+        try:
+            permissions = channel.permissions_for(me)
+        except discord.ClientException:  # a thread whose parent is not cached
+            return How.REPLY
+        send = ("send_messages_in_threads", "Send Messages in Threads") if is_thread(channel) else ("send_messages", "Send Messages")
+        missing = [label for name, label in (("view_channel", "View Channel"), send) if not getattr(permissions, name)]
+        if missing:
+            self._refuse(channel.id, guild_id, " and ".join(missing))
+            return None
+        if not permissions.read_message_history or channel.id in self._no_history:
+            self.cannot_read_history(channel.id, guild_id)
+            return How.PLAIN
+        return How.REPLY
+
+    def is_refused(self, channel_id: int) -> bool:
+        found = self._refused.get(channel_id)
+        if found is None:
+            return False
+        if self._clock() - found[1] < RECHECK_AFTER:
+            return True
+        del self._refused[channel_id]
+        return False
+
+    def refused(self, channel: Any, guild_id: int | None, error: discord.Forbidden) -> None:
+        """Discord answered 403: remember the channel and say what is missing."""
+        what = REFUSALS.get(error.code, f"a permission Discord did not name (error {error.code})")
+        self._refuse(channel.id, guild_id, what)
+
+    def cannot_read_history(self, channel_id: int, guild_id: int | None) -> None:
+        if channel_id not in self._no_history:
+            self._no_history[channel_id] = guild_id
+            log.warning(
+                "discord: the bot lacks Read Message History in channel %s (guild %s), which replies need; "
+                "answers there are posted as plain messages", channel_id, guild_id,
+            )
+
+    def forget(self, guild_id: int) -> None:
+        """Permissions changed in this guild: try its refused channels again (and warn again if still refused)."""
+        for table in (self._refused, self._no_history):
+            for channel_id, entry in list(table.items()):
+                if (entry[0] if isinstance(entry, tuple) else entry) == guild_id:
+                    del table[channel_id]
+
+    def _refuse(self, channel_id: int, guild_id: int | None, what: str) -> None:
+        if self.is_refused(channel_id):
+            return
+        self._refused[channel_id] = (guild_id, self._clock())
+        where = f"guild {guild_id}" if guild_id is not None else "a direct message"
+        log.warning(
+            "discord: cannot answer in channel %s (%s): the bot lacks %s there. Not trying again in that channel "
+            "until its permissions change (or in %.0f minutes)", channel_id, where, what, RECHECK_AFTER / 60,
+        )

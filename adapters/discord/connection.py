@@ -1,0 +1,74 @@
+"""Which Discord to talk to and how: endpoints (Discord's, a self-hosted server's, or a test fake) and the client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import discord
+import discord.gateway
+import discord.http
+import yarl
+
+from chatbots.config import ConfigError, Settings
+
+
+def gateway_intents() -> discord.Intents:
+    """Only what the bot reads: guilds (channels, threads, roles for permissions), messages, and their content.
+
+    Not the privileged members or presences intents, and none of the typing, reaction or voice events that
+    default intents would stream in for nothing.
+    """
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = True
+    return intents
+
+
+def build_client(guild_ready_timeout: float = 2.0) -> discord.Client:
+    return discord.Client(
+        intents=gateway_intents(),
+        allowed_mentions=discord.AllowedMentions.none(),  # model output must never ping @everyone, roles or people
+        max_messages=None,  # replies carry the message they answer; no cache needed
+        member_cache_flags=discord.MemberCacheFlags.none(),  # the bot's own member is cached regardless
+        chunk_guilds_at_startup=False,
+        guild_ready_timeout=guild_ready_timeout,
+    )
+
+
+@dataclass
+class Endpoints:
+    """DISCORD_API_URL / DISCORD_GATEWAY_URL, applied to discord.py's two class-level defaults.
+
+    Both are process-wide class attributes, so they are set at start and put back at stop.
+    """
+
+    api: str = discord.http.Route.BASE
+    gateway: str = str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    custom: bool = False
+    _saved: tuple[str, yarl.URL] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Endpoints:
+        api, gateway = settings.discord_api_url, settings.discord_gateway_url
+        if api and not api.startswith(("http://", "https://")):
+            raise ConfigError(f"DISCORD_API_URL must start with http:// or https://, got {api!r}")
+        if gateway and not gateway.startswith(("ws://", "wss://")):
+            raise ConfigError(f"DISCORD_GATEWAY_URL must start with ws:// or wss://, got {gateway!r}")
+        if not api and not gateway:
+            return cls()
+        defaults = cls()
+        return cls(api=(api or defaults.api).rstrip("/"), gateway=gateway or defaults.gateway, custom=True)
+
+    def apply(self) -> None:
+        if not self.custom:
+            return
+        self._saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        discord.http.Route.BASE = self.api
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway)  # discord.py calls .with_query
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved
+            self._saved = None

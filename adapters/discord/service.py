@@ -1,0 +1,181 @@
+"""The Discord bot: discord.py's gateway client, translating messages into engine turns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import discord
+from aiohttp import web
+
+from chatbots.config import ConfigError, Settings
+from chatbots.engine import Engine
+from chatbots.types import Inbound
+
+from ..tasks import TurnTasks
+from .access import ChannelAccess, How
+from .connection import Endpoints, build_client
+from .events import is_own, translate
+from .reply import DiscordReply
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 60.0
+"""Seconds start() waits for the gateway's READY before giving up with a clear error."""
+PRIVILEGED_INTENT_REFUSED = (
+    "Discord refused the message content intent: enable MESSAGE CONTENT INTENT for the bot in the Discord "
+    "Developer Portal (Bot > Privileged Gateway Intents)"
+)
+
+
+class DiscordService:
+    name = "discord"
+
+    def __init__(self, settings: Settings, engine: Engine, *, update_interval: float = 1.0,
+                 guild_ready_timeout: float = 2.0) -> None:
+        if not settings.discord_bot_token:
+            raise ConfigError("DISCORD_BOT_TOKEN is not set")
+        self.endpoints = Endpoints.from_settings(settings)
+        self.settings = settings
+        self.engine = engine
+        self.update_interval = update_interval
+        self.guild_ready_timeout = guild_ready_timeout
+        """Only delays discord.py's on_ready, which start() does not wait for; tests set it small."""
+        self.turns = TurnTasks()
+        self.access = ChannelAccess()
+        self.observers: list[Callable[[str], None]] = []
+        """Told the outcome of every message ("ignored", "own", "forbidden", "turn:answered", ...): metrics, tests."""
+        self.client: discord.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    def add_routes(self, app: web.Application) -> None:
+        """Discord needs no HTTP endpoint: everything arrives over the gateway."""
+
+    async def start(self) -> None:
+        self.endpoints.apply()
+        client = self.client = build_client(self.guild_ready_timeout)
+        for handler in (self.on_connect, self.on_message, self.on_guild_channel_update, self.on_thread_update,
+                        self.on_guild_role_update, self.on_guild_role_create, self.on_guild_role_delete):
+            client.event(handler)
+        try:
+            await client.login(self.settings.discord_bot_token or "")
+        except discord.LoginFailure:
+            await client.close()
+            raise ConfigError(
+                "DISCORD_BOT_TOKEN was refused by Discord (401 Unauthorized): copy the token again from the "
+                "Developer Portal (Bot > Reset Token)"
+            ) from None
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
+            await client.close()
+            raise ConfigError(f"cannot reach the Discord API at {self.endpoints.api} ({type(error).__name__}): "
+                              "check DISCORD_API_URL and the network") from None
+        self._task = asyncio.create_task(client.connect(reconnect=True), name="discord gateway")
+        connected = asyncio.create_task(self._connected.wait())
+        await asyncio.wait({self._task, connected}, timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        if not self._connected.is_set():
+            connected.cancel()
+            raise await self._startup_error()
+        user = client.user
+        log.info("discord connected as bot user %s", user.id if user else "?")
+
+    async def _startup_error(self) -> ConfigError:
+        """Why the gateway never became ready, as one line for the operator; the client is closed."""
+        assert self._task is not None and self.client is not None
+        error: BaseException | None = None
+        if self._task.done() and not self._task.cancelled():
+            error = self._task.exception()
+        await self._close_client()
+        if isinstance(error, discord.PrivilegedIntentsRequired):
+            return ConfigError(PRIVILEGED_INTENT_REFUSED)
+        if error is None:
+            return ConfigError(f"the Discord gateway at {self.endpoints.gateway} did not answer within "
+                               f"{CONNECT_TIMEOUT:.0f} s: check DISCORD_GATEWAY_URL and the network")
+        return ConfigError(f"the Discord gateway closed the connection at start-up ({describe(error)})")
+
+    async def wait_closed(self) -> None:
+        if self._task is None:
+            return
+        try:
+            await asyncio.shield(self._task)
+        except discord.PrivilegedIntentsRequired:
+            raise ConfigError(PRIVILEGED_INTENT_REFUSED) from None
+
+    async def stop(self, grace: float) -> None:
+        self.turns.accepting = False
+        await self.turns.drain(grace)  # replies in flight still need the client's HTTP session
+        await self._close_client()
+        self.endpoints.restore()
+
+    async def _close_client(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        if self._task is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._task, 5.0)
+
+    # -- gateway events (discord.py runs each handler as its own task) --
+
+    async def on_connect(self) -> None:
+        self._connected.set()
+
+    async def on_message(self, message: discord.Message) -> None:
+        client = self.client
+        if client is None or client.user is None:
+            return
+        bot_id = client.user.id
+        if is_own(message, bot_id):
+            return self._observe("own")  # every post and edit of ours comes back over the gateway
+        guild = message.guild
+        role = guild.self_role if guild is not None else None
+        inbound = translate(message, bot_id, allow_bots=self.settings.allow_bots, bot_role_id=role.id if role else None)
+        if inbound is None:
+            return self._observe("ignored")
+        how = self.access.how_to_answer(message)
+        if how is None:
+            return self._observe("forbidden")
+        if self.turns.spawn(self._turn(message, inbound, how)) is None:
+            self._observe("shutting_down")
+
+    async def _turn(self, message: discord.Message, inbound: Inbound, how: How) -> None:
+        reply = DiscordReply(message, self.access, how, self.update_interval)
+        try:
+            result = await self.engine.handle(inbound, reply)
+        except BaseException:
+            self._observe("turn:error")
+            raise
+        finally:
+            await reply.close()
+        self._observe(f"turn:{result.status}")
+
+    def _observe(self, outcome: str) -> None:
+        for observer in self.observers:
+            observer(outcome)
+
+    # Permission changes: channels that refused the bot get another chance.
+
+    async def on_guild_channel_update(self, before: Any, after: Any) -> None:
+        self.access.forget(after.guild.id)
+
+    async def on_thread_update(self, before: Any, after: Any) -> None:
+        self.access.forget(after.guild.id)
+
+    async def on_guild_role_update(self, before: Any, after: Any) -> None:
+        self.access.forget(after.guild.id)
+
+    async def on_guild_role_create(self, role: Any) -> None:
+        self.access.forget(role.guild.id)
+
+    async def on_guild_role_delete(self, role: Any) -> None:
+        self.access.forget(role.guild.id)
+
+
+def describe(error: BaseException) -> str:
+    """An exception as a short phrase: its type, and the close code for gateway closes."""
+    code = getattr(error, "code", None)
+    return f"{type(error).__name__} {code}" if code is not None else type(error).__name__
+

@@ -1,0 +1,174 @@
+"""Moderation of what goes in and out, and a Reply that only ever shows text that passed.
+
+The moderation server is configured apart from the chat server (CHATBOTS_MODERATION_BASE_URL / _API_KEY /
+_MODEL) because many OpenAI-compatible chat servers have no /moderations endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from .config import Settings
+from .model import DEFAULT_BASE_URL
+from .types import Reply
+
+log = logging.getLogger(__name__)
+
+FLAGGED_INPUT_NOTICE = (
+    "I can't help with that message. If you think this is a mistake, try rephrasing it or ask an admin."
+)
+FLAGGED_OUTPUT_NOTICE = "I stopped this answer because it may not follow this workspace's content rules."
+UNAVAILABLE_NOTICE = (
+    "I can't check messages right now (the moderation service is unavailable), so I'm not answering. "
+    "Please try again later; an admin can check CHATBOTS_MODERATION_BASE_URL."
+)
+CONTEXT_CHARS = 300
+"""Already-approved text sent along with each new increment, so a phrase split across checks is still seen whole."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    decision: str
+    """'passed', 'flagged', 'error_blocked' or 'error_allowed'."""
+    categories: tuple[str, ...] = ()
+
+    @property
+    def blocked(self) -> bool:
+        return self.decision in ("flagged", "error_blocked")
+
+
+class Moderator:
+    def __init__(self, base_url: str, api_key: str | None, model: str, *, block_on_error: bool, timeout: float = 10.0) -> None:
+        self.url = base_url.rstrip("/") + "/moderations"
+        self.api_key = api_key
+        self.model = model
+        self.block_on_error = block_on_error
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Moderator | None:
+        if not settings.moderation:
+            return None
+        return cls(
+            settings.moderation_base_url or settings.openai_base_url or DEFAULT_BASE_URL,
+            settings.moderation_api_key or settings.openai_api_key,
+            settings.moderation_model,
+            block_on_error=settings.moderation_on_error == "block",
+        )
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            self._session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def check(self, text: str) -> Verdict:
+        """One moderation call. A failure is a verdict too, following CHATBOTS_MODERATION_ON_ERROR."""
+        try:
+            async with self._http().post(self.url, json={"model": self.model, "input": text}) as response:
+                if response.status != 200:
+                    raise ValueError(f"status {response.status}")
+                body = json.loads(await response.read())
+            results = body["results"]
+            flagged = any(result.get("flagged") for result in results)
+            categories = sorted({name for result in results for name, hit in (result.get("categories") or {}).items() if hit})
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, AttributeError) as error:
+            decision = "error_blocked" if self.block_on_error else "error_allowed"
+            log.warning("moderation call failed (%s); %s", type(error).__name__, "blocking" if self.block_on_error else "allowing")
+            return Verdict(decision)
+        return Verdict("flagged" if flagged else "passed", tuple(categories))
+
+
+class ModeratedReply:
+    """Wraps a platform Reply: text reaches it only after moderation has passed it.
+
+    Increments are checked as they come, at most one check in flight and one per interval, so a long answer
+    costs about one moderation call a second however fast it streams. If a check flags the answer, nothing
+    more is shown and the reply ends with a notice; what was already shown stays.
+    """
+
+    def __init__(self, inner: Reply, moderator: Moderator, record: Callable[[Verdict, str], None], interval: float = 1.0) -> None:
+        self.inner = inner
+        self.moderator = moderator
+        self.record = record
+        self.interval = interval
+        self.approved = ""
+        self.halted: Verdict | None = None
+        self._pending: list[str] = []
+        self._dirty = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._checker: asyncio.Task[None] | None = None
+        self.checks = 0
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def append(self, text: str) -> None:
+        if self.halted:
+            return
+        self._pending.append(text)
+        self._dirty.set()
+        if self._checker is None:
+            self._checker = asyncio.create_task(self._check_periodically())
+
+    async def _check_periodically(self) -> None:
+        while not self.halted:
+            await self._dirty.wait()
+            self._dirty.clear()
+            async with self._lock:
+                await self._check_pending()
+            await asyncio.sleep(self.interval)  # the call budget, not a wait for another task
+
+    async def _check_pending(self) -> None:
+        """Moderate everything not yet shown; pass it on, or halt."""
+        if self.halted or not self._pending:
+            return
+        increment = "".join(self._pending)
+        self._pending.clear()
+        if not increment.strip():
+            self.approved += increment
+            await self.inner.append(increment)
+            return
+        self.checks += 1
+        verdict = await self.moderator.check(self.approved[-CONTEXT_CHARS:] + increment)
+        self.record(verdict, increment)
+        if verdict.blocked:
+            self.halted = verdict
+            return
+        self.approved += increment
+        await self.inner.append(increment)
+
+    async def _drain(self) -> None:
+        if self._checker is not None:
+            async with self._lock:
+                self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+        async with self._lock:
+            await self._check_pending()
+
+    async def finish(self) -> list[str]:
+        await self._drain()
+        if self.halted:
+            return await self.inner.fail(self._halt_notice())
+        return await self.inner.finish()
+
+    async def fail(self, notice: str) -> list[str]:
+        await self._drain()
+        return await self.inner.fail(self._halt_notice() if self.halted else notice)
+
+    def _halt_notice(self) -> str:
+        assert self.halted is not None
+        return FLAGGED_OUTPUT_NOTICE if self.halted.decision == "flagged" else UNAVAILABLE_NOTICE
