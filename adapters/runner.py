@@ -12,12 +12,14 @@ from aiohttp import web
 from chatbots.cli import open_engine
 from chatbots.config import ConfigError, Settings
 from chatbots.engine import Engine
+from chatbots.retention import purge_old
 
 from .service import PlatformService
 
 log = logging.getLogger(__name__)
 
 PLATFORM_VARIABLES = "SLACK_BOT_TOKEN (with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN) or DISCORD_BOT_TOKEN"
+PURGE_EVERY = 3600.0
 SHUTDOWN_GRACE = 20.0
 """Seconds replies in flight get to finish after SIGTERM (Heroku allows 30 before SIGKILL)."""
 
@@ -53,6 +55,7 @@ class Bot:
         for service in self.services:
             service.add_routes(self.web)
         self._runner: web.AppRunner | None = None
+        self._purger: asyncio.Task[None] | None = None
         self.port = 0
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -66,9 +69,21 @@ class Bot:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         for service in self.services:
             await service.start()
+        if self.settings.retention_days:
+            self._purger = asyncio.create_task(self._purge_periodically(self.settings.retention_days))
         log.info("serving %s on port %d", ", ".join(s.name for s in self.services), self.port)
 
+    async def _purge_periodically(self, days: int) -> None:
+        """Enforce CHATBOTS_RETENTION_DAYS: at start, then every hour."""
+        while True:
+            removed = purge_old(self.engine.store, days)
+            if removed:
+                log.info("retention: deleted %d messages older than %d days", removed, days)
+            await asyncio.sleep(PURGE_EVERY)
+
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
         await asyncio.gather(*(service.stop(grace) for service in self.services))
         if self._runner is not None:
             await self._runner.cleanup()

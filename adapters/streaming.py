@@ -49,9 +49,10 @@ class ThrottledReply(ABC):
 
     async def fail(self, notice: str) -> list[str]:
         await self._stop_flusher()
-        shown = self.text.rstrip()
+        shown = self.text  # never trimmed: streamed platforms have already shown this exact prefix
+        notice = self.format_notice(notice)
         async with self._render_lock:
-            await self._render(f"{shown}\n\n{self.format_notice(notice)}" if shown else self.format_notice(notice), final=True)
+            await self._render(f"{shown}\n\n{notice}" if shown.strip() else notice, final=True)
         return self.message_ids()
 
     async def _flush_periodically(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -14,6 +13,7 @@ from dotenv import load_dotenv
 
 from .config import ConfigError, Settings
 from .engine import Engine
+from .logs import configure_logging
 from .model import OpenAIChat
 from .store import Store, StoreError
 
@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
 
     feedback = commands.add_parser("feedback", help="answers people voted down, with the question they answered")
     feedback.add_argument("--days", type=int, default=30, help="how many days back (default 30)")
+
+    moderation = commands.add_parser("moderation-log", help="moderation decisions: direction, verdict, categories")
+    moderation.add_argument("--days", type=int, default=7, help="how many days back (default 7)")
+    moderation.add_argument("--flagged", action="store_true", help="only blocked messages")
+
+    purge = commands.add_parser("purge", help="delete stored messages older than the retention period now")
+    purge.add_argument("--days", type=int, help="retention in days (default: CHATBOTS_RETENTION_DAYS)")
     return parser
 
 
@@ -66,9 +73,10 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
 
 def _report(settings: Settings, args: argparse.Namespace) -> str:
     from .pricing import PriceList, parse_prices
-    from .reports import audit_report, feedback_report, usage_report, workspace_filter
+    from .reports import audit_report, feedback_report, moderation_report, usage_report, workspace_filter
+    from .retention import purge_old
 
-    if getattr(args, "days", 1) < 1:
+    if (getattr(args, "days", 1) or 1) < 1:
         raise ConfigError("--days must be at least 1")
     store = Store.open(settings.db_path)
     try:
@@ -77,6 +85,13 @@ def _report(settings: Settings, args: argparse.Namespace) -> str:
             return usage_report(store, prices, args.days, workspace_filter(store, args.workspace), args.csv)
         if args.command == "audit":
             return audit_report(store, workspace_filter(store, args.workspace))
+        if args.command == "moderation-log":
+            return moderation_report(store, args.days, args.flagged)
+        if args.command == "purge":
+            days = args.days or settings.retention_days
+            if not days:
+                raise ConfigError("purge needs --days N or CHATBOTS_RETENTION_DAYS")
+            return f"Deleted {purge_old(store, days)} messages older than {days} days; usage totals are kept."
         return feedback_report(store, args.days)
     finally:
         store.close()
@@ -92,12 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if getattr(args, "model", None):
             settings = replace(settings, model=args.model)
-        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        for chatty in ("httpx2", "httpx", "openai"):  # per-request lines add noise, not insight
-            logging.getLogger(chatty).setLevel(logging.WARNING)
+        configure_logging(settings.log_level)
         if args.command == "chat":
             return asyncio.run(_chat(settings, args))
-        if args.command in ("usage", "audit", "feedback"):
+        if args.command in ("usage", "audit", "feedback", "moderation-log", "purge"):
             print(_report(settings, args))
             return 0
         if args.command == "run":

@@ -77,6 +77,18 @@ def feedback_report(store: Store, days: int) -> str:
     return "\n\n".join(blocks)
 
 
+def moderation_report(store: Store, days: int, flagged_only: bool) -> str:
+    since = (store.clock() - timedelta(days=days)).isoformat().replace("+00:00", "Z")
+    rows = store.moderation_log(since, flagged_only)
+    if not rows:
+        return f"No moderation decisions in the last {days} days."
+    return _table(
+        ["when", "platform", "workspace", "channel", "direction", "decision", "categories", "text"],
+        [[r["at"][:19], r["platform"], r["workspace"], r["channel"] or "-", r["direction"], r["decision"],
+          r["categories"] or "-", _short(r["text"], 60)] for r in rows],
+    )
+
+
 def _short(value: str | None, limit: int = 40) -> str:
     if value is None:
         return "-"

@@ -58,8 +58,8 @@ class ChannelAccess:
         if guild_id is None:
             return How.PLAIN
         me = getattr(message.guild, "me", None)
-        if me is None or not hasattr(channel, "permissions_for"):
-            return How.REPLY  # not in the cache: try, and learn from a refusal
+        if me is None or not isinstance(channel, (discord.abc.GuildChannel, discord.Thread)):
+            return How.REPLY  # not in the cache (a PartialMessageable knows no permissions): try, and learn
         try:
             permissions = channel.permissions_for(me)
         except discord.ClientException:  # a thread whose parent is not cached

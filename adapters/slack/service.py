@@ -85,6 +85,8 @@ class SlackService:
         self.app.event("reaction_added")(self._on_reaction)
         self.app.event("reaction_removed")(self._on_reaction)
         self.app.command("/chatbot")(self._on_command)
+        self.app.event("app_uninstalled")(self._on_uninstall)
+        self.app.event("tokens_revoked")(self._on_uninstall)
         self.commands = Commands.for_engine(engine)
         self.verifier = SignatureVerifier(settings.slack_signing_secret or "")
         self.users = UserDirectory(self.client)
@@ -177,6 +179,20 @@ class SlackService:
         withdrawn = event.get("type") == "reaction_removed"
         found = self.engine.store.record_feedback(workspace, ts, user, None if withdrawn else value)
         self._observe("feedback" if found else "ignored")
+
+    async def _on_uninstall(self, body: dict[str, Any]) -> None:
+        """The app was removed (or its bot token revoked): erase everything stored for that workspace."""
+        event = body.get("event") or {}
+        team = body.get("team_id")
+        if event.get("type") == "tokens_revoked":
+            revoked = (event.get("tokens") or {}).get("bot") or []
+            if self.bot_user_id not in revoked:
+                return self._observe("ignored")  # a user token, not ours
+        if not isinstance(team, str) or not team:
+            return self._observe("ignored")
+        self.engine.store.delete_workspace(PLATFORM, team)
+        log.info("workspace removed the app; its stored data was deleted")
+        self._observe("workspace_deleted")
 
     def _observe(self, outcome: str) -> None:
         for observer in self.observers:

@@ -1,0 +1,113 @@
+"""Moderation through the fake Slack and the fake model's /moderations: what is checked, shown, refused, logged."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from chatbots.cli import main
+from chatbots.config import Settings
+from chatbots.moderation import FLAGGED_INPUT_NOTICE, FLAGGED_OUTPUT_NOTICE, UNAVAILABLE_NOTICE
+from tests.slack_rig import SlackRig, slack_rig
+
+
+@pytest.fixture
+async def rig(settings: Settings) -> AsyncIterator[SlackRig]:
+    async with slack_rig(replace(settings, moderation=True)) as rig:
+        rig.model.flag_words = {"forbidden-topic"}
+        rig.slack.add_user("UADMIN", name="boss", is_admin=True)
+        yield rig
+
+
+def everything_sent_to_slack(rig: SlackRig) -> str:
+    return "\n".join(str(call.args) for call in rig.slack.calls)
+
+
+def log_rows(rig: SlackRig) -> list[tuple]:
+    return rig.bot.engine.store.db.execute("SELECT direction, decision, categories, text FROM moderation_log ORDER BY id").fetchall()
+
+
+async def test_clean_messages_are_checked_both_ways_and_answered(rig: SlackRig) -> None:
+    ts = await rig.mention("what is the capital of France?")
+    [answer] = await rig.reply_in("C1", ts)
+    assert answer.text == "echo: what is the capital of France?"
+    checked = [request["input"] for request in rig.model.moderation_requests]
+    assert checked[0] == "what is the capital of France?"
+    assert "".join(checked[1:]) == "echo: what is the capital of France?"
+    assert len(checked) <= 3, "moderation calls per reply stay few"
+    assert {row[1] for row in log_rows(rig)} == {"passed"}
+
+
+async def test_flagged_input_gets_a_kind_refusal_and_the_model_is_never_called(rig: SlackRig) -> None:
+    ts = await rig.mention("tell me about forbidden-topic")
+    [refusal] = await rig.reply_in("C1", ts)
+    assert refusal.text == f"_{FLAGGED_INPUT_NOTICE}_"
+    assert "harassment" not in refusal.text
+    assert not rig.model.requests
+    assert log_rows(rig) == [("in", "flagged", "harassment", None)], "no text stored unless the operator opts in"
+    stored = rig.bot.engine.store.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+    assert stored == 0, "flagged input is not kept as history"
+
+
+async def test_flagged_output_never_reaches_slack_and_what_was_shown_stays(rig: SlackRig) -> None:
+    rig.model.chunk_delay = 0.15
+    rig.model.queue("A perfectly fine opening. Then forbidden-topic details follow here.", chunks=6)
+    ts = await rig.mention("go on")
+    await rig.wait_outcomes(1, timeout=10)
+    [reply] = [m for m in rig.slack.messages("C1") if m.thread_ts == ts]
+    assert "forbidden-topic" not in everything_sent_to_slack(rig)
+    assert reply.text.startswith("A perfectly") and reply.text.endswith(f"_{FLAGGED_OUTPUT_NOTICE}_")
+    assert ("out", "flagged", "harassment", None) in log_rows(rig)
+    assert len(rig.model.moderation_requests) <= 4
+    kept = rig.bot.engine.store.db.execute("SELECT text, status FROM messages WHERE role = 'assistant'").fetchone()
+    assert kept[1] == "flagged" and "forbidden-topic" not in kept[0]
+
+
+async def test_flagged_text_is_stored_only_when_the_operator_opts_in(settings: Settings) -> None:
+    async with slack_rig(replace(settings, moderation=True, store_flagged_text=True)) as rig:
+        rig.model.flag_words = {"forbidden-topic"}
+        await rig.reply_in("C1", await rig.mention("forbidden-topic please"))
+        assert log_rows(rig) == [("in", "flagged", "harassment", "forbidden-topic please")]
+
+
+async def test_moderation_down_blocks_by_default_with_a_clear_message(rig: SlackRig) -> None:
+    rig.model.moderation_status = 503
+    [notice] = await rig.reply_in("C1", await rig.mention("hello?"))
+    assert notice.text == f"_{UNAVAILABLE_NOTICE}_" and not rig.model.requests
+    assert log_rows(rig) == [("in", "error_blocked", "", None)]
+
+
+async def test_moderation_down_can_be_allowed_by_policy(settings: Settings) -> None:
+    async with slack_rig(replace(settings, moderation=True, moderation_on_error="allow")) as rig:
+        rig.model.moderation_status = 500
+        [answer] = await rig.reply_in("C1", await rig.mention("hello?"))
+        assert answer.text == "echo: hello?"
+        assert {row[1] for row in log_rows(rig)} == {"error_allowed"}
+
+
+async def test_a_workspace_can_turn_moderation_off_for_itself_only(rig: SlackRig) -> None:
+    assert "now off" in await rig.command("moderation off", user="UADMIN")
+    [answer] = await rig.reply_in("C1", await rig.mention("forbidden-topic is fine here"))
+    assert answer.text == "echo: forbidden-topic is fine here"
+    assert not rig.model.moderation_requests
+    [refusal] = await rig.reply_in("C1", await rig.mention("forbidden-topic", team="T2"))
+    assert refusal.text == f"_{FLAGGED_INPUT_NOTICE}_"
+
+
+async def test_moderation_can_be_turned_off_globally(settings: Settings) -> None:
+    async with slack_rig(replace(settings, moderation=False)) as rig:
+        rig.model.flag_words = {"forbidden-topic"}
+        await rig.reply_in("C1", await rig.mention("forbidden-topic"))
+        assert not rig.model.moderation_requests
+
+
+async def test_moderation_log_command_lists_decisions(
+    rig: SlackRig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await rig.reply_in("C1", await rig.mention("forbidden-topic"))
+    monkeypatch.setenv("CHATBOTS_DB", rig.bot.settings.db_path)
+    assert main(["moderation-log", "--flagged"]) == 0
+    out = capsys.readouterr().out
+    assert "flagged" in out and "harassment" in out and "slack" in out and "in " in out
