@@ -76,7 +76,8 @@ def _report(settings: Settings, args: argparse.Namespace) -> str:
     from .reports import audit_report, feedback_report, moderation_report, usage_report, workspace_filter
     from .retention import purge_old
 
-    if (getattr(args, "days", 1) or 1) < 1:
+    days = getattr(args, "days", None)
+    if days is not None and days < 1:
         raise ConfigError("--days must be at least 1")
     store = Store.open(settings.db_path)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -339,3 +340,36 @@ def test_translation_reads_mentions_as_names_and_knows_the_bots_role() -> None:
 
 def replace_content(message: Any, content: str) -> Any:
     return SimpleNamespace(**{**vars(message), "content": content})
+
+
+# -- typing and lifecycle --
+
+
+async def test_typing_is_renewed_while_the_model_thinks_and_stops_once_text_shows(
+    rig: DiscordRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("adapters.discord.reply.TYPING_REFRESH", 0.05)
+    rig.model.queue("finally", hold=True)
+    await rig.mention("think hard")
+    await rig.fake.wait_for_call("POST", f"/channels/{GENERAL}/typing", count=3)
+    rig.model.release_held()
+    assert await rig.next_outcome() == "turn:answered"
+    [post] = rig.fake.calls_matching("POST", f"/channels/{GENERAL}/messages")
+    assert all(c.t < post.t for c in rig.fake.calls_matching("POST", f"/channels/{GENERAL}/typing"))
+
+
+async def test_stopping_lets_a_reply_in_flight_finish(rig: DiscordRig) -> None:
+    rig.model.queue("worth the wait", hold=True)
+    question = await rig.mention("one last thing")
+    await rig.model.wait_for_requests(1)
+    stopping = asyncio.create_task(rig.service.stop(grace=5))
+    rig.model.release_held()
+    await stopping
+    assert [m["content"] for m in rig.replies_to(question["id"])] == ["worth the wait"]
+    assert rig.outcomes == ["turn:answered"]
+
+
+async def test_a_gateway_that_closes_for_good_is_noticed(rig: DiscordRig) -> None:
+    await rig.fake.disconnect_gateway(code=4004)  # authentication failed: discord.py gives up
+    with pytest.raises(discord.ConnectionClosed):
+        await asyncio.wait_for(rig.service.wait_closed(), 5)
