@@ -27,6 +27,8 @@ def gateway_intents() -> discord.Intents:
 
 
 def build_client(guild_ready_timeout: float = 2.0) -> discord.Client:
+    # The bot never joins voice: discord.py's start-up warnings about missing voice libraries are noise here.
+    discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
     return discord.Client(
         intents=gateway_intents(),
         allowed_mentions=discord.AllowedMentions.none(),  # model output must never ping @everyone, roles or people
