@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -23,6 +24,8 @@ from .window import StoredMessage
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+PARTIAL_SAVE_INTERVAL = 2.0
+"""Seconds between saves of a streaming answer's shown text, for recovery after a crash."""
 TRUNCATION_MARK = "\n\n[The rest of this message was cut: it is longer than the model can read.]"
 TRUNCATION_NOTICE = "\n\n_Note: your message was too long for this model, so I only read the first part of it._"
 EMPTY_NOTICE = "Your message has no text for me to answer. Ask me something!"
@@ -179,12 +182,18 @@ class Engine:
         self, conversation: int, workspace_id: int, model: str, prompt: list[Message], prompt_estimate: int,
         truncated: bool, reply: Reply,
     ) -> tuple[Usage | None, TurnResult]:
-        """Stream the model's answer into the reply and store it; returns the usage to count against caps."""
+        """Stream the model's answer into the reply and store it; returns the usage to count against caps.
+
+        The answer's row exists from the start (status 'streaming') and its shown text is saved every few
+        seconds, so a process killed midway leaves an 'interrupted' answer behind instead of a hole.
+        """
         counter = self.counter(model)
         moderated = reply if isinstance(reply, ModeratedReply) else None
+        answer_row = self.store.begin_answer(conversation, model)
         await _quietly(reply.start(), "start")
         parts: list[str] = []
         usage: Usage | None = None
+        saved_at = time.monotonic()
         try:
             async with contextlib.aclosing(self.model.stream(model, prompt)) as stream:
                 async for part in stream:
@@ -195,31 +204,33 @@ class Engine:
                     await _quietly(reply.append(part), "append")
                     if moderated is not None and moderated.halted:
                         break  # flagged midway: stop generating, show nothing more
+                    if time.monotonic() - saved_at > PARTIAL_SAVE_INTERVAL:
+                        self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
+                        saved_at = time.monotonic()
         except ModelError as error:
-            return usage, await self._failed(conversation, model, parts, reply, error.notice)
+            return usage, await self._failed(answer_row, model, parts, reply, error.notice)
         except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
             log.exception("turn failed unexpectedly")
-            return usage, await self._failed(conversation, model, parts, reply, INTERNAL_ERROR_NOTICE)
+            return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE)
 
         answer = "".join(parts)
         if usage is None:
             usage = Usage(prompt_estimate, counter.count(answer), estimated=True)
         if moderated is not None and moderated.halted:
-            return usage, await self._failed(conversation, model, parts, reply, "", status="flagged")
+            return usage, await self._failed(answer_row, model, parts, reply, "", status="flagged")
         if not answer.strip():
-            return usage, await self._failed(conversation, model, parts, reply, EMPTY_ANSWER_NOTICE)
+            return usage, await self._failed(answer_row, model, parts, reply, EMPTY_ANSWER_NOTICE)
         if truncated:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
         platform_ids = await _quietly(reply.finish(), "finish") or []
         if moderated is not None and moderated.halted:  # the last increment was flagged at finish
-            return usage, self._store_shown(conversation, model, moderated.approved, "flagged")
-        answer_id = self.store.add_message(
-            conversation, "assistant", answer, counter.count_message(answer),
-            platform_id=platform_ids[0] if platform_ids else None, model=model,
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            return usage, self._store_shown(answer_row, model, moderated.approved, "flagged")
+        self.store.complete_answer(
+            answer_row, answer, counter.count_message(answer), status="ok",
+            platform_id=platform_ids[0] if platform_ids else None, usage=(usage.prompt_tokens, usage.completion_tokens),
         )
-        if answer_id is not None and platform_ids:
-            self.store.record_reply_parts(workspace_id, answer_id, platform_ids)
+        if platform_ids:
+            self.store.record_reply_parts(workspace_id, answer_row, platform_ids)
         return usage, TurnResult("answered", answer, usage)
 
     def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:
@@ -237,18 +248,17 @@ class Engine:
         return counter.truncate(text, max(room - mark_tokens, 1)) + TRUNCATION_MARK, True
 
     async def _failed(
-        self, conversation: int, model: str, parts: list[str], reply: Reply, notice: str, status: str = "failed"
+        self, answer_row: int, model: str, parts: list[str], reply: Reply, notice: str, status: str = "failed"
     ) -> TurnResult:
         """End the reply with the notice; keep what was already shown so the history matches the thread."""
         await _quietly(reply.fail(notice), "fail")
         shown = reply.approved if isinstance(reply, ModeratedReply) else "".join(parts)
-        return self._store_shown(conversation, model, shown, status)
+        return self._store_shown(answer_row, model, shown, status)
 
-    def _store_shown(self, conversation: int, model: str, shown: str, status: str) -> TurnResult:
-        if shown.strip():
-            counter = self.counter(model)
-            stored_status = "flagged" if status == "flagged" else "interrupted"
-            self.store.add_message(conversation, "assistant", shown, counter.count_message(shown), model=model, status=stored_status)
+    def _store_shown(self, answer_row: int, model: str, shown: str, status: str) -> TurnResult:
+        stored_status = "flagged" if status == "flagged" else "interrupted"
+        tokens = self.counter(model).count_message(shown) if shown.strip() else 0
+        self.store.complete_answer(answer_row, shown, tokens, status=stored_status)
         return TurnResult(status, shown)
 
 

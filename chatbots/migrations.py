@@ -143,3 +143,5 @@ def m003_moderation_log(db: Database) -> None:
     )
     db.execute("CREATE INDEX moderation_log_by_time ON moderation_log (at)")
     db.execute("CREATE INDEX messages_by_time ON messages (created_at)")
+    # Answers still streaming when the process died; found at start-up without scanning every message.
+    db.execute("CREATE INDEX messages_streaming ON messages (id) WHERE status = 'streaming'")

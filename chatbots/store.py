@@ -7,6 +7,7 @@ settings are cached in memory and kept current by the writes made here.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from typing import Any
 from pathlib import Path
@@ -18,13 +19,18 @@ from .migrations import migrations
 from .types import ConversationKey
 from .window import MAX_WINDOW_MESSAGES, StoredMessage, WindowCache
 
+log = logging.getLogger(__name__)
+
 
 WINDOW_SQL = """SELECT id, role, text, tokens, author_id, author_name FROM (
     SELECT *, SUM(tokens) OVER (ORDER BY id DESC ROWS UNBOUNDED PRECEDING) AS running
     FROM (SELECT id, role, text, tokens, author_id, author_name FROM messages
-          WHERE conversation_id = ? AND id < ? ORDER BY id DESC LIMIT ?)
+          WHERE conversation_id = ? AND id < ? AND status != 'streaming' ORDER BY id DESC LIMIT ?)
 ) WHERE running <= ? ORDER BY id"""
 """Newest rows first through the (conversation_id, id) index, summing tokens until the budget is spent."""
+
+
+INTERRUPTED_MARK = "\n\n[This answer was interrupted.]"
 
 
 class StoreError(Exception):
@@ -51,9 +57,13 @@ class Store:
             db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, which is what WAL needs
             db.execute("PRAGMA foreign_keys=ON")
             migrations.apply(db)
+            store = cls(db, clock)
+            recovered = store.recover_interrupted()
         except sqlite3.Error as error:
             raise StoreError(f"cannot use the database at {path}: {error} (check CHATBOTS_DB, its folder and permissions)") from None
-        return cls(db, clock)
+        if recovered:
+            log.warning("marked %d answers interrupted by the last shutdown", recovered)
+        return store
 
     def close(self) -> None:
         self.db.close()
@@ -132,6 +142,47 @@ class Store:
         assert message_id is not None
         self.windows.append(conversation_id, StoredMessage(message_id, role, text, tokens, author_id, author_name))
         return message_id
+
+    def begin_answer(self, conversation_id: int, model: str) -> int:
+        """A row for an answer about to stream; kept out of history until complete_answer."""
+        cursor = self.db.execute(
+            "INSERT INTO messages (conversation_id, role, text, tokens, model, status, created_at) "
+            "VALUES (?, 'assistant', '', 0, ?, 'streaming', ?)",
+            [conversation_id, model, self._now()],
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def save_partial(self, message_id: int, text: str) -> None:
+        self.db.execute("UPDATE messages SET text = ? WHERE id = ?", [text, message_id])
+
+    def complete_answer(
+        self, message_id: int, text: str, tokens: int, *, status: str,
+        platform_id: str | None = None, usage: tuple[int, int] | None = None,
+    ) -> None:
+        """Finish an answer row: its text becomes history; an answer with nothing shown leaves no row."""
+        if not text.strip():
+            self.db.execute("DELETE FROM messages WHERE id = ?", [message_id])
+            return
+        prompt_tokens, completion_tokens = usage or (None, None)
+        row = self.db.execute(
+            "UPDATE messages SET text = ?, tokens = ?, status = ?, platform_id = ?, prompt_tokens = ?, "
+            "completion_tokens = ? WHERE id = ? RETURNING conversation_id",
+            [text, tokens, status, platform_id, prompt_tokens, completion_tokens, message_id],
+        ).fetchone()
+        self.db.conn.commit()
+        if row is not None:
+            self.windows.append(row[0], StoredMessage(message_id, "assistant", text, tokens, None, None))
+
+    def recover_interrupted(self) -> int:
+        """After a crash: answers left 'streaming' become 'interrupted', marked so in the text the model reads."""
+        cursor = self.db.execute(
+            "UPDATE messages SET status = 'interrupted', "
+            "text = CASE WHEN text = '' THEN ? ELSE text || ? END, tokens = tokens + 8 "
+            "WHERE status = 'streaming'",
+            [INTERRUPTED_MARK.strip(), INTERRUPTED_MARK],
+        )
+        return cursor.rowcount
 
     def recent_messages(self, conversation_id: int, token_budget: int) -> list[StoredMessage]:
         """The newest messages that fit in token_budget, oldest first (served from memory after the first turn)."""

@@ -329,17 +329,14 @@ def test_translation_keys_threads_under_their_parent_and_dms_apart() -> None:
 
 
 def test_translation_reads_mentions_as_names_and_knows_the_bots_role() -> None:
-    bob = SimpleNamespace(id=BOB, display_name="bob")
-    message = _message(f"<@!{BOT}> ask <@{BOB}> about <:party:123> in <#9>", mentions=[bob],
-                       channel_mentions=[SimpleNamespace(id=9, name="ops")], raw_role_mentions=[66])
+    me, bob = SimpleNamespace(id=BOT, display_name="chatbots"), SimpleNamespace(id=BOB, display_name="bob")
+    message = _message(f"<@!{BOT}> ask <@{BOB}> about <:party:123> in <#9>", mentions=[me, bob],
+                       channel_mentions=[SimpleNamespace(id=9, name="ops")])
     assert readable_text(message, BOT) == "ask @bob about :party: in #ops"
-    assert translate(message, BOT) is None, "mentioning someone else is not addressing the bot"
-    inbound = translate(replace_content(message, f"<@&66> hi"), BOT, bot_role_id=66)
+    assert translate(_message(f"<@{BOB}> see you", mentions=[bob]), BOT) is None, "talking to someone else"
+    by_role = _message("<@&66> hi", mentions=[], raw_role_mentions=[66])  # Discord's autocomplete offers the bot's role
+    inbound = translate(by_role, BOT, bot_role_id=66)
     assert inbound is not None and inbound.text == "hi" and inbound.author_name == "Ada"
-
-
-def replace_content(message: Any, content: str) -> Any:
-    return SimpleNamespace(**{**vars(message), "content": content})
 
 
 # -- typing and lifecycle --

@@ -28,7 +28,7 @@ REPLY_NEEDS_HISTORY = 160002
 
 REFUSALS = {
     50001: "View Channel (Missing Access)",
-    50013: "Send Messages (Missing Permissions)",
+    50013: "a permission it needs there, such as Send Messages (Missing Permissions)",
     50007: "permission to message this user (their DMs are closed to the bot)",
     REPLY_NEEDS_HISTORY: "Read Message History",
 }
@@ -109,6 +109,6 @@ class ChannelAccess:
         self._refused[channel_id] = (guild_id, self._clock())
         where = f"guild {guild_id}" if guild_id is not None else "a direct message"
         log.warning(
-            "discord: cannot answer in channel %s (%s): the bot lacks %s there. Not trying again in that channel "
+            "discord: cannot answer in channel %s (%s): the bot lacks %s. Not trying again in that channel "
             "until its permissions change (or in %.0f minutes)", channel_id, where, what, RECHECK_AFTER / 60,
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -114,9 +113,11 @@ class DiscordService:
     async def _close_client(self) -> None:
         if self.client is not None:
             await self.client.close()
-        if self._task is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(self._task, 5.0)
+        task = self._task
+        if task is not None:
+            await asyncio.wait({task}, timeout=5.0)  # closing ends the gateway loop; never raises
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: how it ended was already reported (or it ended because we closed)
 
     # -- gateway events (discord.py runs each handler as its own task) --
 
