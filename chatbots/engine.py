@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ TRUNCATION_MARK = "\n\n[The rest of this message was cut: it is longer than the 
 TRUNCATION_NOTICE = "\n\n_Note: your message was too long for this model, so I only read the first part of it._"
 EMPTY_NOTICE = "Your message has no text for me to answer. Ask me something!"
 EMPTY_ANSWER_NOTICE = "The model sent back an empty answer. Please try rephrasing."
+STORAGE_NOTICE = "I can't save messages right now (my database is unavailable), so I can't answer. An admin has been told in the logs."
 INTERNAL_ERROR_NOTICE = "Something went wrong on my side while answering. Please try again."
 
 
@@ -118,7 +120,14 @@ class Engine:
 
     async def handle(self, message: Inbound, reply: Reply) -> TurnResult:
         async with self._in_order(message.key):
-            return await self._turn(message, reply)
+            try:
+                return await self._turn(message, reply)
+            except sqlite3.Error as error:
+                # A locked, full or read-only database: say so in chat and keep serving other turns.
+                log.error("database unavailable during a turn: %s", type(error).__name__)
+                if message.addressed is not False:
+                    await _quietly(reply.fail(STORAGE_NOTICE), "fail")
+                return TurnResult("storage_error")
 
     async def _turn(self, message: Inbound, reply: Reply) -> TurnResult:
         if not message.text.strip():

@@ -47,10 +47,10 @@ class Store:
         self.windows = WindowCache()
 
     @classmethod
-    def open(cls, path: str | Path, clock: Clock = system_clock) -> Store:
+    def open(cls, path: str | Path, clock: Clock = system_clock, busy_timeout: float = 5.0) -> Store:
         """Open (creating and migrating as needed) the database at path; ':memory:' works for tests."""
         try:
-            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=5.0)
+            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=busy_timeout)
             db = Database(conn, execute_plugins=False)
             if str(path) != ":memory:":
                 db.enable_wal()

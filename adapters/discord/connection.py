@@ -41,14 +41,14 @@ def build_client(guild_ready_timeout: float = 2.0) -> discord.Client:
 
 @dataclass
 class Endpoints:
-    """DISCORD_API_URL / DISCORD_GATEWAY_URL, applied to discord.py's two class-level defaults.
+    """DISCORD_API_URL / DISCORD_GATEWAY_URL, applied to discord.py's two class-level defaults when given.
 
-    Both are process-wide class attributes, so they are set at start and put back at stop.
+    Both are process-wide class attributes, so they are set at start and put back at stop; an endpoint that is
+    not configured is left as discord.py has it (Discord's own).
     """
 
-    api: str = discord.http.Route.BASE
-    gateway: str = str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
-    custom: bool = False
+    api_url: str | None = None
+    gateway_url: str | None = None
     _saved: tuple[str, yarl.URL] | None = field(default=None, repr=False)
 
     @classmethod
@@ -58,17 +58,23 @@ class Endpoints:
             raise ConfigError(f"DISCORD_API_URL must start with http:// or https://, got {api!r}")
         if gateway and not gateway.startswith(("ws://", "wss://")):
             raise ConfigError(f"DISCORD_GATEWAY_URL must start with ws:// or wss://, got {gateway!r}")
-        if not api and not gateway:
-            return cls()
-        defaults = cls()
-        return cls(api=(api or defaults.api).rstrip("/"), gateway=gateway or defaults.gateway, custom=True)
+        return cls(api_url=api.rstrip("/") if api else None, gateway_url=gateway)
+
+    @property
+    def api(self) -> str:
+        return self.api_url or discord.http.Route.BASE
+
+    @property
+    def gateway(self) -> str:
+        return self.gateway_url or str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
 
     def apply(self) -> None:
-        if not self.custom:
-            return
-        self._saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
-        discord.http.Route.BASE = self.api
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway)  # discord.py calls .with_query
+        if self._saved is None:
+            self._saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        if self.api_url:
+            discord.http.Route.BASE = self.api_url
+        if self.gateway_url:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)  # discord.py calls .with_query
 
     def restore(self) -> None:
         if self._saved is not None:
