@@ -56,10 +56,14 @@ class Bot:
             service.add_routes(self.web)
         self._runner: web.AppRunner | None = None
         self._purger: asyncio.Task[None] | None = None
+        self.stopping = False
         self.port = 0
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "platforms": [service.name for service in self.services]})
+        """200 while serving; 503 once shutting down, so a load balancer stops sending work."""
+        status = "stopping" if self.stopping else "ok"
+        platforms = [service.name for service in self.services]
+        return web.json_response({"status": status, "platforms": platforms}, status=503 if self.stopping else 200)
 
     async def start(self, host: str = "0.0.0.0") -> None:
         self._runner = web.AppRunner(self.web, access_log=None)
@@ -82,6 +86,7 @@ class Bot:
             await asyncio.sleep(PURGE_EVERY)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        self.stopping = True
         if self._purger is not None:
             self._purger.cancel()
         await asyncio.gather(*(service.stop(grace) for service in self.services))
@@ -93,8 +98,14 @@ class Bot:
         """Run until SIGTERM/SIGINT or until a platform stops on its own."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stopping(signum: signal.Signals) -> None:
+            log.warning("received %s: taking no new events, finishing replies in flight", signum.name)
+            self.stopping = True
+            stop.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, stopping, signum)
         waiters = [asyncio.create_task(service.wait_closed()) for service in self.services]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
