@@ -131,14 +131,25 @@ class SlackService:
         """Verify the signature before parsing anything, so unsigned junk costs nothing and gets a 401."""
         if not self.turns.accepting:
             return web.Response(status=503, text="shutting down")
-        raw = await request.read()
-        if not self.verifier.is_valid_request(raw, dict(request.headers)):
+        try:
+            body = (await request.read()).decode()
+        except UnicodeDecodeError:  # Slack always sends UTF-8
+            return web.Response(status=400, text="malformed request body")
+        if not self.verifier.is_valid_request(body, dict(request.headers)):
             return web.Response(status=401, text="invalid signature")
         try:
-            bolt_request = AsyncBoltRequest(body=raw.decode(), query=request.query_string, headers=dict(request.headers))
-        except ValueError:  # not JSON / not UTF-8
+            bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=dict(request.headers))
+            response = await self.app.async_dispatch(bolt_request)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
+            # Signed but malformed (not JSON, or fields of the wrong shape that Bolt trips on): the sender's fault.
+            log.warning("malformed Slack request rejected: %s", type(error).__name__)
             return web.Response(status=400, text="malformed request body")
-        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
+        if response.status >= 500:
+            # Listeners run after the ack, so a 5xx here is Bolt failing on the payload's shape: a redelivery would
+            # fail the same way, and 5xx would invite one.
+            log.warning("Slack request Bolt could not process was rejected")
+            return web.Response(status=400, text="malformed request body")
+        return await to_aiohttp_response(response)
 
     async def _on_event(self, body: dict[str, Any]) -> None:
         """Runs after Bolt has acknowledged the event: de-duplicate, translate, and hand off to a turn."""
