@@ -51,9 +51,12 @@ class DiscordRig:
 
     def __post_init__(self) -> None:
         self._changed = asyncio.Event()
+        self.synced = asyncio.Event()
 
         def record(outcome: str) -> None:
-            if outcome != "own":
+            if outcome == "commands_synced":
+                self.synced.set()
+            elif outcome != "own" and not outcome.startswith("command"):  # own posts echo back at unpredictable times
                 self.outcomes.append(outcome)
                 self._changed.set()
 

@@ -15,7 +15,7 @@ from chatbots.config import ConfigError, Settings
 def gateway_intents() -> discord.Intents:
     """Only what the bot reads: guilds (channels, threads, roles for permissions), messages, and their content.
 
-    Not the privileged members or presences intents, and none of the typing, reaction or voice events that
+    Not the privileged members or presences intents, and none of the typing or voice events that
     default intents would stream in for nothing.
     """
     intents = discord.Intents.none()
@@ -23,6 +23,8 @@ def gateway_intents() -> discord.Intents:
     intents.guild_messages = True
     intents.dm_messages = True
     intents.message_content = True
+    intents.guild_reactions = True  # 👍 / 👎 feedback on replies; not privileged
+    intents.dm_reactions = True
     return intents
 
 

@@ -11,6 +11,7 @@ import aiohttp
 import discord
 from aiohttp import web
 
+from chatbots.commands import Commands
 from chatbots.config import ConfigError, Settings
 from chatbots.engine import Engine
 from chatbots.types import Inbound
@@ -18,7 +19,8 @@ from chatbots.types import Inbound
 from ..tasks import TurnTasks
 from .access import ChannelAccess, How
 from .connection import Endpoints, build_client
-from .events import is_own, translate
+from .commands import build_tree
+from .events import DM_WORKSPACE, PLATFORM, is_own, translate
 from .reply import DiscordReply
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,9 @@ class DiscordService:
         self.access = ChannelAccess()
         self.observers: list[Callable[[str], None]] = []
         """Told the outcome of every message ("ignored", "own", "forbidden", "turn:answered", ...): metrics, tests."""
+        self.commands = Commands.for_engine(engine)
         self.client: discord.Client | None = None
+        self._sync: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
 
@@ -59,8 +63,10 @@ class DiscordService:
         self.endpoints.apply()
         client = self.client = build_client(self.guild_ready_timeout)
         for handler in (self.on_connect, self.on_message, self.on_guild_channel_update, self.on_thread_update,
-                        self.on_guild_role_update, self.on_guild_role_create, self.on_guild_role_delete):
+                        self.on_guild_role_update, self.on_guild_role_create, self.on_guild_role_delete,
+                        self.on_raw_reaction_add, self.on_raw_reaction_remove, self.on_guild_remove):
             client.event(handler)
+        self.tree = build_tree(client, self.commands, self._observe)
         try:
             await client.login(self.settings.discord_bot_token or "")
         except discord.LoginFailure:
@@ -81,6 +87,16 @@ class DiscordService:
             raise await self._startup_error()
         user = client.user
         log.info("discord connected as bot user %s", user.id if user else "?")
+        self._sync = asyncio.create_task(self._sync_commands())
+
+    async def _sync_commands(self) -> None:
+        """Register /chatbot with Discord (global commands); a failure is logged, and chat still works."""
+        try:
+            await self.tree.sync()
+        except (discord.HTTPException, aiohttp.ClientError) as error:
+            log.warning("could not register the /chatbot commands: %s", describe(error))
+        else:
+            self._observe("commands_synced")
 
     async def _startup_error(self) -> ConfigError:
         """Why the gateway never became ready, as one line for the operator; the client is closed."""
@@ -106,6 +122,8 @@ class DiscordService:
 
     async def stop(self, grace: float) -> None:
         self.turns.accepting = False
+        if self._sync is not None:
+            self._sync.cancel()
         await self.turns.drain(grace)  # replies in flight still need the client's HTTP session
         await self._close_client()
         self.endpoints.restore()
@@ -157,6 +175,29 @@ class DiscordService:
         for observer in self.observers:
             observer(outcome)
 
+    async def on_raw_reaction_add(self, event: discord.RawReactionActionEvent) -> None:
+        self._feedback(event, removed=False)
+
+    async def on_raw_reaction_remove(self, event: discord.RawReactionActionEvent) -> None:
+        self._feedback(event, removed=True)
+
+    def _feedback(self, event: discord.RawReactionActionEvent, removed: bool) -> None:
+        """👍 / 👎 on one of the bot's replies is feedback on that reply."""
+        value = VOTES.get(str(event.emoji))
+        client = self.client
+        if value is None or client is None or client.user is None or event.user_id == client.user.id:
+            return self._observe("ignored")
+        store = self.engine.store
+        workspace = store.workspace_id(PLATFORM, str(event.guild_id) if event.guild_id else DM_WORKSPACE)
+        found = store.record_feedback(workspace, str(event.message_id), str(event.user_id), None if removed else value)
+        self._observe("feedback" if found else "ignored")
+
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        """The bot was removed from a server (or the server deleted): erase everything stored for it."""
+        self.engine.store.delete_workspace(PLATFORM, str(guild.id))
+        log.info("removed from a server; its stored data was deleted")
+        self._observe("workspace_deleted")
+
     # Permission changes: channels that refused the bot get another chance.
 
     async def on_guild_channel_update(self, before: Any, after: Any) -> None:
@@ -173,6 +214,10 @@ class DiscordService:
 
     async def on_guild_role_delete(self, role: Any) -> None:
         self.access.forget(role.guild.id)
+
+
+VOTES = {"👍": 1, "👎": -1}
+"""Reactions that count as feedback, any skin tone aside (Discord sends the base emoji for these)."""
 
 
 def describe(error: BaseException) -> str:
