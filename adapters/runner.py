@@ -6,12 +6,14 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 
 from chatbots.cli import open_engine
 from chatbots.config import ConfigError, Settings
 from chatbots.engine import Engine
+from chatbots.metrics import CONTENT_TYPE
 from chatbots.retention import purge_old
 
 from .service import PlatformService
@@ -52,8 +54,10 @@ class Bot:
             raise
         self.web = web.Application(client_max_size=2 * 1024 * 1024)
         self.web.router.add_get("/healthz", self._health)
+        self.web.router.add_get("/metrics", self._metrics)
         for service in self.services:
             service.add_routes(self.web)
+            service.observers.append(self._counter_for(service.name))
         self._runner: web.AppRunner | None = None
         self._purger: asyncio.Task[None] | None = None
         self.stopping = False
@@ -64,6 +68,18 @@ class Bot:
         status = "stopping" if self.stopping else "ok"
         platforms = [service.name for service in self.services]
         return web.json_response({"status": status, "platforms": platforms}, status=503 if self.stopping else 200)
+
+    def _counter_for(self, platform: str) -> Callable[[str], None]:
+        events = self.engine.metrics.events
+
+        def count(outcome: str) -> None:
+            events.labels(platform, outcome.split(":", 1)[0]).inc()
+
+        return count
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """Prometheus scrape endpoint."""
+        return web.Response(body=self.engine.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     async def start(self, host: str = "0.0.0.0") -> None:
         self._runner = web.AppRunner(self.web, access_log=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import web
@@ -9,6 +10,8 @@ from aiohttp import web
 
 class PlatformService(Protocol):
     name: str
+    observers: list[Callable[[str], None]]
+    """Told what became of each platform event ("ignored", "duplicate", "turn:answered", ...)."""
 
     def add_routes(self, app: web.Application) -> None:
         """Add HTTP endpoints to the shared web server (Slack's events URL, for example)."""

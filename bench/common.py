@@ -1,14 +1,30 @@
-"""Shared pieces of the platform benchmarks: the bot as a real subprocess, percentiles, peak memory."""
+"""Shared pieces of the benchmarks: the bot as a real subprocess, /proc readings, percentiles, a timed fake model.
+
+The fakes live in the benchmark process, beside the bot; every timestamp is time.monotonic() in this process.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import resource
 import statistics
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from aiohttp import web
+
+from tests.fakes.model_server import FakeModelServer, _last_user_text, _split
 from tests.processes import bot_process, free_port
 
-__all__ = ["bot_process", "cpu_seconds", "free_port", "peak_rss_mib", "percentile", "summarise_ms"]
+__all__ = [
+    "ANSWER_500", "Meter", "ModelRequest", "RssSampler", "TimedModelServer", "bot_process", "cpu_seconds",
+    "free_port", "peak_rss_mib", "percentile", "rss_mib", "self_cpu_seconds", "summarise_ms", "visible",
+]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -24,15 +40,209 @@ def summarise_ms(values: list[float]) -> dict[str, float]:
     }
 
 
+def _status_kib(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name):
+            return int(line.split()[1])
+    raise LookupError(field_name)
+
+
 def peak_rss_mib(pid: int) -> float:
     """The process's high-water mark of resident memory (VmHWM), from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
+    return round(_status_kib(pid, "VmHWM:") / 1024, 1)
+
+
+def rss_mib(pid: int) -> float:
+    """The process's resident memory now (VmRSS), from /proc."""
+    return round(_status_kib(pid, "VmRSS:") / 1024, 1)
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_seconds() -> float:
+    """User + system CPU of this benchmark process (the fakes and the measuring), all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Meter:
+    """Wall time, the bot's CPU and this process's CPU over one measured window."""
+
+    pid: int
+    wall: float = field(default_factory=time.monotonic)
+    bot_cpu: float = 0.0
+    bench_cpu: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.bot_cpu = cpu_seconds(self.pid)
+        self.bench_cpu = self_cpu_seconds()
+
+    def read(self, replies: int) -> dict[str, float]:
+        wall = time.monotonic() - self.wall
+        bot = cpu_seconds(self.pid) - self.bot_cpu
+        bench = self_cpu_seconds() - self.bench_cpu
+        return {
+            "wall_s": round(wall, 3),
+            "bot_cpu_ms_per_reply": round(bot / max(replies, 1) * 1000, 2),
+            "bot_cpu_cores": round(bot / wall, 2) if wall else 0.0,
+            "bench_cpu_ms_per_reply": round(bench / max(replies, 1) * 1000, 2),
+            "bench_cpu_cores": round(bench / wall, 2) if wall else 0.0,
+        }
+
+
+class RssSampler:
+    """Samples a process's VmRSS every `interval` seconds in the background: [(seconds since start, MiB)]."""
+
+    def __init__(self, pid: int, interval: float) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+        self.began = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> RssSampler:
+        self.began = time.monotonic()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.samples.append((round(time.monotonic() - self.began, 2), rss_mib(self.pid)))
+            except (OSError, LookupError):
+                return
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+def visible(text: str) -> str:
+    """Text as compared for "the complete answer is shown": whitespace ignored (messages split at spaces)."""
+    return "".join(text.split())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A fake model that streams a fixed answer one token per chunk and records when each request started and ended.
+# ---------------------------------------------------------------------------------------------------------------
+
+_PARAGRAPHS = [
+    "Here is how I would approach the quarterly plan. First, look at where the revenue actually came from last "
+    "quarter, not where the forecast said it would come from. The gap between the two usually tells you more than "
+    "either number alone.",
+    "Second, check which of last quarter's commitments slipped, and why: a team that missed because of a dependency "
+    "needs a different fix than a team that missed because the estimate was optimistic. Write both kinds down.",
+    "Third, pick at most three goals for the quarter, each with one owner and one number that says whether it "
+    "worked. More than three goals tends to mean none of them get the attention they need, and the plan turns "
+    "into a wish list that nobody reads after the first week.",
+    "Finally, decide now what you will stop doing. Every new goal takes time from something else, and it is "
+    "better to choose that trade openly than to discover it in the middle of the quarter when a deadline slips.",
+]
+
+
+def _answer_tokens(count: int) -> list[str]:
+    """A realistic English answer cut to exactly `count` o200k tokens (gpt-4o-mini's), one string per token."""
+    from chatbots.tokens import encoder
+
+    enc = encoder("o200k_base")
+    text = "\n\n".join(_PARAGRAPHS * (count // 150 + 2))
+    tokens = enc.encode_ordinary(text)[:count]
+    pieces = [enc.decode([token]) for token in tokens]
+    assert len(pieces) == count and all(pieces)
+    return pieces
+
+
+ANSWER_500 = _answer_tokens(500)
+"""500 one-token chunks, about 2,500 characters: two Discord messages, one Slack stream."""
+
+
+@dataclass
+class ModelRequest:
+    """One chat request as the fake model saw it: arrival, first content chunk written, last byte ([DONE]) written."""
+
+    question: str
+    arrived: float
+    first_chunk: float | None = None
+    done: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.done is None else self.done - self.arrived
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _frame(delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+    return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "gpt-4o-mini",
+            "choices": choices}
+
+
+@dataclass
+class TimedModelServer(FakeModelServer):
+    """FakeModelServer that records each request's timing (`timings`, by the question it answers).
+
+    With `answer` set, every chat request gets that answer, one list item per SSE chunk, pre-encoded once so the
+    fake itself costs little CPU beside the bot; otherwise it echoes "echo: <question>" in `default_chunks`
+    pieces like the plain fake. first_token_delay and chunk_delay pace the stream as in FakeModelServer.
+    """
+
+    answer: list[str] | None = None
+    timings: list[ModelRequest] = field(default_factory=list)
+    by_question: dict[str, ModelRequest] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._frames = [_sse(_frame({"content": piece})) for piece in self.answer] if self.answer else None
+
+    @property
+    def answer_text(self) -> str:
+        return "".join(self.answer or [])
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
+        body = await request.json()
+        await self._record(body)
+        question = _last_user_text(body)
+        timing = ModelRequest(question, arrived)
+        self.timings.append(timing)
+        self.by_question[question] = timing
+        frames = self._frames or [_sse(_frame({"content": p})) for p in _split("echo: " + question, self.default_chunks)]
+        usage = {"prompt_tokens": 11 * len(body["messages"]), "completion_tokens": len(frames)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        tail = _sse(_frame({}, finish="stop")) + _sse({**_frame(None), "usage": usage}) + b"data: [DONE]\n\n"
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        if self.first_token_delay:
+            await asyncio.sleep(self.first_token_delay)
+        for index, frame in enumerate(frames):
+            if index and self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+            await response.write(frame)
+            if index == 0:
+                timing.first_chunk = time.monotonic()
+        await response.write(tail)
+        timing.done = time.monotonic()
+        await response.write_eof()
+        return response
+
+
+def model_nominal_s(server: TimedModelServer, chunks: int) -> float:
+    """The stream's length by its settings alone: first-token delay plus a chunk delay between chunks."""
+    return server.first_token_delay + max(chunks - 1, 0) * server.chunk_delay
+
+
+def ms(values: Iterable[float]) -> list[float]:
+    return [value * 1000 for value in values]

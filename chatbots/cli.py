@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     moderation.add_argument("--days", type=int, default=7, help="how many days back (default 7)")
     moderation.add_argument("--flagged", action="store_true", help="only blocked messages")
 
+    export = commands.add_parser("export", help="a workspace's conversations as JSON lines (audits, moving)")
+    export.add_argument("--workspace", required=True, help="ID or PLATFORM:ID")
+    export.add_argument("--output", help="file to write (default: standard output)")
+
     purge = commands.add_parser("purge", help="delete stored messages older than the retention period now")
     purge.add_argument("--days", type=int, help="retention in days (default: CHATBOTS_RETENTION_DAYS)")
     return parser
@@ -98,6 +102,24 @@ def _report(settings: Settings, args: argparse.Namespace) -> str:
         store.close()
 
 
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from .reports import export_workspace, workspace_filter
+
+    store = Store.open(settings.db_path)
+    try:
+        workspace = workspace_filter(store, args.workspace)
+        assert workspace is not None
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as out:
+                count = export_workspace(store, workspace, out)
+        else:
+            count = export_workspace(store, workspace, sys.stdout)
+    finally:
+        store.close()
+    print(f"exported {count} messages from {workspace[0]}:{workspace[1]}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -108,9 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if getattr(args, "model", None):
             settings = replace(settings, model=args.model)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         if args.command == "chat":
             return asyncio.run(_chat(settings, args))
+        if args.command == "export":
+            return _export(settings, args)
         if args.command in ("usage", "audit", "feedback", "moderation-log", "purge"):
             print(_report(settings, args))
             return 0

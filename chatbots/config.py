@@ -31,6 +31,7 @@ class Settings:
     stall_timeout: float = 60.0
     model_retries: int = 3
     log_level: str = "INFO"
+    log_format: str = "text"
     allow_bots: bool = False
     admins: frozenset[str] = frozenset()
     """Platform user ids that may change settings in any workspace, besides the platforms' own admins."""
@@ -94,6 +95,9 @@ class Settings:
         moderation_url = text("CHATBOTS_MODERATION_BASE_URL")
         if moderation_url and not moderation_url.startswith(("http://", "https://")):
             raise ConfigError(f"CHATBOTS_MODERATION_BASE_URL must start with http:// or https://, got {moderation_url!r}")
+        log_format = (text("CHATBOTS_LOG_FORMAT") or "text").lower()
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"CHATBOTS_LOG_FORMAT must be text or json, got {log_format!r}")
         level = (text("CHATBOTS_LOG_LEVEL") or "INFO").upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"CHATBOTS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
@@ -108,6 +112,7 @@ class Settings:
             stall_timeout=number("CHATBOTS_STALL_TIMEOUT", float, defaults.stall_timeout, 0.01),
             model_retries=number("CHATBOTS_MODEL_RETRIES", int, defaults.model_retries, 0),
             log_level=level,
+            log_format=log_format,
             allow_bots=flag("CHATBOTS_ALLOW_BOTS"),
             admins=frozenset(part.strip() for part in (text("CHATBOTS_ADMINS") or "").split(",") if part.strip()),
             prices=text("CHATBOTS_PRICES"),

@@ -13,6 +13,8 @@ from typing import TypeVar
 
 from .config import Settings
 from .limits import Caps, Refused, UsageLimits
+from .logs import new_turn_id
+from .metrics import Metrics
 from .moderation import FLAGGED_INPUT_NOTICE, UNAVAILABLE_NOTICE, ModeratedReply, Moderator, Verdict
 from .model import ChatModel, Message, ModelError
 from .prompt import DEFAULT_INSTRUCTIONS, build_messages, labelled
@@ -52,6 +54,7 @@ class Engine:
         self.model = model
         self.settings = settings
         self.limits = UsageLimits(store, store.clock)
+        self.metrics = Metrics()
         self.moderator = Moderator.from_settings(settings)
         self.redact = redactor(settings.redact)
         self.expected_output = settings.max_output_tokens or 1024
@@ -119,17 +122,26 @@ class Engine:
         return found
 
     async def handle(self, message: Inbound, reply: Reply) -> TurnResult:
+        new_turn_id()  # every log line of this turn, and of tasks it starts, carries it
+        started = time.monotonic()
         async with self._in_order(message.key):
             try:
-                return await self._turn(message, reply)
+                result = await self._turn(message, reply, started)
             except sqlite3.Error as error:
                 # A locked, full or read-only database: say so in chat and keep serving other turns.
                 log.error("database unavailable during a turn: %s", type(error).__name__)
+                self.metrics.errors.labels("storage").inc()
                 if message.addressed is not False:
                     await _quietly(reply.fail(STORAGE_NOTICE), "fail")
-                return TurnResult("storage_error")
+                result = TurnResult("storage_error")
+        platform = message.key.platform
+        self.metrics.turns.labels(platform, result.status).inc()
+        if result.status in ("answered", "failed", "flagged"):
+            self.metrics.reply_time.labels(platform).observe(time.monotonic() - started)
+        log.debug("turn %s", result.status)
+        return result
 
-    async def _turn(self, message: Inbound, reply: Reply) -> TurnResult:
+    async def _turn(self, message: Inbound, reply: Reply, started: float) -> TurnResult:
         if not message.text.strip():
             if message.addressed:
                 await _quietly(reply.fail(EMPTY_NOTICE), "fail")
@@ -174,6 +186,7 @@ class Engine:
         try:
             admission = self.limits.admit(workspace_id, message.author_id, caps, prompt_estimate + self.expected_output)
         except Refused as refusal:
+            self.metrics.refusals.labels(message.key.platform).inc()
             await _quietly(reply.fail(str(refusal)), "fail")
             return TurnResult("refused")
         if moderated:
@@ -182,14 +195,19 @@ class Engine:
             reply = ModeratedReply(reply, self.moderator, lambda verdict, shown: self._record_moderation(key, "out", verdict, shown))
         usage: Usage | None = None
         try:
-            usage, result = await self._answer(conversation, workspace_id, model, prompt, prompt_estimate, truncated, reply)
+            usage, result = await self._answer(
+                conversation, workspace_id, model, prompt, prompt_estimate, truncated, reply, message.key.platform, started
+            )
             return result
         finally:
             self.limits.settle(admission, model, usage)
+            if usage is not None:
+                self.metrics.tokens.labels(message.key.platform, "prompt").inc(usage.prompt_tokens)
+                self.metrics.tokens.labels(message.key.platform, "completion").inc(usage.completion_tokens)
 
     async def _answer(
         self, conversation: int, workspace_id: int, model: str, prompt: list[Message], prompt_estimate: int,
-        truncated: bool, reply: Reply,
+        truncated: bool, reply: Reply, platform: str, started: float,
     ) -> tuple[Usage | None, TurnResult]:
         """Stream the model's answer into the reply and store it; returns the usage to count against caps.
 
@@ -209,6 +227,8 @@ class Engine:
                     if isinstance(part, Usage):
                         usage = part
                         continue
+                    if not parts:
+                        self.metrics.first_token.labels(platform).observe(time.monotonic() - started)
                     parts.append(part)
                     await _quietly(reply.append(part), "append")
                     if moderated is not None and moderated.halted:
@@ -217,9 +237,11 @@ class Engine:
                         self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
                         saved_at = time.monotonic()
         except ModelError as error:
+            self.metrics.errors.labels(error.kind).inc()
             return usage, await self._failed(answer_row, model, parts, reply, error.notice)
         except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
             log.exception("turn failed unexpectedly")
+            self.metrics.errors.labels("internal").inc()
             return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE)
 
         answer = "".join(parts)
@@ -243,6 +265,7 @@ class Engine:
         return usage, TurnResult("answered", answer, usage)
 
     def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:
+        self.metrics.moderation.labels(direction, verdict.decision).inc()
         keep = self.settings.store_flagged_text and verdict.decision == "flagged"
         self.store.record_moderation(key, direction, verdict.decision, list(verdict.categories), text if keep else None)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, TextIO
 
 from .pricing import PriceList
 from .store import Store
@@ -87,6 +88,16 @@ def moderation_report(store: Store, days: int, flagged_only: bool) -> str:
         [[r["at"][:19], r["platform"], r["workspace"], r["channel"] or "-", r["direction"], r["decision"],
           r["categories"] or "-", _short(r["text"], 60)] for r in rows],
     )
+
+
+def export_workspace(store: Store, workspace: tuple[str, str], out: TextIO) -> int:
+    """A workspace's conversations as JSON lines, one message a line; returns how many were written."""
+    platform, external = workspace
+    written = 0
+    for row in store.workspace_messages(platform, external):
+        out.write(json.dumps({"platform": platform, "workspace": external, **row}, ensure_ascii=False) + "\n")
+        written += 1
+    return written
 
 
 def _short(value: str | None, limit: int = 40) -> str:

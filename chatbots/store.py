@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 from pathlib import Path
 
@@ -395,6 +396,19 @@ class Store:
         self._settings.clear()
         self.windows.clear()
         return deleted > 0
+
+    def workspace_messages(self, platform: str, external_id: str) -> Iterator[dict[str, Any]]:
+        """Every stored message of a workspace, conversation by conversation, oldest first (streamed, not loaded)."""
+        cursor = self.db.execute(
+            "SELECT c.channel, c.thread, m.id, m.role, m.text, m.author_id, m.author_name, m.platform_id, m.model, "
+            "m.prompt_tokens, m.completion_tokens, m.status, m.created_at FROM messages m "
+            "JOIN conversations c ON c.id = m.conversation_id JOIN workspaces w ON w.id = c.workspace_id "
+            "WHERE w.platform = ? AND w.external_id = ? AND m.status != 'streaming' ORDER BY c.id, m.id",
+            [platform, external_id],
+        )
+        names = [column[0] for column in cursor.description]
+        for row in cursor:
+            yield dict(zip(names, row))
 
     def forget_conversation(self, key: ConversationKey) -> int:
         """Erase a conversation's stored messages; returns how many were removed."""
