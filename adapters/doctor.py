@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,9 @@ SLACK_TOKEN_REFUSED = {"invalid_auth", "not_authed", "token_revoked", "token_exp
 
 DISCORD_MESSAGE_CONTENT = (1 << 18) | (1 << 19)
 """Application flags GATEWAY_MESSAGE_CONTENT and GATEWAY_MESSAGE_CONTENT_LIMITED: either means the intent is on."""
+
+DB_BUSY_TIMEOUT = 2.0
+"""Seconds to wait for another process's write lock on CHATBOTS_DB before reporting the file as locked."""
 
 MODERATION_PROBE = "Hello! What is the capital of France?"
 """A harmless input: the moderation check proves the endpoint answers, not that anything gets flagged."""
@@ -79,10 +82,10 @@ async def doctor(settings: Settings, *, timeout: float = CHECK_TIMEOUT) -> tuple
     ]
     rows = await asyncio.gather(*(_bounded(name, run, timeout, hint) for name, run, hint in checks))
     failed = any(row.status == FAIL for row in rows)
-    text = render(rows)
+    notes: list[str] = []
     if not settings.slack_bot_token and not settings.discord_bot_token:
-        text += "\nnote: no platform is configured; `chatbots run` needs SLACK_BOT_TOKEN or DISCORD_BOT_TOKEN"
-    return (1 if failed else 0), _scrub(text, settings)
+        notes.append("note: no platform is configured; `chatbots run` needs SLACK_BOT_TOKEN or DISCORD_BOT_TOKEN")
+    return (1 if failed else 0), _scrub(render(rows, notes), settings)
 
 
 async def _bounded(name: str, run: Callable[[], Awaitable[Row]], timeout: float, timeout_fix: str) -> Row:
@@ -95,16 +98,18 @@ async def _bounded(name: str, run: Callable[[], Awaitable[Row]], timeout: float,
     except TimeoutError:
         return Row(name, FAIL, f"no answer within {timeout:g} s", timeout_fix)
     except Exception as error:  # a doctor that crashes on the one broken thing is no help
-        return Row(name, FAIL, f"unexpected {type(error).__name__}", "run with CHATBOTS_LOG_LEVEL=DEBUG and report it")
+        return Row(name, FAIL, f"the check itself failed ({type(error).__name__})",
+                   "this is a bug in `chatbots doctor`: please report it with this line")
 
 
-def render(rows: list[Row]) -> str:
-    """An aligned table (check, status, detail), then one `fix:` line per failure."""
+def render(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
+    """An aligned table (check, status, detail), then one `fix:` line per failure and any notes."""
     header = Row("check", "status", "detail")
     widths = [max(len(row.check) for row in [header, *rows]), max(len(row.status) for row in [header, *rows])]
     lines = [f"{row.check:<{widths[0]}}  {row.status:<{widths[1]}}  {row.detail}".rstrip() for row in [header, *rows]]
     fixes = [f"fix: {row.check}: {row.fix}" for row in rows if row.status == FAIL and row.fix]
-    return "\n".join(lines + ([""] + fixes if fixes else []))
+    after = fixes + list(notes)
+    return "\n".join(lines + ([""] + after if after else []))
 
 
 def _scrub(text: str, settings: Settings) -> str:
@@ -128,6 +133,10 @@ def _safe_url(url: str) -> str:
 # -- database ------------------------------------------------------------------------------------------------
 
 
+LOCKED_FIX = ("another process kept CHATBOTS_DB locked for writing: one bot process per file; "
+              "stop whatever else writes it, or point CHATBOTS_DB elsewhere")
+
+
 class _RollBack(Exception):
     """Raised inside the write probe's transaction so that nothing it wrote is kept."""
 
@@ -143,12 +152,15 @@ def _database_sync(path: str) -> Row:
                       f"set CHATBOTS_DB to a file path, such as {os.path.join(path, 'chatbots.db')}")
     existed = path == ":memory:" or os.path.exists(path)
     try:
-        store = Store.open(path, busy_timeout=2.0)
+        store = Store.open(path, busy_timeout=DB_BUSY_TIMEOUT)
     except StoreError as error:
         folder = os.path.dirname(os.path.abspath(path))
-        fix = (f"the folder {folder} does not exist: create it or point CHATBOTS_DB elsewhere"
-               if not os.path.isdir(folder) else
-               "point CHATBOTS_DB at a file this user can create and write (check the file's and folder's permissions)")
+        if not os.path.isdir(folder):
+            fix = f"the folder {folder} does not exist: create it or point CHATBOTS_DB elsewhere"
+        elif "locked" in str(error):
+            fix = LOCKED_FIX
+        else:
+            fix = "point CHATBOTS_DB at a file this user can create and write (check the file's and folder's permissions)"
         raise _Failed(str(error).split(" (check")[0], fix) from None
     try:
         applied = len(migrations.applied(store.db))
@@ -162,7 +174,7 @@ def _database_sync(path: str) -> Row:
         except Exception as error:  # sqlite3.Error: read-only file or folder, locked by another writer, disk full
             message = str(error)
             if "locked" in message:
-                fix = "another process is writing this database: run one bot per CHATBOTS_DB file"
+                fix = LOCKED_FIX
             else:
                 fix = "make the file and its folder writable by this user, or point CHATBOTS_DB elsewhere"
             raise _Failed(f"{path}: cannot write ({message})", fix) from None
@@ -198,6 +210,8 @@ async def _model_server(settings: Settings, timeout: float) -> Row:
             async with http.get(url) as response:
                 status = response.status
                 body = await response.read() if status == 200 else b""
+    except TimeoutError:
+        raise  # the check's deadline (or aiohttp's, which is the same): reported as such by _bounded
     except aiohttp.ClientConnectorCertificateError:
         raise _Failed(f"{shown}: TLS certificate not trusted", "check OPENAI_BASE_URL (and the host's CA certificates)") from None
     except (aiohttp.ClientError, OSError) as error:
@@ -262,6 +276,8 @@ async def _moderation(settings: Settings, timeout: float) -> Row:
             async with http.post(moderator.url, json={"model": moderator.model, "input": MODERATION_PROBE}) as response:
                 status = response.status
                 body = await response.read() if status == 200 else b""
+    except TimeoutError:
+        raise
     except (aiohttp.ClientError, OSError) as error:
         raise _Failed(f"cannot reach {shown} ({_describe(error)}); {consequence}",
                       "check CHATBOTS_MODERATION_BASE_URL (else OPENAI_BASE_URL is used), or set CHATBOTS_MODERATION=off") from None
@@ -307,6 +323,8 @@ async def _slack(settings: Settings, timeout: float) -> Row:
                           "copy SLACK_BOT_TOKEN again from the app's OAuth & Permissions page (Bot User OAuth Token, "
                           "xoxb-...); reinstall the app to the workspace if it was removed") from None
         raise _Failed(f"auth.test failed ({code})", "check SLACK_BOT_TOKEN and SLACK_API_URL") from None
+    except TimeoutError:
+        raise
     except (aiohttp.ClientError, OSError) as error:
         raise _Failed(f"cannot reach Slack at {_safe_url(base_url)} ({_describe(error)})",
                       "check SLACK_API_URL (unset means Slack's own) and the network") from None
@@ -379,6 +397,8 @@ async def _discord(settings: Settings, timeout: float) -> Row:
         except discord.HTTPException as error:
             raise _Failed(f"{_safe_url(endpoints.api)} answered {error.status} to the login",
                           "check DISCORD_API_URL (unset means Discord's own) and Discord's status") from None
+        except TimeoutError:
+            raise
         except (aiohttp.ClientError, OSError) as error:
             raise _Failed(f"cannot reach the Discord API at {_safe_url(endpoints.api)} ({_describe(error)})",
                           "check DISCORD_API_URL (unset means Discord's own) and the network") from None

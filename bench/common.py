@@ -11,6 +11,7 @@ import os
 import resource
 import statistics
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from tests.fakes.model_server import FakeModelServer, _last_user_text, _split
 from tests.processes import bot_process, free_port
 
 __all__ = [
-    "ANSWER_500", "Meter", "ModelRequest", "RssSampler", "TimedModelServer", "bot_process", "cpu_seconds",
+    "ANSWER_500", "Meter", "ModelRequest", "RssSampler", "TimedModelServer", "Trace", "bot_process", "cpu_seconds",
     "free_port", "peak_rss_mib", "percentile", "rss_mib", "self_cpu_seconds", "summarise_ms", "visible",
 ]
 
@@ -125,6 +126,21 @@ class RssSampler:
                 await self._task
             except asyncio.CancelledError:
                 pass
+
+
+@dataclass
+class Trace:
+    """One reply as the platform saw it: when its event was sent, when text first showed, when all of it showed."""
+
+    key: str
+    question: str
+    expected: str
+    """visible() of the complete answer."""
+    event_at: float
+    first_text_at: float | None = None
+    final_at: float | None = None
+    calls: Counter[str] = field(default_factory=Counter)
+    """Platform calls attributable to this reply, by method (or route)."""
 
 
 def visible(text: str) -> str:

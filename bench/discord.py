@@ -8,6 +8,8 @@
 
 The fake's rate limits are per channel and not enforced, as on Discord where each channel has its own buckets:
 nothing here waits on a limit a real bot in 200 channels would not also have.
+
+The pieces (DiscordSide: the fake Discord plus a tracker that times each reply) are reused by bench.suite.
 """
 
 from __future__ import annotations
@@ -19,111 +21,166 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from bench.common import bot_process, cpu_seconds, free_port, peak_rss_mib, summarise_ms
+from aiohttp import web
+
+from bench.common import (
+    TimedModelServer, Trace, bot_process, cpu_seconds, free_port, peak_rss_mib, summarise_ms, visible,
+)
 from tests.fakes.discord import FakeDiscord, RestCall
-from tests.fakes.model_server import FakeModelServer
 
 GUILD = 1000
 USER = 42
-WARM, SEQUENTIAL = 2000, 2001
-BURST = range(3000, 3200)
+FIRST_CHANNEL = 2000
 ONE_OFF = {"GET /users/@me", "GET /oauth2/applications/@me"}
 _IDS = re.compile(r"/\d+")
+_CHANNEL = re.compile(r"/channels/(\d+)(/|$)")
 
 
 def route(call: RestCall) -> str:
     return f"{call.method} {_IDS.sub('/{id}', call.path)}"
 
 
-class Landing:
-    """When each channel's final answer reached the fake: scans new REST calls once, however many waiters."""
+class TimedDiscord(FakeDiscord):
+    """FakeDiscord that stamps each REST call when it took effect (after the fake's latency).
 
-    def __init__(self, fake: FakeDiscord) -> None:
-        self.fake = fake
-        self.expected: dict[str, str] = {}  # channel id -> final text
-        self.landed: dict[str, float] = {}
+    Adds to each RestCall: done (monotonic time), channel (the channel id in its path, or None), and for posts
+    and edits of messages, shown (the bot's text in that channel right after the call).
+    """
+
+    async def _route(self, request: web.Request, call: RestCall) -> web.StreamResponse:
+        call.done = None  # type: ignore[attr-defined]
+        found = _CHANNEL.search(call.path)
+        call.channel = found.group(1) if found else None  # type: ignore[attr-defined]
+        call.shown = None  # type: ignore[attr-defined]
+        response = await super()._route(request, call)
+        call.done = time.monotonic()  # type: ignore[attr-defined]
+        if found and call.method in ("POST", "PATCH") and "/messages" in call.path:
+            channel = int(found.group(1))
+            bot = str(self.bot_id)
+            messages = (self._messages[mid] for mid in self._channel_messages.get(channel, ()) if mid not in self._deleted)
+            call.shown = "".join(m["content"] for m in messages if m["author"]["id"] == bot)  # type: ignore[attr-defined]
+        return response
+
+
+class DiscordSide:
+    """The fake Discord (a guild with `channels` text channels), the bot's Discord settings, and per-reply timing.
+
+    send() mentions the bot in the next unused channel, so every reply is a new conversation.
+    """
+
+    platform = "discord"
+
+    def __init__(self, channels: int, latency: float = 0.0) -> None:
+        self.fake = TimedDiscord()
+        self.fake.latency = latency
+        self.fake.add_guild(GUILD, "Bench Guild")
+        self._free = list(range(FIRST_CHANNEL, FIRST_CHANNEL + channels))
+        for channel in self._free:
+            self.fake.add_channel(GUILD, channel, f"c{channel}")
+        self.fake.add_member(GUILD, USER, "alice")
+        self._free.reverse()
+        self.traces: dict[str, Trace] = {}
+        self.other_calls: Counter[str] = Counter()
         self._seen = 0
 
-    def expect(self, channel: int, text: str) -> None:
-        self.expected[str(channel)] = text
+    async def __aenter__(self) -> DiscordSide:
+        await self.fake.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.fake.stop()
+
+    def env(self) -> dict[str, str]:
+        return {"DISCORD_BOT_TOKEN": self.fake.token, "DISCORD_API_URL": self.fake.api_url,
+                "DISCORD_GATEWAY_URL": str(self.fake.gateway_url)}
+
+    def attach(self, port: int) -> None:
+        """The gateway connects to the fake; nothing to point at the bot."""
+
+    async def ready(self) -> None:
+        await self.fake.wait_connected(timeout=30)
+
+    @property
+    def latency(self) -> float:
+        return self.fake.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self.fake.latency = seconds
+
+    async def send(self, question: str, expected: str, user: int = USER) -> Trace:
+        """Dispatch MESSAGE_CREATE mentioning the bot in a fresh channel; the Trace fills in as the reply shows."""
+        channel = self._free.pop()
+        trace = Trace(str(channel), question, visible(expected), time.monotonic())
+        self.traces[str(channel)] = trace
+        await self.fake.send_message(channel, user, question, mentions_bot=True)
+        return trace
 
     def scan(self) -> None:
+        """Attribute the REST calls completed since the last scan to their replies."""
         calls = self.fake.calls
         while self._seen < len(calls) and calls[self._seen].status:
             call = calls[self._seen]
             self._seen += 1
-            if call.method in ("POST", "PATCH") and call.status == 200 and isinstance(call.json, dict):
-                channel = call.path.split("/")[2]
-                if call.json.get("content") == self.expected.get(channel):
-                    self.landed[channel] = call.t
-                    del self.expected[channel]
+            trace = self.traces.get(getattr(call, "channel", None) or "")
+            if trace is None:
+                self.other_calls[route(call)] += 1
+                continue
+            trace.calls[route(call)] += 1
+            shown = getattr(call, "shown", None)
+            done = getattr(call, "done", None) or call.t
+            if shown and trace.first_text_at is None:
+                trace.first_text_at = done
+            if shown and trace.final_at is None and visible(shown) == trace.expected:
+                trace.final_at = done
 
-    async def wait(self, channels: list[int], timeout: float = 60) -> list[float]:
+    async def wait(self, traces: list[Trace], timeout: float = 60.0, strict: bool = True) -> None:
         def done() -> bool:
             self.scan()
-            return all(str(c) in self.landed for c in channels)
+            return all(trace.final_at is not None for trace in traces)
 
-        await self.fake.wait_for(done, timeout, what=f"answers in {len(channels)} channels")
-        return [self.landed.pop(str(c)) for c in channels]
-
-
-async def mention_and_wait(fake: FakeDiscord, landing: Landing, channel: int, n: int) -> float:
-    text = f"question number {n} about the quarterly plan"
-    landing.expect(channel, f"echo: {text}")
-    began = time.monotonic()
-    await fake.send_message(channel, USER, text, mentions_bot=True)
-    [landed] = await landing.wait([channel])
-    return landed - began
-
-
-async def burst(fake: FakeDiscord, landing: Landing) -> tuple[list[float], float]:
-    """Every mention at once; each one's latency, and the span from the first dispatch to the last answer."""
-    began: dict[int, float] = {}
-
-    async def one(channel: int, n: int) -> None:
-        text = f"question number {n} about the quarterly plan"
-        landing.expect(channel, f"echo: {text}")
-        began[channel] = time.monotonic()
-        await fake.send_message(channel, USER, text, mentions_bot=True)
-
-    await asyncio.gather(*(one(channel, n) for n, channel in enumerate(BURST)))
-    landed = await landing.wait(list(BURST))
-    return [t - began[channel] for channel, t in zip(BURST, landed)], max(landed) - min(began.values())
-
-
-def world(fake: FakeDiscord) -> None:
-    fake.add_guild(GUILD, "Bench Guild")
-    for channel in (WARM, SEQUENTIAL, *BURST):
-        fake.add_channel(GUILD, channel, f"c{channel}")
-    fake.add_member(GUILD, USER, "alice")
+        try:
+            await self.fake.wait_for(done, timeout, what=f"answers in {len(traces)} channels")
+        except AssertionError:
+            if strict:
+                raise
 
 
 async def main() -> None:
-    async with FakeDiscord() as fake, FakeModelServer(default_chunks=50) as model:
-        world(fake)
-        landing = Landing(fake)
+    async with TimedModelServer(default_chunks=50) as model, DiscordSide(channels=221) as side:
         port = free_port()
         with tempfile.TemporaryDirectory() as folder:
-            env = {
-                "OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "x", "DISCORD_BOT_TOKEN": fake.token,
-                "DISCORD_API_URL": fake.api_url, "DISCORD_GATEWAY_URL": str(fake.gateway_url),
-                "CHATBOTS_DB": str(Path(folder) / "b.db"),
-            }
+            env = {"OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "x", "CHATBOTS_DB": str(Path(folder) / "b.db"),
+                   **side.env()}
             async with bot_process(env, port) as bot:
-                await fake.wait_connected(timeout=30)
-                await mention_and_wait(fake, landing, WARM, 0)
-                sequential = [await mention_and_wait(fake, landing, SEQUENTIAL, n) for n in range(20)]
+                await side.ready()
 
-                before = len(fake.calls)
+                async def one(n: int) -> Trace:
+                    text = f"question number {n} about the quarterly plan"
+                    return await side.send(text, f"echo: {text}")
+
+                warm = await one(0)
+                await side.wait([warm])
+                sequential = []
+                for n in range(20):
+                    trace = await one(n)
+                    await side.wait([trace])
+                    sequential.append(trace.final_at - trace.event_at)
+
+                before = Counter(side.other_calls)
                 cpu_before = cpu_seconds(bot.pid)
-                latencies, elapsed = await burst(fake, landing)
+                began = time.monotonic()
+                burst = await asyncio.gather(*(one(1000 + n) for n in range(200)))
+                await side.wait(burst)
+                elapsed = max(t.final_at for t in burst) - began
                 cpu = cpu_seconds(bot.pid) - cpu_before
-                calls = Counter(route(call) for call in fake.calls[before:])
-                replies = len(latencies)
+                calls = sum((t.calls for t in burst), Counter()) + (side.other_calls - before)
+                replies = len(burst)
                 result = {
                     "a_sequential_20": summarise_ms(sequential),
-                    "b_burst_200": {**summarise_ms(latencies), "replies": replies,
+                    "b_burst_200": {**summarise_ms([t.final_at - t.event_at for t in burst]), "replies": replies,
                                      "replies_per_s": round(replies / elapsed, 1),
                                      "cpu_ms_per_reply": round(cpu / replies * 1000, 2)},
                     "c_calls_per_reply": {r: round(c / replies, 2) for r, c in sorted(calls.items()) if r not in ONE_OFF},

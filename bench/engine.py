@@ -68,6 +68,7 @@ def build_database(path: Path, total: int, hot: int) -> None:
     batch += [(hot_id, "user" if n % 2 == 0 else "assistant", text, tokens, "U1", "Ada", now) for n in range(hot)]
     conn.executemany("INSERT INTO messages (conversation_id, role, text, tokens, author_id, author_name, created_at) VALUES (?,?,?,?,?,?,?)", batch)
     conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a settled database, not one mid-way through checkpointing 1M rows
     store.close()
 
 
@@ -93,29 +94,38 @@ def summary(name: str, timings: list[float]) -> dict[str, float | str]:
     }
 
 
+async def run(turns: int = 300, messages: int = 1_000_000, http: bool = False, log=print) -> list[dict[str, float | str]]:
+    """Build the database, warm up, measure; one summary per mode. Moderation is off: only the engine is timed."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bench.db"
+        began = time.perf_counter()
+        build_database(path, messages, 1000)
+        log(f"built {messages:,} messages in {time.perf_counter() - began:.1f}s")
+        settings = Settings(openai_api_key="x", db_path=str(path), moderation=False)
+        engine = Engine(Store.open(path), InstantModel(), settings)
+        try:
+            await measure(engine, 20, 0)  # warm the tokenizer and caches
+            results = [summary("engine overhead (in-process instant model)", await measure(engine, turns, 100))]
+            if http:
+                async with FakeModelServer(default_chunks=50) as server:
+                    http_settings = Settings(openai_api_key="x", openai_base_url=server.base_url, db_path=str(path),
+                                             moderation=False)
+                    engine.model = OpenAIChat.from_settings(http_settings)
+                    await measure(engine, 20, 10_000)
+                    results.append(summary("turn via fake HTTP model (SDK + loopback)", await measure(engine, turns, 20_000)))
+        finally:
+            await engine.close()
+    return results
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--http", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "bench.db"
-        began = time.perf_counter()
-        build_database(path, args.messages, 1000)
-        print(f"built {args.messages:,} messages in {time.perf_counter() - began:.1f}s")
-        settings = Settings(openai_api_key="x", db_path=str(path))
-        engine = Engine(Store.open(path), InstantModel(), settings)
-        await measure(engine, 20, 0)  # warm the tokenizer and caches
-        results = [summary("engine overhead (in-process instant model)", await measure(engine, args.turns, 100))]
-        if args.http:
-            async with FakeModelServer(default_chunks=50) as server:
-                http_settings = Settings(openai_api_key="x", openai_base_url=server.base_url, db_path=str(path))
-                engine.model = OpenAIChat.from_settings(http_settings)
-                await measure(engine, 20, 10_000)
-                results.append(summary("turn via fake HTTP model (SDK + loopback)", await measure(engine, args.turns, 20_000)))
-        for row in results:
-            print(json.dumps(row))
+    for row in await run(args.turns, args.messages, args.http):
+        print(json.dumps(row))
 
 
 if __name__ == "__main__":

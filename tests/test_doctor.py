@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -106,13 +107,16 @@ async def test_the_table_is_aligned_and_a_run_twice_changes_nothing(base: Settin
     code, text, rows, _ = await run(base)
 
     assert code == 0
-    header, *lines = text.splitlines()
+    table, _, after = text.partition("\n\n")
+    header, *lines = table.splitlines()
     assert header.split() == ["check", "status", "detail"]
-    assert {line.index(rows[line[:12].strip()][0]) for line in lines if line.strip()} == {header.index("status")}
+    assert [line[:12].strip() for line in lines] == ["database", "model server", "moderation", "slack", "discord"]
+    assert {line.index(rows[line[:12].strip()][0]) for line in lines} == {header.index("status")}
+    assert {line.index(rows[line[:12].strip()][1]) for line in lines} == {header.index("detail")}
     assert "created now" not in rows["database"][1]
     assert rows["slack"] == ["skipped", "SLACK_BOT_TOKEN not set"]
     assert rows["discord"] == ["skipped", "DISCORD_BOT_TOKEN not set"]
-    assert "note: no platform is configured" in text
+    assert after.startswith("note: no platform is configured")
 
 
 async def test_unreachable_model_server_fails_with_the_base_url_hint(base: Settings) -> None:
@@ -136,8 +140,11 @@ async def test_a_model_the_server_does_not_list_fails_naming_the_models_it_has(b
 
 
 async def test_model_server_refusing_the_key_points_at_openai_api_key(base: Settings) -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
+
     app = web.Application()
-    app.router.add_get("/v1/models", lambda request: web.json_response({"error": "bad key"}, status=401))
+    app.router.add_get("/v1/models", refuse)
     async with serve(app) as url:
         code, _, rows, fixes = await run(replace(base, openai_base_url=url + "/v1", moderation=False))
 
@@ -223,7 +230,7 @@ async def test_missing_slack_scopes_are_named_with_how_to_add_them(full: Setting
         code, _, rows, fixes = await run(replace(full, slack_api_url=narrow.api_url))
 
     assert code == 1
-    assert "missing scopes channels:history" in rows["slack"][1]
+    assert "missing scopes assistant:write, channels:history" in rows["slack"][1]
     assert "reinstall" in fix_for(fixes, "slack")
 
 
@@ -290,6 +297,22 @@ async def test_a_read_only_database_fails_the_write_probe(base: Settings, tmp_pa
     assert "CHATBOTS_DB" in fix_for(fixes, "database")
 
 
+async def test_a_database_another_process_keeps_locked_fails(base: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    await run(base)  # create and migrate it
+    monkeypatch.setattr("adapters.doctor.DB_BUSY_TIMEOUT", 0.05)
+    other = sqlite3.connect(base.db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+    try:
+        code, _, rows, fixes = await run(base)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+    assert code == 1
+    assert rows["database"][0] == "FAIL" and "locked" in rows["database"][1]
+    assert "one bot process per file" in fix_for(fixes, "database")
+
+
 async def test_the_write_probe_leaves_no_trace(base: Settings) -> None:
     from chatbots.store import Store
 
@@ -323,7 +346,7 @@ async def test_a_server_that_never_answers_fails_at_the_deadline(base: Settings)
 
 async def test_credentials_in_urls_are_not_printed(base: Settings, model_server: FakeModelServer) -> None:
     url = model_server.base_url.replace("http://", "http://user:url-password@")
-    _, text, rows, _ = await run(replace(base, openai_base_url=url))
+    _, text, rows, _ = await run(replace(base, openai_api_key=None, openai_base_url=url, moderation=False))
 
     assert "url-password" not in text
-    assert rows["model server"][0] == "ok"
+    assert rows["model server"] == ["ok", f"{model_server.base_url}: 2 models, gpt-4o-mini among them"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import discord
 import discord.gateway
@@ -10,6 +13,8 @@ import discord.http
 import yarl
 
 from chatbots.config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
 
 
 def gateway_intents() -> discord.Intents:
@@ -28,10 +33,39 @@ def gateway_intents() -> discord.Intents:
     return intents
 
 
+GUARDED_EVENTS = ("MESSAGE_CREATE", "MESSAGE_UPDATE", "MESSAGE_DELETE", "MESSAGE_REACTION_ADD",
+                  "MESSAGE_REACTION_REMOVE", "INTERACTION_CREATE", "TYPING_START")
+"""Per-message events: one that discord.py cannot parse is dropped, instead of ending the gateway connection."""
+
+
+def guard_parsers(client: discord.Client) -> None:
+    """Make a malformed per-message gateway event cost that event only.
+
+    discord.py parses each dispatch inline in its gateway loop; a payload with a missing or mistyped field raises
+    there and takes the whole connection (and so the bot) down. Discord-compatible servers and proxies do send
+    such payloads. This wraps the parsers of per-message events; guild-level events are left alone, since the
+    cache would be wrong without them.
+    """
+    parsers = client._connection.parsers  # noqa: SLF001 - the one place discord.py exposes its dispatch table
+
+    def guarded(event: str, parse: Callable[[Any], None]) -> Callable[[Any], None]:
+        def parse_or_drop(data: Any) -> None:
+            try:
+                parse(data)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+                log.warning("dropped a malformed %s gateway event (%s)", event, type(error).__name__)
+
+        return parse_or_drop
+
+    for event in GUARDED_EVENTS:
+        if event in parsers:
+            parsers[event] = guarded(event, parsers[event])
+
+
 def build_client(guild_ready_timeout: float = 2.0) -> discord.Client:
     # The bot never joins voice: discord.py's start-up warnings about missing voice libraries are noise here.
     discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
-    return discord.Client(
+    client = discord.Client(
         intents=gateway_intents(),
         allowed_mentions=discord.AllowedMentions.none(),  # model output must never ping @everyone, roles or people
         max_messages=None,  # replies carry the message they answer; no cache needed
@@ -39,6 +73,8 @@ def build_client(guild_ready_timeout: float = 2.0) -> discord.Client:
         chunk_guilds_at_startup=False,
         guild_ready_timeout=guild_ready_timeout,
     )
+    guard_parsers(client)
+    return client
 
 
 @dataclass
