@@ -6,13 +6,15 @@ The fakes live in the benchmark process, beside the bot; every timestamp is time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import statistics
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,3 +264,69 @@ def model_nominal_s(server: TimedModelServer, chunks: int) -> float:
 
 def ms(values: Iterable[float]) -> list[float]:
     return [value * 1000 for value in values]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The bot as a subprocess against one or more platform sides (bench.slack.SlackSide, bench.discord.DiscordSide).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def platform_bot(sides: list[Any], model: FakeModelServer, **extra_env: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`chatbots run` wired to the model and every side's fake, ready once /healthz answers and gateways connect."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        env = {"OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "x", "CHATBOTS_DB": str(Path(folder) / "b.db"),
+               **extra_env}
+        for side in sides:
+            env.update(side.env())
+        async with bot_process(env, port) as bot:
+            for side in sides:
+                side.attach(port)
+                await side.ready()
+            yield bot
+
+
+def question(n: int) -> str:
+    return f"question number {n} about the quarterly plan"
+
+
+async def instant_benchmark(side: Any, sequential: int = 20, burst: int = 200, one_off: frozenset[str] = frozenset(),
+                            **extra_env: str) -> dict[str, Any]:
+    """The earlier issues' platform benchmark: an echo model answering at once in 50 chunks, default settings.
+
+    (a) `sequential` mentions one after another, event -> complete reply; (b) `burst` mentions at once in as many
+    conversations: replies/s, p50/p99, the bot's CPU; (c) platform calls per reply (without `one_off` start-up
+    calls); (d) the bot's peak RSS.
+    """
+    async with TimedModelServer(default_chunks=50) as model, side, platform_bot([side], model, **extra_env) as bot:
+
+        async def one(n: int) -> Trace:
+            return await side.send(question(n), f"echo: {question(n)}")
+
+        warm = await one(0)
+        await side.wait([warm])
+        latencies = []
+        for n in range(sequential):
+            trace = await one(n)
+            await side.wait([trace])
+            latencies.append(trace.final_at - trace.event_at)
+
+        before = Counter(side.other_calls)
+        meter = Meter(bot.pid)
+        began = time.monotonic()
+        traces = await asyncio.gather(*(one(1000 + n) for n in range(burst)))
+        await side.wait(traces)
+        elapsed = max(t.final_at for t in traces) - began
+        load = meter.read(burst)
+        calls = sum((t.calls for t in traces), Counter()) + (side.other_calls - before)
+        return {
+            f"a_sequential_{sequential}": summarise_ms(latencies),
+            f"b_burst_{burst}": {**summarise_ms([t.final_at - t.event_at for t in traces]), "replies": len(traces),
+                                 "replies_per_s": round(burst / elapsed, 1),
+                                 "cpu_ms_per_reply": load["bot_cpu_ms_per_reply"],
+                                 "bench_cpu_ms_per_reply": load["bench_cpu_ms_per_reply"]},
+            "c_calls_per_reply": {m: round(c / burst, 2) for m, c in sorted(calls.items()) if m not in one_off},
+            "c_calls_per_reply_total": round(sum(c for m, c in calls.items() if m not in one_off) / burst, 2),
+            "d_peak_rss_mib": peak_rss_mib(bot.pid),
+        }

@@ -14,16 +14,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.common import (
-    TimedModelServer, Trace, bot_process, cpu_seconds, free_port, peak_rss_mib, summarise_ms, visible,
+    Trace, instant_benchmark, visible,
 )
 from tests.fakes.slack import Call, FakeSlack, PostedMessage, app_mention, event_callback, next_ts, post_signed
 
@@ -154,43 +152,7 @@ class SlackSide:
 
 
 async def main() -> None:
-    async with TimedModelServer(default_chunks=50) as model, SlackSide() as side:
-        port = free_port()
-        with tempfile.TemporaryDirectory() as folder:
-            env = {"OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "x", "CHATBOTS_DB": str(Path(folder) / "b.db"),
-                   **side.env()}
-            async with bot_process(env, port) as bot:
-                side.attach(port)
-
-                async def one(n: int) -> Trace:
-                    text = f"question number {n} about the quarterly plan"
-                    return await side.send(text, f"echo: {text}")
-
-                warm = await one(0)
-                await side.wait([warm])
-                sequential = []
-                for n in range(20):
-                    trace = await one(n)
-                    await side.wait([trace])
-                    sequential.append(trace.final_at - trace.event_at)
-
-                before = Counter(side.other_calls)
-                cpu_before = cpu_seconds(bot.pid)
-                began = time.monotonic()
-                burst = await asyncio.gather(*(one(1000 + n) for n in range(200)))
-                await side.wait(burst)
-                elapsed = max(t.final_at for t in burst) - began
-                cpu = cpu_seconds(bot.pid) - cpu_before
-                calls = sum((t.calls for t in burst), Counter()) + (side.other_calls - before)
-                result = {
-                    "a_sequential_20": summarise_ms(sequential),
-                    "b_burst_200": {**summarise_ms([t.final_at - t.event_at for t in burst]),
-                                     "replies_per_s": round(200 / elapsed, 1), "cpu_ms_per_reply": round(cpu / 200 * 1000, 2)},
-                    "c_calls_per_reply": {m: round(c / 200, 2) for m, c in sorted(calls.items()) if m not in ONE_OFF},
-                    "c_calls_per_reply_total": round(sum(c for m, c in calls.items() if m not in ONE_OFF) / 200, 2),
-                    "d_peak_rss_mib": peak_rss_mib(bot.pid),
-                }
-    print(json.dumps(result, indent=2))
+    print(json.dumps(await instant_benchmark(SlackSide(), one_off=frozenset(ONE_OFF)), indent=2))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     commands.add_parser("run", help="start every configured platform (Slack, Discord) in one process")
+    commands.add_parser("doctor", help="check each configured credential and endpoint; print a fix for each failure")
 
     chat = commands.add_parser("chat", help="talk to the model in this terminal, through the same engine and store")
     chat.add_argument("prompt", nargs="?", help="send one message and exit (piped stdin is included before it)")
@@ -59,6 +60,7 @@ def open_engine(settings: Settings) -> Engine:
     """The shared core: store, model client and engine, from settings."""
     settings.require_model_access()
     store = Store.open(settings.db_path)
+    store.recover_interrupted()  # only the process that answers may declare earlier answers cut off
     return Engine(store, OpenAIChat.from_settings(settings), settings)
 
 
@@ -138,6 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("usage", "audit", "feedback", "moderation-log", "purge"):
             print(_report(settings, args))
             return 0
+        if args.command == "doctor":
+            from adapters.doctor import doctor
+
+            code, table = asyncio.run(doctor(settings))
+            print(table)
+            return code
         if args.command == "run":
             from adapters.runner import run
 

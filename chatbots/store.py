@@ -58,13 +58,9 @@ class Store:
             db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, which is what WAL needs
             db.execute("PRAGMA foreign_keys=ON")
             migrations.apply(db)
-            store = cls(db, clock)
-            recovered = store.recover_interrupted()
         except sqlite3.Error as error:
             raise StoreError(f"cannot use the database at {path}: {error} (check CHATBOTS_DB, its folder and permissions)") from None
-        if recovered:
-            log.warning("marked %d answers interrupted by the last shutdown", recovered)
-        return store
+        return cls(db, clock)
 
     def close(self) -> None:
         self.db.close()
@@ -176,13 +172,18 @@ class Store:
             self.windows.append(row[0], StoredMessage(message_id, "assistant", text, tokens, None, None))
 
     def recover_interrupted(self) -> int:
-        """After a crash: answers left 'streaming' become 'interrupted', marked so in the text the model reads."""
+        """After a crash: answers left 'streaming' become 'interrupted', marked so in the text the model reads.
+
+        Called by the answering process at start-up only: operator commands open the same file while it runs.
+        """
         cursor = self.db.execute(
             "UPDATE messages SET status = 'interrupted', "
             "text = CASE WHEN text = '' THEN ? ELSE text || ? END, tokens = tokens + 8 "
             "WHERE status = 'streaming'",
             [INTERRUPTED_MARK.strip(), INTERRUPTED_MARK],
         )
+        if cursor.rowcount:
+            log.warning("marked %d answers interrupted by the last shutdown", cursor.rowcount)
         return cursor.rowcount
 
     def recent_messages(self, conversation_id: int, token_budget: int) -> list[StoredMessage]:

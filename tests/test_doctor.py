@@ -282,21 +282,6 @@ async def test_a_database_in_a_missing_folder_fails_naming_chatbots_db(base: Set
     assert "does not exist" in fix_for(fixes, "database") and "CHATBOTS_DB" in fix_for(fixes, "database")
 
 
-async def test_a_read_only_database_fails_the_write_probe(base: Settings, tmp_path: Path) -> None:
-    await run(base)  # create and migrate it
-    Path(base.db_path).chmod(0o444)
-    tmp_path.chmod(0o555)
-    try:
-        code, _, rows, fixes = await run(base)
-    finally:
-        tmp_path.chmod(0o755)
-        Path(base.db_path).chmod(0o644)
-    if rows["database"][0] == "ok":
-        pytest.skip("running as a user that may write read-only files (root)")
-    assert code == 1
-    assert "CHATBOTS_DB" in fix_for(fixes, "database")
-
-
 async def test_a_database_another_process_keeps_locked_fails(base: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     await run(base)  # create and migrate it
     monkeypatch.setattr("adapters.doctor.DB_BUSY_TIMEOUT", 0.05)
