@@ -97,7 +97,10 @@ def encoder(name: str) -> Encoder:
         import tiktoken
 
         _seed_tiktoken_cache(name)
-        return tiktoken.get_encoding(name)
+        encoding = tiktoken.get_encoding(name)
+        # The Rust core keeps its own copy of the merge table; the Python one (~28 MB) only serves pickling.
+        encoding._mergeable_ranks = {}  # noqa: SLF001
+        return encoding
     except Exception as error:  # noqa: BLE001 - counting must never take the bot down
         log.warning("tokenizer %s unavailable (%s); estimating 4 characters per token", name, type(error).__name__)
         return _RoughEncoder()

@@ -105,3 +105,18 @@ async def test_export_writes_a_workspaces_conversations_as_json_lines(
     assert [(r["role"], r["text"]) for r in rows] == [("user", "hi from T1"), ("assistant", "echo: hi from T1")]
     assert rows[0]["workspace"] == "T1" and rows[0]["channel"] == "C1" and rows[0]["author_name"] == "Ada"
     assert "exported 2 messages" in capsys.readouterr().err
+
+
+def test_histograms_are_cumulative_with_an_inf_bucket_equal_to_the_count() -> None:
+    from chatbots.metrics import Metrics
+
+    metrics = Metrics()
+    for seconds in (0.01, 0.3, 0.3, 200.0):
+        metrics.reply_time.labels("slack").observe(seconds)
+    text = metrics.exposition().decode()
+    assert 'chatbots_reply_seconds_bucket{platform="slack",le="0.05"} 1.0' in text
+    assert 'chatbots_reply_seconds_bucket{platform="slack",le="0.5"} 3.0' in text
+    assert 'chatbots_reply_seconds_bucket{platform="slack",le="120.0"} 3.0' in text
+    assert 'chatbots_reply_seconds_bucket{platform="slack",le="+Inf"} 4.0' in text
+    assert 'chatbots_reply_seconds_count{platform="slack"} 4.0' in text
+    assert "# TYPE chatbots_reply_seconds histogram" in text
