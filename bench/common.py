@@ -243,18 +243,85 @@ class TimedModelServer(FakeModelServer):
         tail = _sse(_frame({}, finish="stop")) + _sse({**_frame(None), "usage": usage}) + b"data: [DONE]\n\n"
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
-        if self.first_token_delay:
-            await asyncio.sleep(self.first_token_delay)
-        for index, frame in enumerate(frames):
-            if index and self.chunk_delay:
-                await asyncio.sleep(self.chunk_delay)
-            await response.write(frame)
-            if index == 0:
-                timing.first_chunk = time.monotonic()
-        await response.write(tail)
-        timing.done = time.monotonic()
+        if self.chunk_delay:
+            await self._pacer().stream(response, frames, tail, arrived + self.first_token_delay, self.chunk_delay, timing)
+        else:
+            if self.first_token_delay:
+                await asyncio.sleep(self.first_token_delay)
+            for index, frame in enumerate(frames):
+                await response.write(frame)
+                if index == 0:
+                    timing.first_chunk = time.monotonic()
+            await response.write(tail)
+            timing.done = time.monotonic()
         await response.write_eof()
         return response
+
+    def _pacer(self) -> _Pacer:
+        found = getattr(self, "_paced", None)
+        if found is None:
+            found = self._paced = _Pacer()
+        return found
+
+
+class _Pacer:
+    """Writes every paced stream's due chunks from one timer loop, instead of a sleeping task per stream.
+
+    Chunk i of a stream is due at first_due + i * interval. Each tick writes what is due for every stream, so a tick
+    that comes late sends the overdue chunks together (still one SSE event per token) and the stream keeps its
+    nominal pace: the fake model's timing does not stretch when the benchmark process is busy. One timer instead
+    of a hundred keeps the fake's own CPU low beside the bot.
+    """
+
+    def __init__(self) -> None:
+        self._streams: list[list[Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def stream(self, response: web.StreamResponse, frames: list[bytes], tail: bytes, first_due: float,
+                     interval: float, timing: ModelRequest) -> None:
+        finished = asyncio.get_running_loop().create_future()
+        self._streams.append([response, frames, tail, first_due, interval, 0, timing, finished])
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        await finished
+
+    async def _run(self) -> None:
+        while True:
+            if not self._streams:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            now = time.monotonic()
+            following = now + 1.0
+            for entry in list(self._streams):
+                response, frames, tail, first_due, interval, sent, timing, finished = entry
+                due = min(len(frames), int((now - first_due) / interval) + 1) if now >= first_due else 0
+                if due > sent:
+                    last = due == len(frames)
+                    try:
+                        await response.write(b"".join(frames[sent:due]) + (tail if last else b""))
+                    except (ConnectionError, RuntimeError) as error:
+                        self._streams.remove(entry)
+                        finished.set_exception(error)
+                        continue
+                    written = time.monotonic()
+                    if sent == 0:
+                        timing.first_chunk = written
+                    entry[5] = sent = due
+                    if last:
+                        timing.done = written
+                        self._streams.remove(entry)
+                        finished.set_result(None)
+                        continue
+                following = min(following, first_due + sent * interval)
+            self._wake.clear()
+            pause = max(following - time.monotonic(), 0.001)
+            try:
+                await asyncio.wait_for(self._wake.wait(), pause)
+            except TimeoutError:
+                pass
 
 
 def model_nominal_s(server: TimedModelServer, chunks: int) -> float:

@@ -23,7 +23,9 @@ from collections import Counter
 from aiohttp import web
 
 from bench.common import (
-    Trace, instant_benchmark, visible,
+    Trace,
+    instant_benchmark,
+    visible,
 )
 from tests.fakes.discord import FakeDiscord, RestCall
 

@@ -21,9 +21,19 @@ from typing import Any
 import aiohttp
 
 from bench.common import (
-    Trace, instant_benchmark, visible,
+    Trace,
+    instant_benchmark,
+    visible,
 )
-from tests.fakes.slack import Call, FakeSlack, PostedMessage, app_mention, event_callback, next_ts, post_signed
+from tests.fakes.slack import (
+    Call,
+    FakeSlack,
+    PostedMessage,
+    app_mention,
+    event_callback,
+    next_ts,
+    post_signed,
+)
 
 SECRET = "bench-secret"
 ONE_OFF = {"auth.test", "users.info"}

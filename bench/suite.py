@@ -45,11 +45,24 @@ from typing import Any
 
 from bench import engine as engine_bench
 from bench.common import (
-    ANSWER_500, Meter, RssSampler, TimedModelServer, Trace, instant_benchmark, model_nominal_s, peak_rss_mib,
-    percentile, platform_bot, question, rss_mib,
+    ANSWER_500,
+    Meter,
+    RssSampler,
+    TimedModelServer,
+    Trace,
+    instant_benchmark,
+    model_nominal_s,
+    peak_rss_mib,
+    percentile,
+    platform_bot,
+    question,
+    rss_mib,
 )
-from bench.discord import ONE_OFF as DISCORD_ONE_OFF, DiscordSide
-from bench.slack import ONE_OFF as SLACK_ONE_OFF, READS as SLACK_READS, SlackSide
+from bench.discord import ONE_OFF as DISCORD_ONE_OFF
+from bench.discord import DiscordSide
+from bench.slack import ONE_OFF as SLACK_ONE_OFF
+from bench.slack import READS as SLACK_READS
+from bench.slack import SlackSide
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_JSON = ROOT / "results" / "latest.json"

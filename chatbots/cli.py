@@ -79,7 +79,13 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
 
 def _report(settings: Settings, args: argparse.Namespace) -> str:
     from .pricing import PriceList, parse_prices
-    from .reports import audit_report, feedback_report, moderation_report, usage_report, workspace_filter
+    from .reports import (
+        audit_report,
+        feedback_report,
+        moderation_report,
+        usage_report,
+        workspace_filter,
+    )
     from .retention import purge_old
 
     days = getattr(args, "days", None)

@@ -15,8 +15,14 @@ from .config import Settings
 from .limits import Caps, Refused, UsageLimits
 from .logs import new_turn_id
 from .metrics import Metrics
-from .moderation import FLAGGED_INPUT_NOTICE, UNAVAILABLE_NOTICE, ModeratedReply, Moderator, Verdict
 from .model import ChatModel, Message, ModelError
+from .moderation import (
+    FLAGGED_INPUT_NOTICE,
+    UNAVAILABLE_NOTICE,
+    ModeratedReply,
+    Moderator,
+    Verdict,
+)
 from .prompt import DEFAULT_INSTRUCTIONS, build_messages, labelled
 from .redact import redactor
 from .store import Store

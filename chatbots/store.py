@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from sqlite_utils import Database
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ from adapters.runner import Bot
 from chatbots.config import Settings
 from tests.fakes.discord import FakeDiscord, Intent, Perm
 from tests.fakes.model_server import FakeModelServer
+from tests.outcomes import Outcomes
 
 GUILD = 100
 OTHER_GUILD = 110
@@ -41,26 +41,21 @@ def build_world(fake: FakeDiscord) -> None:
     fake.add_member(OTHER_GUILD, ALICE)
 
 
+def _kept(outcome: str) -> bool:
+    """The bot's own posts echo back at unpredictable times; command registration is not a message."""
+    return outcome != "own" and not outcome.startswith("command")
+
+
 @dataclass
 class DiscordRig:
     fake: FakeDiscord
     model: FakeModelServer
     bot: Bot
-    outcomes: list[str] = field(default_factory=list)
-    """What the bot did with each message it received, except its own echoed posts ("own")."""
+    outcomes: Outcomes = field(default_factory=lambda: Outcomes(keep=_kept))
+    """What the bot did with each message it received, except its own echoed posts and command bookkeeping."""
 
     def __post_init__(self) -> None:
-        self._changed = asyncio.Event()
-        self.synced = asyncio.Event()
-
-        def record(outcome: str) -> None:
-            if outcome == "commands_synced":
-                self.synced.set()
-            elif outcome != "own" and not outcome.startswith("command"):  # own posts echo back at unpredictable times
-                self.outcomes.append(outcome)
-                self._changed.set()
-
-        self.service.observers.append(record)
+        self.service.observers.append(self.outcomes.record)
 
     @property
     def service(self) -> DiscordService:
@@ -68,14 +63,7 @@ class DiscordRig:
 
     async def wait_outcomes(self, count: int, timeout: float = 5.0) -> list[str]:
         """Wait until the bot has finished with `count` messages (ignored, refused, or its turn done)."""
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.outcomes) < count:
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise AssertionError(f"waited for {count} messages to be handled, saw {self.outcomes}") from None
-        return self.outcomes[:count]
+        return await self.outcomes.wait(count, timeout)
 
     async def next_outcome(self, timeout: float = 5.0) -> str:
         return (await self.wait_outcomes(len(self.outcomes) + 1, timeout))[-1]

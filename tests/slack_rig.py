@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-import asyncio
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,6 +25,7 @@ from tests.fakes.slack import (
     post_signed,
     slash_command_form,
 )
+from tests.outcomes import Outcomes
 
 SECRET = "test-signing-secret"
 
@@ -36,27 +36,14 @@ class SlackRig:
     model: FakeModelServer
     bot: Bot
     mode: str
-    outcomes: list[str] = field(default_factory=list)
+    outcomes: Outcomes = field(default_factory=Outcomes)
 
     def __post_init__(self) -> None:
-        self._changed = asyncio.Event()
-
-        def record(outcome: str) -> None:
-            self.outcomes.append(outcome)
-            self._changed.set()
-
-        self.service.observers.append(record)
+        self.service.observers.append(self.outcomes.record)
 
     async def wait_outcomes(self, count: int, timeout: float = 5.0) -> list[str]:
         """Wait until the bot has finished with `count` events (ignored, deduplicated or turn done)."""
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.outcomes) < count:
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise AssertionError(f"waited for {count} events to be handled, saw {self.outcomes}") from None
-        return self.outcomes[:count]
+        return await self.outcomes.wait(count, timeout)
 
     @property
     def service(self) -> SlackService:

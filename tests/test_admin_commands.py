@@ -154,11 +154,11 @@ async def test_daily_caps_reset_at_utc_midnight(settings: Settings) -> None:
         rig.slack.add_user("UADMIN", name="boss", is_admin=True)
         await rig.command("limit workspace 20", user="UADMIN")
         await rig.reply_in("C1", await rig.mention("use it up"))
-        [refusal] = await rig.reply_in("C1", ts := await rig.mention("more"))
+        [refusal] = await rig.reply_in("C1", await rig.mention("more"))
         assert "in 10 min" in refusal.text
         now[0] += timedelta(minutes=11)
-        await rig.reply_in("C1", ts := await rig.mention("new day"))
-        assert rig.slack.messages("C1")[-1].text == "echo: new day"
+        [answer] = await rig.reply_in("C1", await rig.mention("new day"))
+        assert answer.text == "echo: new day"
 
 
 async def test_usage_report_shows_tokens_cost_top_users_feedback_and_own_allowance(rig: SlackRig) -> None:

@@ -18,7 +18,17 @@ from adapters.runner import Bot
 from chatbots.config import ConfigError, Settings
 from chatbots.types import ConversationKey
 from tests.discord_rig import (
-    ALICE, BOB, GENERAL, GUILD, OTHER_BOT, OTHER_GUILD, RANDOM, THREAD, DiscordRig, build_world, discord_rig,
+    ALICE,
+    BOB,
+    GENERAL,
+    GUILD,
+    OTHER_BOT,
+    OTHER_GUILD,
+    RANDOM,
+    THREAD,
+    DiscordRig,
+    build_world,
+    discord_rig,
 )
 from tests.fakes.discord import FakeDiscord, Intent, Perm
 from tests.slack_rig import slack_rig

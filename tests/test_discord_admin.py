@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from chatbots.config import Settings
-from tests.discord_rig import ALICE, BOB, GENERAL, GUILD, OTHER_GENERAL, OTHER_GUILD, DiscordRig, discord_rig
+from tests.discord_rig import (
+    ALICE,
+    BOB,
+    GENERAL,
+    GUILD,
+    OTHER_GENERAL,
+    OTHER_GUILD,
+    DiscordRig,
+    discord_rig,
+)
 from tests.fakes.discord import Perm
 
 ADMIN_PERMISSIONS = Perm.DEFAULT_EVERYONE | Perm.MANAGE_GUILD

@@ -17,7 +17,13 @@ import discord
 import pytest
 from discord import app_commands
 
-from tests.fakes.discord import FakeDiscord, Intent, Perm, redirect_discordpy, running_client
+from tests.fakes.discord import (
+    FakeDiscord,
+    Intent,
+    Perm,
+    redirect_discordpy,
+    running_client,
+)
 
 GUILD = 100
 OWNER = 5

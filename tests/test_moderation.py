@@ -9,7 +9,11 @@ import pytest
 
 from chatbots.cli import main
 from chatbots.config import Settings
-from chatbots.moderation import FLAGGED_INPUT_NOTICE, FLAGGED_OUTPUT_NOTICE, UNAVAILABLE_NOTICE
+from chatbots.moderation import (
+    FLAGGED_INPUT_NOTICE,
+    FLAGGED_OUTPUT_NOTICE,
+    UNAVAILABLE_NOTICE,
+)
 from tests.slack_rig import SlackRig, slack_rig
 
 

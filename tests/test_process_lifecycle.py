@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.model_server import FakeModelServer
-from tests.fakes.slack import FakeSlack, app_mention, channel_message, event_callback, next_ts, post_signed
+from tests.fakes.slack import (
+    FakeSlack,
+    app_mention,
+    channel_message,
+    event_callback,
+    next_ts,
+    post_signed,
+)
 from tests.processes import bot_process, free_port
 
 SECRET = "lifecycle-secret"

@@ -18,8 +18,8 @@ from chatbots.types import Inbound
 
 from ..tasks import TurnTasks
 from .access import ChannelAccess, How
-from .connection import Endpoints, build_client
 from .commands import build_tree
+from .connection import Endpoints, build_client
 from .events import DM_WORKSPACE, PLATFORM, is_own, translate
 from .reply import DiscordReply
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
