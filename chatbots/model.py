@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
 
 import aiohttp
@@ -45,7 +45,7 @@ class ModelError(Exception):
 
 
 class ChatModel(Protocol):
-    def stream(self, model: str, messages: list[Message]) -> AsyncIterator[str | Usage]:
+    def stream(self, model: str, messages: list[Message]) -> AsyncGenerator[str | Usage, None]:
         """Yield the answer's text as it arrives, then a Usage if the server reported one."""
         ...
 
@@ -171,7 +171,7 @@ class OpenAIChat:
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def stream(self, model: str, messages: list[Message]) -> AsyncIterator[str | Usage]:
+    async def stream(self, model: str, messages: list[Message]) -> AsyncGenerator[str | Usage, None]:
         try:
             response = await self._open(model, json.dumps(self.request_body(model, messages)).encode())
             try:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
@@ -39,7 +39,7 @@ def build_tree(client: discord.Client, commands: Commands, observe: Observer) ->
             await interaction.followup.send(part, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
         observe("command")
 
-    def command(name: str, description: str) -> Callable[[Callable[..., Awaitable[None]]], app_commands.Command]:
+    def command(name: str, description: str) -> Any:
         return group.command(name=name, description=description)
 
     @command("help", "What the bot does here and the commands you can use")

@@ -37,6 +37,13 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def text_fields(*values: Any) -> tuple[str, ...] | None:
+    """The values as strings when every one is a non-empty string (Slack payloads can carry anything)."""
+    if all(isinstance(value, str) and value for value in values):
+        return tuple(values)
+    return None
+
+
 def translate(body: dict[str, Any], bot_user_id: str, *, allow_bots: bool = False) -> SlackMessage | None:
     """What to do with one Events API body: a SlackMessage, or None to ignore it.
 
@@ -47,11 +54,11 @@ def translate(body: dict[str, Any], bot_user_id: str, *, allow_bots: bool = Fals
     event = body.get("event")
     if not isinstance(event, dict):
         return None
-    kind, subtype = event.get("type"), event.get("subtype")
-    channel, ts, user = event.get("channel"), event.get("ts"), event.get("user")
-    team = body.get("team_id") or event.get("team")
-    if not all(isinstance(value, str) and value for value in (channel, ts, team)):
+    kind, subtype, user = event.get("type"), event.get("subtype"), event.get("user")
+    where = text_fields(event.get("channel"), event.get("ts"), body.get("team_id") or event.get("team"))
+    if where is None:
         return None
+    channel, ts, team = where
     if subtype not in _ANSWERABLE_SUBTYPES and not (allow_bots and subtype == "bot_message"):
         return None
     if event.get("bot_id") and not allow_bots:
@@ -60,7 +67,7 @@ def translate(body: dict[str, Any], bot_user_id: str, *, allow_bots: bool = Fals
     if not isinstance(author, str) or not author or author == bot_user_id:
         return None
     raw_text = _text(event.get("text"))
-    thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else None
+    thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) and event.get("thread_ts") else None
     mentioned = f"<@{bot_user_id}" in raw_text
     others_mentioned = any(found != bot_user_id for found in _USER_MENTION.findall(raw_text))
 

@@ -30,7 +30,7 @@ from chatbots.engine import Engine
 from chatbots.types import ConversationKey, Inbound
 
 from ..tasks import TurnTasks
-from .events import PLATFORM, SlackMessage, translate
+from .events import PLATFORM, SlackMessage, text_fields, translate
 from .reply import SlackReply, SlackTarget, WorkspaceFeatures
 from .users import UserDirectory
 
@@ -165,11 +165,13 @@ class SlackService:
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """`/chatbot ...`: answered privately in the ack itself, well within Slack's 3 seconds."""
-        team, user, channel = body.get("team_id"), body.get("user_id"), body.get("channel_id")
-        if not all(isinstance(value, str) and value for value in (team, user, channel)):
+        fields = text_fields(body.get("team_id"), body.get("user_id"), body.get("channel_id"))
+        if fields is None:
             await ack(text="That command arrived incomplete. Please try again.")
             return self._observe("command:malformed")
-        text = body.get("text") if isinstance(body.get("text"), str) else ""
+        team, user, channel = fields
+        text = body.get("text")
+        text = text if isinstance(text, str) else ""
         caller = Caller(ConversationKey(PLATFORM, team, channel, channel), user, (await self.users.get(team, user)).is_admin)
         answer = await self.commands.run(caller, text)
         await ack(text=answer, response_type="ephemeral")
@@ -177,12 +179,13 @@ class SlackService:
 
     async def _on_reaction(self, body: dict[str, Any]) -> None:
         """👍 / 👎 on one of the bot's replies is feedback on that reply."""
-        event = body.get("event") or {}
-        item = event.get("item") or {}
+        event = _mapping(body.get("event"))
+        item = _mapping(event.get("item"))
         value = _vote(event.get("reaction"))
-        team, user, ts = body.get("team_id"), event.get("user"), item.get("ts")
-        if value is None or not all(isinstance(v, str) and v for v in (team, user, ts)):
+        fields = text_fields(body.get("team_id"), event.get("user"), item.get("ts"))
+        if value is None or fields is None:
             return self._observe("ignored")
+        team, user, ts = fields
         event_id = body.get("event_id")
         if isinstance(event_id, str) and not self.engine.store.first_delivery("slack", event_id):
             return self._observe("duplicate")
@@ -193,11 +196,11 @@ class SlackService:
 
     async def _on_uninstall(self, body: dict[str, Any]) -> None:
         """The app was removed (or its bot token revoked): erase everything stored for that workspace."""
-        event = body.get("event") or {}
+        event = _mapping(body.get("event"))
         team = body.get("team_id")
         if event.get("type") == "tokens_revoked":
-            revoked = (event.get("tokens") or {}).get("bot") or []
-            if self.bot_user_id not in revoked:
+            revoked = _mapping(event.get("tokens")).get("bot")
+            if not isinstance(revoked, list) or self.bot_user_id not in revoked:
                 return self._observe("ignored")  # a user token, not ours
         if not isinstance(team, str) or not team:
             return self._observe("ignored")
@@ -247,6 +250,11 @@ def _ts_order(ts: str) -> tuple[int, int]:
         return int(seconds), int(micros or 0)
     except ValueError:
         return (2**62, 0)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    """A payload field that should be an object; anything else reads as empty."""
+    return value if isinstance(value, dict) else {}
 
 
 def _vote(reaction: object) -> int | None:
