@@ -89,6 +89,11 @@ class Bot:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         for service in self.services:
             await service.start()
+        settings = self.settings
+        if settings.moderation and not settings.moderation_base_url and settings.openai_base_url \
+                and "api.openai.com" not in settings.openai_base_url:
+            log.warning("moderation uses OPENAI_BASE_URL; many OpenAI-compatible servers have no /moderations: "
+                        "`chatbots doctor` checks it (or set CHATBOTS_MODERATION_BASE_URL, or CHATBOTS_MODERATION=off)")
         if self.settings.retention_days:
             self._purger = asyncio.create_task(self._purge_periodically(self.settings.retention_days))
         log.info("serving %s on port %d", ", ".join(s.name for s in self.services), self.port)

@@ -63,3 +63,18 @@ def test_feedback_lists_down_voted_answers_with_their_question(db: Path, capsys:
 def test_days_must_be_positive(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["usage", "--days", "0"]) == 2
     assert "--days must be at least 1" in capsys.readouterr().err
+
+
+def test_prices_can_be_overridden_for_local_or_negotiated_models(
+    db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CHATBOTS_PRICES", "llama3=1000/2000;gpt-4o-mini=0/0")
+    assert main(["usage", "--csv"]) == 0
+    rows = {line.split(",")[4]: line.split(",")[-1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows == {"gpt-4o-mini": "0.0000", "llama3": "0.0200"}  # 10 x $1000/M + 5 x $2000/M
+
+
+def test_a_malformed_price_list_is_one_clear_line(db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CHATBOTS_PRICES", "llama3=cheap")
+    assert main(["usage"]) == 2
+    assert "CHATBOTS_PRICES must look like" in capsys.readouterr().err
