@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from abc import ABC, abstractmethod
 
 log = logging.getLogger(__name__)
@@ -20,20 +19,36 @@ class ThrottledReply(ABC):
     """
 
     interval: float = 1.0
+    thinking_delay: float = 0.3
+    """An answer that starts sooner than this needs no "thinking" indicator: one platform call saved."""
 
     def __init__(self) -> None:
         self._pieces: list[str] = []
         self._dirty = asyncio.Event()
         self._render_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
-        self.first_visible_at: float | None = None
+        self._first_text = asyncio.Event()
+        self._thinker: asyncio.Task[None] | None = None
 
     @property
     def text(self) -> str:
         return "".join(self._pieces)
 
     async def start(self) -> None:
-        await self._thinking()
+        self._thinker = asyncio.create_task(self._think_unless_quick())
+
+    async def _think_unless_quick(self) -> None:
+        try:
+            await asyncio.wait_for(self._first_text.wait(), self.thinking_delay)
+        except TimeoutError:
+            await self._thinking()
+
+    async def _settle_thinking(self) -> None:
+        """Before the first text shows: no indicator starts any more, and one being set has landed."""
+        self._first_text.set()
+        if self._thinker is not None:
+            # wait(), not await: a cancellation of this task must stay ours, never pass to (and die in) the thinker.
+            await asyncio.wait({self._thinker})
 
     async def append(self, text: str) -> None:
         self._pieces.append(text)
@@ -43,12 +58,14 @@ class ThrottledReply(ABC):
 
     async def finish(self) -> list[str]:
         await self._stop_flusher()
+        await self._settle_thinking()
         async with self._render_lock:
             await self._render(self.text, final=True)
         return self.message_ids()
 
     async def fail(self, notice: str) -> list[str]:
         await self._stop_flusher()
+        await self._settle_thinking()
         shown = self.text  # never trimmed: streamed platforms have already shown this exact prefix
         notice = self.format_notice(notice)
         async with self._render_lock:
@@ -56,17 +73,18 @@ class ThrottledReply(ABC):
         return self.message_ids()
 
     async def _flush_periodically(self) -> None:
+        await self._settle_thinking()
         while True:
             await self._dirty.wait()
             self._dirty.clear()
             async with self._render_lock:
                 try:
-                    await self._render(self.text, final=False)
+                    shown = await self._render(self.text, final=False)
                 except Exception as error:  # noqa: BLE001 - the final render retries with the whole text
                     log.warning("interim update failed: %s", type(error).__name__)
-                if self.first_visible_at is None:
-                    self.first_visible_at = time.monotonic()
-            await asyncio.sleep(self.interval)  # the rate limit itself, not a wait for another task
+                    shown = True
+            if shown is not False:
+                await asyncio.sleep(self.interval)  # the rate limit itself, not a wait for another task
 
     async def _stop_flusher(self) -> None:
         if self._flusher is None:
@@ -83,8 +101,11 @@ class ThrottledReply(ABC):
         """Show that an answer is coming; platforms override."""
 
     @abstractmethod
-    async def _render(self, text: str, final: bool) -> None:
-        """Make the platform show text (everything so far); final is the last call."""
+    async def _render(self, text: str, final: bool) -> bool | None:
+        """Make the platform show text (everything so far); final is the last call.
+
+        Returns False when nothing could be shown yet (so the next piece is tried at once, not after interval).
+        """
 
     @abstractmethod
     def message_ids(self) -> list[str]:

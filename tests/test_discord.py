@@ -88,7 +88,10 @@ def test_endpoint_urls_are_checked(settings: Settings) -> None:
 
 
 async def test_a_mention_is_answered_as_a_reply_in_the_channel_after_typing(rig: DiscordRig) -> None:
+    rig.model.queue("echo: what is 2+2?", hold=True)  # a model slow to start: typing shows meanwhile
     question = await rig.mention("what is 2+2?")
+    await rig.fake.wait_for_call("POST", f"/channels/{GENERAL}/typing")
+    rig.model.release_held()
     assert await rig.next_outcome() == "turn:answered"
     [answer] = rig.replies_to(question["id"])
     assert answer["content"] == "echo: what is 2+2?", "the bot's mention is not part of the question"
@@ -97,6 +100,11 @@ async def test_a_mention_is_answered_as_a_reply_in_the_channel_after_typing(rig:
     assert typing.t < post.t and typing.status == 204
     assert post.json["allowed_mentions"] == {"parse": [], "replied_user": False}, "model output never pings anyone"
     assert rig.bot.engine.store.has_conversation(ConversationKey("discord", str(GUILD), str(GENERAL), str(GENERAL)))
+
+
+async def test_an_answer_that_starts_at_once_needs_no_typing_indicator(rig: DiscordRig) -> None:
+    await rig.ask("quick one")
+    assert not rig.fake.calls_matching("POST", f"/channels/{GENERAL}/typing")
 
 
 async def test_later_mentions_in_the_channel_continue_the_conversation(rig: DiscordRig) -> None:

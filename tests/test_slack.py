@@ -39,7 +39,10 @@ async def http_rig(settings: Settings) -> AsyncIterator[SlackRig]:
 
 
 async def test_a_top_level_mention_is_answered_in_a_new_thread_with_streaming(rig: SlackRig) -> None:
+    rig.model.queue("echo: hello there", hold=True)  # a model slow to start: the thinking status shows meanwhile
     ts = await rig.mention("hello there")
+    await rig.slack.wait_for_call("assistant.threads.setStatus")
+    rig.model.release_held()
     [answer] = await rig.reply_in("C1", ts)
     assert answer.text == "echo: hello there"
     assert answer.streamed, "the workspace supports native streaming, so the reply streams"
@@ -47,6 +50,13 @@ async def test_a_top_level_mention_is_answered_in_a_new_thread_with_streaming(ri
     assert status.args["thread_ts"] == ts and status.t < rig.slack.calls_to("chat.startStream")[0].t
     start = rig.slack.calls_to("chat.startStream")[0].args
     assert (start["recipient_user_id"], start["recipient_team_id"]) == ("U1", "T1")
+
+
+async def test_an_answer_that_starts_at_once_needs_no_thinking_status(rig: SlackRig) -> None:
+    [answer] = await rig.reply_in("C1", await rig.mention("quick"))
+    assert answer.text == "echo: quick"
+    assert not rig.slack.calls_to("assistant.threads.setStatus")
+    assert [c.method for c in rig.slack.calls if c.method.startswith("chat.")] == ["chat.startStream", "chat.stopStream"]
 
 
 async def test_follow_ups_in_the_bots_thread_continue_the_conversation(rig: SlackRig) -> None:

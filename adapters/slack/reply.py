@@ -69,11 +69,10 @@ class SlackReply(ThrottledReply):
             self.features.status[self.target.team_id] = False
             log.info("thinking status unavailable in this workspace (%s)", error.response.get("error"))
 
-    async def _render(self, text: str, final: bool) -> None:
+    async def _render(self, text: str, final: bool) -> bool:
         if self._streaming:
             try:
-                await self._render_stream(text, final)
-                return
+                return await self._render_stream(text, final)
             except SlackApiError as error:
                 if self._stream_ts is not None or self._ids:
                     raise
@@ -83,15 +82,19 @@ class SlackReply(ThrottledReply):
                 self._streaming = False
                 log.info("native streaming unavailable (%s); posting and updating instead", error.response.get("error"))
         await self._render_updates(text, final)
+        return True
 
     # -- native streaming: chat.startStream / appendStream / stopStream, Markdown as written --
 
-    async def _render_stream(self, text: str, final: bool) -> None:
+    async def _render_stream(self, text: str, final: bool) -> bool:
+        """Stream what is new; returns False when there was nothing whole to show yet."""
         pending = text[self._sent :]
         if not final:
             # Hold back a half-written word, so a message boundary can never fall inside one.
             cut = max(pending.rfind(" "), pending.rfind("\n")) + 1
             pending = pending[:cut]
+            if not pending:
+                return bool(self._ids)
         while pending:
             room = STREAM_LIMIT - len(self._part)
             if len(pending) <= room:
@@ -100,7 +103,7 @@ class SlackReply(ThrottledReply):
                     await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts, markdown_text=pending)
                     self._sent += len(pending)
                     self._stream_ts = None
-                    return
+                    return True
                 await self._stream_out(pending)
                 self._sent += len(pending)
                 pending = ""
@@ -115,6 +118,7 @@ class SlackReply(ThrottledReply):
             self._stream_ts = None
         elif final and not self._ids:
             await self._render_updates(text, final)  # an empty answer: post the (empty-answer) notice plainly
+        return True
 
     async def _stream_out(self, markdown: str) -> None:
         if not markdown:
