@@ -9,6 +9,7 @@ The SDK is still used where it costs nothing per message (listing models).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
@@ -31,6 +32,8 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _REASONING_FAMILIES = ("o1", "o3", "o4", "gpt-5")
 """OpenAI models that reject max_tokens and want max_completion_tokens instead."""
 _RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
+COALESCE = 0.05
+"""Seconds a flowing stream waits to gather more tokens per read (see OpenAIChat._batches)."""
 MAX_RETRY_AFTER = 60.0
 """A server asking for a longer pause than this gets a 'busy' notice instead of a silent minute-long wait."""
 
@@ -175,17 +178,26 @@ class OpenAIChat:
         try:
             response = await self._open(model, json.dumps(self.request_body(model, messages)).encode())
             try:
-                async for event in self._events(response):
-                    if "error" in event:
-                        raise BROKEN_STREAM
-                    choices = event.get("choices")
-                    if choices:
-                        text = (choices[0].get("delta") or {}).get("content")
-                        if text:
-                            yield text
-                    usage = event.get("usage")
-                    if usage:
-                        yield Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+                async for events in self._batches(response):
+                    texts: list[str] = []
+                    for event in events:
+                        if "error" in event:
+                            if texts:
+                                yield "".join(texts)  # what came before the error still shows
+                            raise BROKEN_STREAM
+                        choices = event.get("choices")
+                        if choices:
+                            text = (choices[0].get("delta") or {}).get("content")
+                            if text:
+                                texts.append(text)
+                        usage = event.get("usage")
+                        if usage:
+                            if texts:
+                                yield "".join(texts)
+                                texts.clear()
+                            yield Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+                    if texts:
+                        yield "".join(texts)
             finally:
                 response.close()
         except ModelError as failure:
@@ -195,11 +207,21 @@ class OpenAIChat:
             log.warning("model stream broke: %s", type(error).__name__)
             raise BROKEN_STREAM from None
 
-    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-        """Server-sent events' JSON payloads, with a deadline on each read so a silent stream cannot hang."""
+    async def _batches(self, response: aiohttp.ClientResponse) -> AsyncIterator[list[dict[str, Any]]]:
+        """The server-sent events' JSON payloads, a batch per read, with a deadline on each read.
+
+        Once text flows, each read waits up to COALESCE for more to arrive (or for the stream's end): people see
+        updates about once a second anyway, and a model streaming a token every few milliseconds would otherwise
+        cost a wake-up, a parse and a pass through the engine per token.
+        """
         pending = b""
         reads = response.content.iter_any().__aiter__()
+        flowing = False
         while True:
+            if flowing:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(COALESCE):
+                        await response.content.wait_eof()
             try:
                 async with asyncio.timeout(self.stall_timeout):
                     data = await anext(reads)
@@ -209,16 +231,24 @@ class OpenAIChat:
                 raise TIMEOUT from None
             pending += data
             *lines, pending = pending.split(b"\n")
+            events: list[dict[str, Any]] = []
+            done = False
             for line in lines:
                 if not line.startswith(b"data:"):
                     continue  # comments, event names, blank separators
                 payload = line[5:].strip()
                 if payload == b"[DONE]":
-                    return
+                    done = True
+                    break
                 if payload:
                     event = json.loads(payload)
                     if isinstance(event, dict):
-                        yield event
+                        events.append(event)
+            if events:
+                flowing = True
+                yield events
+            if done:
+                return
 
     async def list_models(self) -> list[str] | None:
         """The server's model ids, or None when it does not offer a list."""

@@ -20,6 +20,7 @@ def said(
 
 
 async def test_answer_streams_into_reply_and_both_turns_are_stored(engine: Engine, model_server: FakeModelServer) -> None:
+    model_server.chunk_delay = 0.12  # slower than the client gathers tokens, so each chunk shows on its own
     reply = RecordingReply()
     result = await engine.handle(said("hello", 1), reply)
 
