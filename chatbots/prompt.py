@@ -28,10 +28,16 @@ def build_messages(instructions: str, turns: list[StoredMessage]) -> list[Messag
     """
     speakers = {turn.author_id for turn in turns if turn.role == "user"}
     named = len(speakers) > 1
+    names: dict[str | None, str | None] = {}
+    if named:
+        # One label per person: the newest real name known for them (a first message may carry only the id).
+        for turn in turns:
+            if turn.role == "user" and turn.author_name and turn.author_name != turn.author_id:
+                names[turn.author_id] = turn.author_name
     messages: list[Message] = [{"role": "system", "content": instructions}]
     for turn in turns:
         if turn.role == "user" and named:
-            content = labelled(turn.text, turn.author_name, turn.author_id)
+            content = labelled(turn.text, names.get(turn.author_id, turn.author_name), turn.author_id)
         else:
             content = turn.text
         messages.append({"role": turn.role, "content": content})

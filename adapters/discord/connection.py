@@ -52,7 +52,7 @@ def guard_parsers(client: discord.Client) -> None:
         def parse_or_drop(data: Any) -> None:
             try:
                 parse(data)
-            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            except Exception as error:  # noqa: BLE001 - any parse failure of one message costs that message only
                 log.warning("dropped a malformed %s gateway event (%s)", event, type(error).__name__)
 
         return parse_or_drop

@@ -32,7 +32,7 @@ from chatbots.types import ConversationKey, Inbound
 from ..tasks import TurnTasks
 from .events import PLATFORM, SlackMessage, text_fields, translate
 from .reply import SlackReply, SlackTarget, WorkspaceFeatures
-from .users import UserDirectory
+from .users import SlackUser, UserDirectory
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +214,13 @@ class SlackService:
 
     async def _turn(self, message: SlackMessage) -> None:
         inbound = message.inbound
-        user = await self.users.get(inbound.key.workspace, message.user_id)
-        inbound = replace(inbound, author_name=user.name)
+        if message.needs_thread or message.started_mid_thread:
+            # Several people may share this thread, and the model reads who said what: worth the (cached) lookup.
+            user: SlackUser | None = await self.users.get(inbound.key.workspace, message.user_id)
+        else:
+            user = self.users.known(inbound.key.workspace, message.user_id)  # a new question never waits on Slack
+        if user is not None:
+            inbound = replace(inbound, author_name=user.name)
         if message.started_mid_thread and not self.engine.store.has_conversation(inbound.key):
             await self._read_thread_once(inbound)
         target = SlackTarget(inbound.key.workspace, inbound.key.channel, message.thread_ts, message.user_id)
