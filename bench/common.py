@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -25,8 +26,9 @@ from tests.fakes.model_server import FakeModelServer, _last_user_text, _split
 from tests.processes import bot_process, free_port
 
 __all__ = [
-    "ANSWER_500", "Meter", "ModelRequest", "RssSampler", "TimedModelServer", "Trace", "bot_process", "cpu_seconds",
-    "free_port", "peak_rss_mib", "percentile", "rss_mib", "self_cpu_seconds", "summarise_ms", "visible",
+    "ANSWER_500", "LoopLag", "Meter", "ModelRequest", "RssSampler", "TimedModelServer", "Trace", "bot_process",
+    "cpu_seconds", "free_port", "instant_benchmark", "model_nominal_s", "peak_rss_mib", "percentile", "platform_bot",
+    "question", "reader_floor", "rss_mib", "self_cpu_seconds", "summarise_ms", "visible",
 ]
 
 
@@ -145,6 +147,40 @@ class Trace:
     """Platform calls attributable to this reply, by method (or route)."""
 
 
+class LoopLag:
+    """How late this process's event loop runs a 5 ms timer while the block runs: the fakes' own queueing delay.
+
+    A late timer means every fake (model, Slack, Discord) answers that much later too, whatever the bot does.
+    """
+
+    def __init__(self, period: float = 0.005) -> None:
+        self.period = period
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            due = time.monotonic() + self.period
+            await asyncio.sleep(self.period)
+            self.lags.append(max(time.monotonic() - due, 0.0))
+
+    def summary(self) -> dict[str, float]:
+        if not self.lags:
+            return {}
+        return {"p50_ms": round(statistics.median(self.lags) * 1000, 1), "p99_ms": round(percentile(self.lags, 0.99) * 1000, 1),
+                "max_ms": round(max(self.lags) * 1000, 1)}
+
+
 def visible(text: str) -> str:
     """Text as compared for "the complete answer is shown": whitespace ignored (messages split at spaces)."""
     return "".join(text.split())
@@ -254,8 +290,15 @@ class TimedModelServer(FakeModelServer):
                     timing.first_chunk = time.monotonic()
             await response.write(tail)
             timing.done = time.monotonic()
-        await response.write_eof()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write_eof()
         return response
+
+    async def stop(self) -> None:
+        pacer = getattr(self, "_paced", None)
+        if pacer is not None:
+            await pacer.close()
+        await super().stop()
 
     def _pacer(self) -> _Pacer:
         found = getattr(self, "_paced", None)
@@ -277,6 +320,15 @@ class _Pacer:
         self._streams: list[list[Any]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for entry in self._streams:
+            if not entry[-1].done():
+                entry[-1].cancel()
 
     async def stream(self, response: web.StreamResponse, frames: list[bytes], tail: bytes, first_due: float,
                      interval: float, timing: ModelRequest) -> None:
@@ -302,9 +354,9 @@ class _Pacer:
                     last = due == len(frames)
                     try:
                         await response.write(b"".join(frames[sent:due]) + (tail if last else b""))
-                    except (ConnectionError, RuntimeError) as error:
+                    except (ConnectionError, RuntimeError):  # the client went away: end this stream quietly
                         self._streams.remove(entry)
-                        finished.set_exception(error)
+                        finished.set_result(None)
                         continue
                     written = time.monotonic()
                     if sent == 0:
@@ -397,3 +449,39 @@ async def instant_benchmark(side: Any, sequential: int = 20, burst: int = 200, o
             "c_calls_per_reply_total": round(sum(c for m, c in calls.items() if m not in one_off) / burst, 2),
             "d_peak_rss_mib": peak_rss_mib(bot.pid),
         }
+
+
+_FLOOR_CLIENT = r'''
+import asyncio, json, resource, sys
+import aiohttp
+
+async def main(url, concurrent, rounds):
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def one(n):
+            body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": f"floor {n}"}]}
+            async with session.post(url, json=body) as response:
+                async for data in response.content.iter_any():
+                    for line in data.split(b"\n"):
+                        if line.startswith(b"data: {"):
+                            json.loads(line[6:])
+        await asyncio.gather(*(one(-1 - i) for i in range(concurrent)))  # connections and imports warm
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for r in range(rounds):
+            await asyncio.gather(*(one(r * concurrent + i) for i in range(concurrent)))
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    print(json.dumps({"cpu_ms_per_stream": round(cpu / (concurrent * rounds) * 1000, 2)}))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+'''
+
+
+async def reader_floor(model: FakeModelServer, concurrent: int, rounds: int = 1) -> float:
+    """CPU per stream of a bare aiohttp client (its own process) that only reads and json-parses the same stream.
+
+    The floor any Python bot on this machine pays to receive the model's answer the way the model sends it.
+    """
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", _FLOOR_CLIENT, f"{model.base_url}/chat/completions",
+                                                   str(concurrent), str(rounds), stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    return float(json.loads(out.decode().strip().splitlines()[-1])["cpu_ms_per_stream"])

@@ -1,26 +1,33 @@
 """The benchmark suite: every benchmark, one table, one JSON file.
 
-    python -m bench.suite [--quick] [--soak-minutes N] [--json PATH] [--profile DIR]
+    python -m bench.suite [--quick] [--soak-minutes N] [--json PATH] [--profile DIR] [--only LIST] [--markdown]
 
-Scenarios, each against `chatbots run` as a real subprocess with the fakes in this process (2 cores shared):
+Each scenario runs `chatbots run` as a real subprocess, with the fakes (model, Slack, Discord) in this process, both
+on the same 2 cores; the bot's CPU and this process's CPU are both reported so contention can be judged.
 
 1. engine     bench.engine: engine overhead per reply in a 1,000,000-message database, instant in-process model.
-2. instant    bench.slack / bench.discord: echo model answering at once in 50 chunks, default settings (moderation
-              on): sequential mentions, a burst of 200 at once, platform calls per reply, peak RSS.
-3. stream     a 500-token answer in one-token chunks (200 ms to first token, 5 ms per chunk), moderation off, per
-              platform: idle RSS after start-up and one warm-up reply; sequential replies with every platform call
-              taking 0 ms and then 30 ms; a burst of conversations at once, each from a different person.
-4. moderation the same stream on Slack with CHATBOTS_MODERATION=on (against the fake model's /v1/moderations).
-5. soak       both platforms in one bot process, default settings (moderation on): conversations arriving evenly
-              over N minutes, alternating Slack and Discord, each a new thread/channel and a new person, with a
-              model at 500 ms to first token and 30 tokens/s; the bot's RSS sampled throughout.
+2. instant    bench.slack / bench.discord (issues 3 and 4): echo model answering at once in 50 chunks, default
+              settings (moderation on): sequential mentions, a burst at once, platform calls per reply, peak RSS.
+3. floor      calibration: CPU a bare aiohttp client (own process) pays only to read and parse the 500-token stream
+              below, alone and 100 at once: what any Python bot pays on this machine before doing anything.
+   stream     a 500-token answer in one-token chunks (200 ms to first token, 5 ms per chunk), moderation off, per
+              platform in one bot process: idle RSS after start-up and one warm-up reply; sequential replies with
+              every platform call taking 0 ms, then 30 ms; then a burst of conversations at once, each a new
+              conversation from a different person (so per-person lookups show).
+4. moderation the same stream on Slack with CHATBOTS_MODERATION=on (served by the fake model's /v1/moderations).
+5. soak       Slack and Discord in one bot process, default settings (moderation on): 100 conversations a minute
+              arriving evenly, alternating platforms, each a new thread/channel from a new person, with a model at
+              500 ms to first token and 30 tokens/s (500 tokens, ~17 s a reply); the bot's RSS sampled throughout.
+              Growth compares the mean RSS of the first minute's second half with the mean of the last 30 s of
+              sending (the same number of replies in flight); the slope over the steady part is reported too.
 
 Definitions. Event: the signed Slack event posted / the Discord MESSAGE_CREATE dispatched. First visible text: the
 first platform call carrying answer text took effect in the fake. Final text: the call after which the platform
 shows the complete answer took effect. Model time: from the request reaching the fake model to its last byte
-written. Bot overhead: event-to-final-text minus model time. Calls per reply: every platform call made during the
-measured window divided by replies (start-up calls excluded). CPU: /proc/PID/stat of the bot (and getrusage of
-this process, which runs the fakes). RSS: VmRSS, peak VmHWM.
+written. Bot overhead: event-to-final-text minus model time. Calls per reply: every platform call made in the
+measured window (start-up calls excepted) divided by replies; reads are users.info and friends on Slack, GETs on
+Discord. CPU: /proc/PID/stat of the bot; getrusage of this process. RSS: VmRSS; peak: VmHWM. Bench loop lag: how
+late this process runs a 5 ms timer, i.e. how much the fakes themselves delay answers.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from typing import Any
 from bench import engine as engine_bench
 from bench.common import (
     ANSWER_500,
+    LoopLag,
     Meter,
     RssSampler,
     TimedModelServer,
@@ -56,6 +64,7 @@ from bench.common import (
     percentile,
     platform_bot,
     question,
+    reader_floor,
     rss_mib,
 )
 from bench.discord import ONE_OFF as DISCORD_ONE_OFF
@@ -93,7 +102,7 @@ class Plan:
             engine_messages=100_000 if quick else 1_000_000,
             instant_sequential=10 if quick else 20,
             instant_burst=50 if quick else 200,
-            stream_sequential=3 if quick else 20,
+            stream_sequential=2 if quick else 20,
             stream_burst=100,
             moderation_replies=2 if quick else 10,
             soak_minutes=minutes,
@@ -152,14 +161,14 @@ def discord_read(route: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def profiled(pid: int, path: Path | None) -> AsyncIterator[None]:
+async def profiled(pid: int, path: Path | None, rate: int = 200) -> AsyncIterator[None]:
     """py-spy the bot for the block (raw folded stacks, not pausing it); nothing when path is None."""
     if path is None:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-f", "raw",
-                            "-o", str(path), "--nonblocking", "-r", "200"],
+                            "-o", str(path), "--nonblocking", "-r", str(rate)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     await asyncio.sleep(1.0)  # py-spy attaching
     try:
@@ -172,8 +181,9 @@ async def profiled(pid: int, path: Path | None) -> AsyncIterator[None]:
             spy.kill()
 
 
-async def settle(seconds: float = 1.0) -> None:
-    await asyncio.sleep(seconds)
+async def settle(plan: Plan, seconds: float = 1.0) -> None:
+    """Let a reply's background work (saves, echoes) finish before reading memory or starting the next phase."""
+    await asyncio.sleep(0.25 if plan.quick else seconds)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -219,7 +229,7 @@ async def scenario_stream(name: str, plan: Plan, profile: Path | None) -> dict[s
         result["rss_after_start_mib"] = rss_mib(bot.pid)
         warm = await side.send(question(0), answer, user=_user(name, 1))
         await side.wait([warm], timeout=30)
-        await settle()
+        await settle(plan)
         result["idle_rss_mib"] = rss_mib(bot.pid)
 
         n = 1
@@ -236,11 +246,11 @@ async def scenario_stream(name: str, plan: Plan, profile: Path | None) -> dict[s
                 **meter.read(len(traces)),
             }
         side.latency = 0.0
-        await settle()
+        await settle(plan)
 
         count = plan.stream_burst
         before = Counter(side.other_calls)
-        async with profiled(bot.pid, profile / f"{name}-burst.raw" if profile else None):
+        async with profiled(bot.pid, profile / f"{name}-burst.raw" if profile else None), LoopLag() as lag:
             meter = Meter(bot.pid)
             traces = await asyncio.gather(*(side.send(question(n + i), answer, user=_user(name, 5000 + i))
                                             for i in range(count)))
@@ -257,9 +267,18 @@ async def scenario_stream(name: str, plan: Plan, profile: Path | None) -> dict[s
             "cpu_bound_replies_per_s": round(1000 / load["bot_cpu_ms_per_reply"], 1) if load["bot_cpu_ms_per_reply"] else None,
             "peak_rss_mib": peak_rss_mib(bot.pid),
             "rss_after_mib": rss_mib(bot.pid),
+            "bench_loop_lag": lag.summary(),
             "profiled": profile is not None,
         }
     return result
+
+
+async def scenario_floor(plan: Plan) -> dict[str, Any]:
+    """Calibration: the CPU a bare aiohttp client pays just to read the 500-token stream, alone and 100 at once."""
+    async with TimedModelServer(answer=ANSWER_500, first_token_delay=STREAM_TTFT, chunk_delay=STREAM_CHUNK) as model:
+        single = await reader_floor(model, 1, rounds=1 if plan.quick else 3)
+        burst = await reader_floor(model, plan.stream_burst)
+    return {"single_cpu_ms_per_stream": single, "concurrent": plan.stream_burst, "concurrent_cpu_ms_per_stream": burst}
 
 
 async def scenario_moderation(plan: Plan) -> dict[str, Any]:
@@ -300,7 +319,7 @@ def _slope_mib_per_hour(samples: list[tuple[float, float]], start: float, end: f
     return round(slope * 3600, 1)
 
 
-async def scenario_soak(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
+async def scenario_soak(plan: Plan, log: Callable[[str], None], profile: Path | None = None) -> dict[str, Any]:
     """Scenario 5: both platforms in one process, conversations at an even pace, RSS sampled all along."""
     count, duration = plan.soak_conversations, plan.soak_minutes * 60
     model = TimedModelServer(answer=ANSWER_500, first_token_delay=SOAK_TTFT, chunk_delay=SOAK_CHUNK)
@@ -310,30 +329,31 @@ async def scenario_soak(plan: Plan, log: Callable[[str], None]) -> dict[str, Any
         warm = [await slack.send(question(0), answer), await discord.send(question(1), answer)]
         await slack.wait(warm[:1], timeout=60)
         await discord.wait(warm[1:], timeout=60)
-        await settle()
+        await settle(plan)
         idle_before = rss_mib(bot.pid)
         sides = {"slack": slack, "discord": discord}
         before = {name: Counter(side.other_calls) for name, side in sides.items()}
         checks_before = len(model.moderation_requests)
-        meter = Meter(bot.pid)
-        sampler = RssSampler(bot.pid, plan.rss_interval).start()
-        began = time.monotonic()
-        tasks: dict[str, list[asyncio.Task[Trace]]] = {"slack": [], "discord": []}
-        for i in range(count):
-            delay = began + i * duration / count - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            name = "slack" if i % 2 == 0 else "discord"
-            tasks[name].append(asyncio.create_task(sides[name].send(question(100 + i), answer, user=_user(name, 10_000 + i))))
-            if i and i % max(count // 10, 1) == 0:
-                log(f"  soak: {i}/{count} sent, bot RSS {rss_mib(bot.pid)} MiB")
-        sending = time.monotonic() - began
-        traces = {name: list(await asyncio.gather(*found)) for name, found in tasks.items()}
-        for name, side in sides.items():
-            await side.wait(traces[name], timeout=120, strict=False)
-        load = meter.read(sum(1 for ts in traces.values() for t in ts if t.final_at is not None))
+        async with profiled(bot.pid, profile / "soak.raw" if profile else None, rate=50), LoopLag() as lag:
+            meter = Meter(bot.pid)
+            sampler = RssSampler(bot.pid, plan.rss_interval).start()
+            began = sampler.began
+            tasks: dict[str, list[asyncio.Task[Trace]]] = {"slack": [], "discord": []}
+            for i in range(count):
+                delay = began + i * duration / count - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                name = "slack" if i % 2 == 0 else "discord"
+                tasks[name].append(asyncio.create_task(sides[name].send(question(100 + i), answer, user=_user(name, 10_000 + i))))
+                if i and i % max(count // 10, 1) == 0:
+                    log(f"  soak: {i}/{count} sent, bot RSS {rss_mib(bot.pid)} MiB")
+            sending = time.monotonic() - began
+            traces = {name: list(await asyncio.gather(*found)) for name, found in tasks.items()}
+            for name, side in sides.items():
+                await side.wait(traces[name], timeout=120, strict=False)
+            load = meter.read(sum(1 for ts in traces.values() for t in ts if t.final_at is not None))
         await sampler.stop()
-        await settle(2.0)
+        await settle(plan, 2.0)
         idle_after = rss_mib(bot.pid)
         peak = peak_rss_mib(bot.pid)
 
@@ -360,6 +380,7 @@ async def scenario_soak(plan: Plan, log: Callable[[str], None]) -> dict[str, Any
             for name in sides
         },
         "moderation_calls_per_reply": round(checks / max(len(completed), 1), 2),
+        "bench_loop_lag": lag.summary(),
         "idle_rss_before_mib": idle_before, "idle_rss_after_mib": idle_after, "peak_rss_mib": peak,
         "rss_window_s": window,
         "rss_first_minute_mib": baseline, "rss_end_mib": end,
@@ -428,6 +449,9 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         add(Row(s, "burst: bot CPU ms/reply (bench)", f"{burst['cpu_ms_per_reply']:g} ({burst['bench_cpu_ms_per_reply']:g})"))
         add(Row(s, "platform calls/reply", found["c_calls_per_reply_total"], "<= 3", found["c_calls_per_reply_total"] <= 3))
         add(Row(s, "peak RSS MiB", found["d_peak_rss_mib"]))
+    if (found := results.get("floor")) is not None:
+        add(Row("floor", "bare aiohttp reader CPU ms/stream: 1 alone / "
+                f"{found['concurrent']} at once", f"{found['single_cpu_ms_per_stream']:g} / {found['concurrent_cpu_ms_per_stream']:g}"))
     for name in ("slack", "discord"):
         found = results.get(f"stream_{name}")
         if found is None:
@@ -441,6 +465,7 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
                     _at_most(_v(seq["bot_overhead"], "p50_ms"), limit)))
             add(Row(s, f"{label}: event->first text p50/p99 ms", _p(seq["event_to_first_text"])))
             add(Row(s, f"{label}: event->final text p50/p99 ms", _p(seq["event_to_final_text"])))
+            add(Row(s, f"{label}: bot CPU ms/reply", seq["bot_cpu_ms_per_reply"]))
             add(Row(s, f"{label}: before model / after model p50 ms",
                     f"{_v(seq['event_to_model_request'], 'p50_ms')} / {_v(seq['model_done_to_final_text'], 'p50_ms')}"))
         burst = found["burst"]
@@ -448,7 +473,8 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         add(Row(s, f"{label}: replies/s", burst["replies_per_s"], ">= 50", burst["replies_per_s"] >= 50))
         add(Row(s, f"{label}: replies/s if the bot took no time", burst["model_bound_replies_per_s"]))
         add(Row(s, f"{label}: bot CPU ms/reply", burst["bot_cpu_ms_per_reply"], "<= 15", _at_most(burst["bot_cpu_ms_per_reply"], 15)))
-        add(Row(s, f"{label}: bench CPU ms/reply (fakes)", burst["bench_cpu_ms_per_reply"]))
+        add(Row(s, f"{label}: bench CPU ms/reply (fakes); loop lag p99 ms",
+                f"{burst['bench_cpu_ms_per_reply']:g}; {burst['bench_loop_lag'].get('p99_ms')}"))
         add(Row(s, f"{label}: peak RSS MiB", burst["peak_rss_mib"], "<= 120", _at_most(burst["peak_rss_mib"], 120)))
         add(Row(s, f"{label}: event->first text p50/p99 ms", _p(burst["event_to_first_text"])))
         add(Row(s, f"{label}: event->final text p50/p99 ms", _p(burst["event_to_final_text"])))
@@ -476,7 +502,8 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         for name, per in found["per_platform"].items():
             add(Row(s, f"{name} calls/reply by method", f"{per['calls_per_reply']['total']:g}: {_methods(per['calls_per_reply'])}"))
         add(Row(s, "moderation calls/reply", found["moderation_calls_per_reply"]))
-        add(Row(s, "bot CPU ms/reply (bench)", f"{found['bot_cpu_ms_per_reply']:g} ({found['bench_cpu_ms_per_reply']:g})"))
+        add(Row(s, "bot CPU ms/reply (bench); bench loop lag p99 ms",
+                f"{found['bot_cpu_ms_per_reply']:g} ({found['bench_cpu_ms_per_reply']:g}); {found['bench_loop_lag'].get('p99_ms')}"))
         add(Row(s, "peak RSS MiB", found["peak_rss_mib"]))
         add(Row(s, "RSS idle before / after MiB", f"{found['idle_rss_before_mib']:g} / {found['idle_rss_after_mib']:g}"))
         add(Row(s, "RSS first minute -> end MiB", f"{found['rss_first_minute_mib']} -> {found['rss_end_mib']}"))
@@ -505,17 +532,22 @@ def markdown(rows: list[Row]) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _meta(plan: Plan, began: float, profile: Path | None) -> dict[str, Any]:
+def git_state() -> dict[str, Any]:
+    """The commit measured and the files that differed from it, taken when the run starts."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, check=False).stdout
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                                check=False).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT,
-                                    check=False).stdout.strip())
+        return {"commit": git("rev-parse", "--short", "HEAD").strip(),
+                "uncommitted_files": [line[3:] for line in git("status", "--porcelain").splitlines()]}
     except OSError:
-        commit, dirty = "", False
+        return {"commit": "", "uncommitted_files": []}
+
+
+def _meta(plan: Plan, began: float, profile: Path | None, git: dict[str, Any]) -> dict[str, Any]:
     return {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit, "dirty_tree": dirty,
-        "python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
+        "started": datetime.fromtimestamp(time.time() - (time.monotonic() - began), timezone.utc).isoformat(timespec="seconds"),
+        **git, "python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
         "plan": plan.__dict__, "duration_s": round(time.monotonic() - began, 1), "profiled": profile is not None,
     }
 
@@ -527,12 +559,13 @@ async def main() -> int:
     parser.add_argument("--soak-conversations", type=int, help="conversations in the soak (default 100 per minute)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write the results (default {DEFAULT_JSON.relative_to(ROOT.parent)})")
     parser.add_argument("--only", help="comma-separated scenarios: engine,instant,stream,moderation,soak")
-    parser.add_argument("--profile", type=Path, help="py-spy the bot during the 500-token bursts into this folder (slows it)")
+    parser.add_argument("--profile", type=Path, help="py-spy the bot during the 500-token bursts and the soak into this folder (slows it)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown (for the README)")
     args = parser.parse_args()
     plan = Plan.make(args.quick, args.soak_minutes, args.soak_conversations)
     wanted = set((args.only or "engine,instant,stream,moderation,soak").split(","))
     began = time.monotonic()
+    git = git_state()
 
     def log(text: str) -> None:
         print(f"[{time.monotonic() - began:6.1f}s] {text}", file=sys.stderr, flush=True)
@@ -544,13 +577,14 @@ async def main() -> int:
     if "instant" in wanted:
         steps += [(f"instant_{n}", f"{n}: instant 50-chunk model", lambda n=n: scenario_instant(n, plan)) for n in ("slack", "discord")]
     if "stream" in wanted:
+        steps.append(("floor", "floor: bare aiohttp reader", lambda: scenario_floor(plan)))
         steps += [(f"stream_{n}", f"{n}: 500-token stream", lambda n=n: scenario_stream(n, plan, args.profile))
                   for n in ("slack", "discord")]
     if "moderation" in wanted:
         steps.append(("moderation", "moderation on (slack)", lambda: scenario_moderation(plan)))
     if "soak" in wanted:
         steps.append(("soak", f"soak: {plan.soak_conversations} conversations over {plan.soak_minutes:g} min",
-                      lambda: scenario_soak(plan, log)))
+                      lambda: scenario_soak(plan, log, args.profile)))
     for key, title, step in steps:
         log(f"{title} ...")
         results[key] = await step()
@@ -562,7 +596,7 @@ async def main() -> int:
         print()
         print(markdown(rows))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    document = {"meta": _meta(plan, began, args.profile), "table": [r.__dict__ | {"verdict": r.verdict} for r in rows],
+    document = {"meta": _meta(plan, began, args.profile, git), "table": [r.__dict__ | {"verdict": r.verdict} for r in rows],
                 "results": results}
     args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
     failed = sum(1 for r in rows if r.ok is False)
