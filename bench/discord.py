@@ -48,7 +48,12 @@ class TimedDiscord(FakeDiscord):
     and edits of messages, shown (the bot's text in that channel right after the call).
     """
 
+    read_latency = 0.0
+    """Extra seconds for every GET (a read), on top of ``latency``."""
+
     async def _route(self, request: web.Request, call: RestCall) -> web.StreamResponse:
+        if call.method == "GET" and self.read_latency:
+            await asyncio.sleep(self.read_latency)
         call.done = None  # type: ignore[attr-defined]
         found = _CHANNEL.search(call.path)
         call.channel = found.group(1) if found else None  # type: ignore[attr-defined]
@@ -108,6 +113,10 @@ class DiscordSide:
     @latency.setter
     def latency(self, seconds: float) -> None:
         self.fake.latency = seconds
+
+    def slow_reads(self, seconds: float) -> None:
+        """Make every GET take this long: a read on a reply's path then shows in its timing."""
+        self.fake.read_latency = seconds
 
     async def send(self, question: str, expected: str, user: int = USER) -> Trace:
         """Dispatch MESSAGE_CREATE mentioning the bot in a fresh channel; the Trace fills in as the reply shows."""

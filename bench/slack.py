@@ -117,6 +117,11 @@ class SlackSide:
     def latency(self, seconds: float) -> None:
         self.fake.latency = seconds
 
+    def slow_reads(self, seconds: float) -> None:
+        """Make every read method take this long: a read on a reply's path then shows in its timing."""
+        for method in READS:
+            self.fake.method_latency[method] = seconds
+
     async def send(self, question: str, expected: str, user: str = "U1") -> Trace:
         """Post a signed app_mention starting a new thread; the Trace fills in as the reply shows."""
         if user not in self._users:

@@ -218,7 +218,7 @@ class SlackService:
             # Several people may share this thread, and the model reads who said what: worth the (cached) lookup.
             user: SlackUser | None = await self.users.get(inbound.key.workspace, message.user_id)
         else:
-            user = self.users.known(inbound.key.workspace, message.user_id)  # a new question never waits on Slack
+            user = self.users.known(inbound.key.workspace, message.user_id)  # names matter once others join
         if user is not None:
             inbound = replace(inbound, author_name=user.name)
         if message.started_mid_thread and not self.engine.store.has_conversation(inbound.key):

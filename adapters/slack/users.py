@@ -5,7 +5,6 @@ Cached for two minutes: a busy thread costs no calls, and a demoted admin loses 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -25,38 +24,15 @@ class SlackUser:
 
 class UserDirectory:
     def __init__(self, client: AsyncWebClient, ttl: float = 120.0, max_entries: int = 20_000) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
         self.client = client
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: dict[tuple[str, str], tuple[float, SlackUser]] = {}
-        self._warming: set[tuple[str, str]] = set()
 
     def known(self, team_id: str, user_id: str) -> SlackUser | None:
-        """The user if already looked up (even if stale), without a call: the hot path never waits on Slack."""
+        """The user if already looked up, without a call: a new question never waits on (or costs) a read."""
         cached = self._cache.get((team_id, user_id))
-        if cached is None:
-            self.warm(team_id, user_id)
-            return None
-        if time.monotonic() - cached[0] >= self.ttl:
-            self.warm(team_id, user_id)
-        return cached[1]
-
-    def warm(self, team_id: str, user_id: str) -> None:
-        """Look the user up in the background, once at a time per user."""
-        if (team_id, user_id) in self._warming:
-            return
-        self._warming.add((team_id, user_id))
-
-        async def fetch() -> None:
-            try:
-                await self.get(team_id, user_id)
-            finally:
-                self._warming.discard((team_id, user_id))
-
-        task = asyncio.create_task(fetch())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return cached[1] if cached else None
 
     async def get(self, team_id: str, user_id: str) -> SlackUser:
         """The user, or a stand-in named by id when Slack cannot say (never fails a turn)."""
