@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 from importlib.metadata import version
 
 from dotenv import load_dotenv
@@ -130,18 +128,6 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
-    """uvloop when installed (the `fast` extra): it halves the CPU the event loop spends per streamed chunk."""
-    if os.environ.get("CHATBOTS_EVENT_LOOP", "auto") != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.run(main)
-    return asyncio.run(main)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -169,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from adapters.runner import run
 
-            return run_event_loop(run(settings))
+            return asyncio.run(run(settings))
     except (ConfigError, StoreError) as error:
         print(f"chatbots: {error}", file=sys.stderr)
         return 2
