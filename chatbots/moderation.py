@@ -128,27 +128,35 @@ class ModeratedReply:
             await self._dirty.wait()
             self._dirty.clear()
             async with self._lock:
-                await self._check_pending()
-            await asyncio.sleep(self.interval)  # the call budget, not a wait for another task
+                checked = await self._check_pending()
+            if checked:
+                await asyncio.sleep(self.interval)  # the call budget, not a wait for another task
 
-    async def _check_pending(self) -> None:
-        """Moderate everything not yet shown; pass it on, or halt."""
+    async def _check_pending(self, final: bool = False) -> bool:
+        """Moderate everything not yet shown; pass it on, or halt. False when it waited for a whole word instead.
+
+        The first check waits for a whole word: a lone fragment tells the moderation model little, and the
+        platforms hold half-words back anyway, so checking it would only spend the first interval on nothing.
+        """
         if self.halted or not self._pending:
-            return
+            return True
         increment = "".join(self._pending)
+        if not final and not self.approved and not any(c.isspace() for c in increment.lstrip()):
+            return False
         self._pending.clear()
         if not increment.strip():
             self.approved += increment
             await self.inner.append(increment)
-            return
+            return True
         self.checks += 1
         verdict = await self.moderator.check(self.approved[-CONTEXT_CHARS:] + increment)
         self.record(verdict, increment)
         if verdict.blocked:
             self.halted = verdict
-            return
+            return True
         self.approved += increment
         await self.inner.append(increment)
+        return True
 
     async def _drain(self) -> None:
         if self._checker is not None:
@@ -157,7 +165,7 @@ class ModeratedReply:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
         async with self._lock:
-            await self._check_pending()
+            await self._check_pending(final=True)
 
     async def finish(self) -> list[str]:
         await self._drain()

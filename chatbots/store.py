@@ -94,7 +94,7 @@ class Store:
                 "SELECT id FROM conversations WHERE workspace_id = ? AND channel = ? AND thread = ?",
                 [workspace, key.channel, key.thread],
             ).fetchone()[0]
-            if len(self._conversations) > 50_000:  # bound the cache on long-running bots
+            if len(self._conversations) > 10_000:  # bound the cache on long-running bots
                 self._conversations.clear()
             self._conversations[key] = found
         return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -115,3 +116,23 @@ async def test_moderation_log_command_lists_decisions(
     assert main(["moderation-log", "--flagged"]) == 0
     out = capsys.readouterr().out
     assert "flagged" in out and "harassment" in out and "slack" in out and "in " in out
+
+
+async def test_the_first_check_waits_for_a_whole_word_instead_of_spending_an_interval_on_a_fragment() -> None:
+    from chatbots.moderation import ModeratedReply, Moderator
+    from tests.fakes.model_server import FakeModelServer
+    from tests.fakes.reply import RecordingReply
+
+    async with FakeModelServer() as server:
+        moderator = Moderator(server.base_url, "sk-test", "omni-moderation-latest", block_on_error=True)
+        shown = RecordingReply()
+        reply = ModeratedReply(shown, moderator, lambda verdict, text: None)
+        await reply.append("Hel")
+        await asyncio.sleep(0)  # let the checker look at the fragment
+        assert not server.moderation_requests, "a fragment alone is not worth a check"
+        await reply.append("lo world ")
+        await reply.append("and more")
+        await reply.finish()
+        await moderator.close()
+    checked = [request["input"] for request in server.moderation_requests]
+    assert checked[0].startswith("Hello world ") and "".join(shown.pieces) == "Hello world and more"
