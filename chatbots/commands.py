@@ -33,7 +33,7 @@ READER_USAGE = {
     "instructions": "`instructions` · `instructions channel` — the instructions in force here",
     "limits": USAGE["limits"],
     "usage": "`usage` — your own usage and what you have left today",
-    "forget": "`forget` (in a thread you took part in) — erase that thread's stored history",
+    "forget": "`forget` (in a Discord thread you took part in) — erase that thread's stored history",
 }
 ADMIN_ONLY_NOTE = "Only workspace admins can change that. Ask an admin, or see `help` for what you can do."
 
