@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -23,10 +23,16 @@ from .moderation import (
     Moderator,
     Verdict,
 )
-from .prompt import DEFAULT_INSTRUCTIONS, build_messages, labelled
+from .prompt import DEFAULT_INSTRUCTIONS, build_messages, counted_text, labelled
 from .redact import redactor
 from .store import Store
-from .tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, TokenCounter
+from .tokens import (
+    MESSAGE_OVERHEAD,
+    REPLY_PRIMING,
+    TokenCounter,
+    Tokenizers,
+    byte_bound,
+)
 from .types import ConversationKey, Inbound, Reply, Usage
 from .window import StoredMessage
 
@@ -55,7 +61,7 @@ class TurnResult:
 
 
 class Engine:
-    def __init__(self, store: Store, model: ChatModel, settings: Settings) -> None:
+    def __init__(self, store: Store, model: ChatModel, settings: Settings, tokenizers: Tokenizers | None = None) -> None:
         self.store = store
         self.model = model
         self.settings = settings
@@ -65,6 +71,7 @@ class Engine:
         self.redact = redactor(settings.redact)
         self.expected_output = settings.max_output_tokens or 1024
         """Tokens reserved against caps for an answer not yet written."""
+        self.tokenizers = tokenizers if tokenizers is not None else Tokenizers()
         self._counters: dict[str, TokenCounter] = {}
         self._instruction_tokens: dict[tuple[str, str], int] = {}
         self._queues: dict[ConversationKey, tuple[asyncio.Lock, list[int]]] = {}
@@ -81,7 +88,7 @@ class Engine:
     def counter(self, model: str) -> TokenCounter:
         found = self._counters.get(model)
         if found is None:
-            found = self._counters[model] = TokenCounter(model)
+            found = self._counters[model] = TokenCounter(model, self.tokenizers)
         return found
 
     def context_tokens(self, counter: TokenCounter) -> int:
@@ -122,10 +129,18 @@ class Engine:
         cache_key = (model, instructions)
         found = self._instruction_tokens.get(cache_key)
         if found is None:
+            size = counter.size(instructions)
+            if not size.exact:
+                return size.tokens  # cheap to bound again; only exact counts are worth keeping
             if len(self._instruction_tokens) > 1000:
                 self._instruction_tokens.clear()
-            found = self._instruction_tokens[cache_key] = counter.count_message(instructions)
+            found = self._instruction_tokens[cache_key] = size.tokens
         return found
+
+    def _history_budget(self, model: str, instructions: str, counter: TokenCounter) -> int:
+        """Tokens left for the conversation's turns once instructions and the answer's room are set aside."""
+        context = self.context_tokens(counter)
+        return context - self.output_reserve(context) - REPLY_PRIMING - self._instructions_size(model, instructions, counter)
 
     async def handle(self, message: Inbound, reply: Reply) -> TurnResult:
         new_turn_id()  # every log line of this turn, and of tasks it starts, carries it
@@ -154,12 +169,11 @@ class Engine:
             return TurnResult("empty")
         model, instructions = self._instructions(message.key)
         counter = self.counter(model)
-        context = self.context_tokens(counter)
-        budget = context - self.output_reserve(context) - REPLY_PRIMING - self._instructions_size(model, instructions, counter)
+        budget = self._history_budget(model, instructions, counter)
 
         if self.redact is not None:
             message = replace(message, text=self.redact(message.text))
-        text, truncated = self._fit(message, counter, budget)
+        text, truncated = await self._fit(message, counter, budget)
         moderated = self.moderator is not None and self.store.settings_for(message.key).get("moderation", "on") == "on"
         if moderated:
             assert self.moderator is not None
@@ -170,10 +184,10 @@ class Engine:
                     notice = FLAGGED_INPUT_NOTICE if verdict.decision == "flagged" else UNAVAILABLE_NOTICE
                     await _quietly(reply.fail(notice), "fail")
                 return TurnResult("flagged" if verdict.decision == "flagged" else "moderation_unavailable")
-        tokens = counter.count_message(labelled(text, message.author_name, message.author_id))
+        size = counter.size(labelled(text, message.author_name, message.author_id))
         conversation = self.store.conversation_id(message.key)
         stored_id = self.store.add_message(
-            conversation, "user", text, tokens,
+            conversation, "user", text, size.tokens, exact=size.exact,
             author_id=message.author_id, author_name=message.author_name, platform_id=message.message_id,
         )
         if stored_id is None:
@@ -181,11 +195,16 @@ class Engine:
         if message.addressed is False:
             return TurnResult("stored")
 
-        window = self.store.recent_messages(conversation, budget)
+        window = await self._window(conversation, model, instructions, counter)
         if message.addressed is None and not _continues_exchange(window, message.author_id):
             return TurnResult("stored")
         prompt = build_messages(instructions, window)
         prompt_estimate = sum(turn.tokens for turn in window) + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
+
+        def exact_prompt_tokens() -> int:
+            """For servers that report no usage: the prompt counted for real (only bounded sizes recounted)."""
+            turns = sum(turn.tokens if turn.exact else counter.count_message(counted_text(turn)) for turn in window)
+            return turns + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
 
         workspace_id = self.store.workspace_id(message.key.platform, message.key.workspace)
         caps = Caps.from_settings(self.store.settings_for(message.key))
@@ -202,7 +221,7 @@ class Engine:
         usage: Usage | None = None
         try:
             usage, result = await self._answer(
-                conversation, workspace_id, model, prompt, prompt_estimate, truncated, reply, message.key.platform, started
+                conversation, workspace_id, model, prompt, exact_prompt_tokens, truncated, reply, message.key.platform, started
             )
             return result
         finally:
@@ -212,7 +231,7 @@ class Engine:
                 self.metrics.tokens.labels(message.key.platform, "completion").inc(usage.completion_tokens)
 
     async def _answer(
-        self, conversation: int, workspace_id: int, model: str, prompt: list[Message], prompt_estimate: int,
+        self, conversation: int, workspace_id: int, model: str, prompt: list[Message], prompt_tokens: Callable[[], int],
         truncated: bool, reply: Reply, platform: str, started: float,
     ) -> tuple[Usage | None, TurnResult]:
         """Stream the model's answer into the reply and store it; returns the usage to count against caps.
@@ -252,7 +271,8 @@ class Engine:
 
         answer = "".join(parts)
         if usage is None:
-            usage = Usage(prompt_estimate, counter.count(answer), estimated=True)
+            await counter.load()
+            usage = Usage(prompt_tokens(), counter.count(answer), estimated=True)
         if moderated is not None and moderated.halted:
             return usage, await self._failed(answer_row, model, parts, reply, "", status="flagged")
         if not answer.strip():
@@ -262,8 +282,9 @@ class Engine:
         platform_ids = await _quietly(reply.finish(), "finish") or []
         if moderated is not None and moderated.halted:  # the last increment was flagged at finish
             return usage, self._store_shown(answer_row, model, moderated.approved, "flagged")
+        size = counter.size(answer)
         self.store.complete_answer(
-            answer_row, answer, counter.count_message(answer), status="ok",
+            answer_row, answer, size.tokens, status="ok", exact=size.exact,
             platform_id=platform_ids[0] if platform_ids else None, usage=(usage.prompt_tokens, usage.completion_tokens),
         )
         if platform_ids:
@@ -275,10 +296,25 @@ class Engine:
         keep = self.settings.store_flagged_text and verdict.decision == "flagged"
         self.store.record_moderation(key, direction, verdict.decision, list(verdict.categories), text if keep else None)
 
-    def _fit(self, message: Inbound, counter: TokenCounter, budget: int) -> tuple[str, bool]:
+    async def _window(self, conversation: int, model: str, instructions: str, counter: TokenCounter) -> list[StoredMessage]:
+        """The turns the model will read; counted for real only once upper-bound sizes would cut history short."""
+        budget = self._history_budget(model, instructions, counter)  # anew: cutting this message may have loaded the tokenizer
+        window = self.store.window(conversation, budget)
+        if not window.rough:
+            return window.messages
+        await counter.load()
+        budget = self._history_budget(model, instructions, counter)  # the instructions' size is exact now too
+        corrected = self.store.make_exact(conversation, budget, lambda turn: counter.count_message(counted_text(turn)))
+        log.debug("counted %d turns exactly", corrected)
+        return self.store.window(conversation, budget).messages
+
+    async def _fit(self, message: Inbound, counter: TokenCounter, budget: int) -> tuple[str, bool]:
         """The message as the model will read it: whole, or cut to the window with a visible mark."""
         room = budget - MESSAGE_OVERHEAD - 32  # the speaker's name and the truncation mark
         text = message.text
+        if byte_bound(text) <= room:
+            return text, False  # fits whatever the tokenizer would say
+        await counter.load()
         too_long_to_count = len(text) > max(room, 1) * 16  # no token is longer than this on average
         if not too_long_to_count and counter.count(text) <= room:
             return text, False
@@ -295,8 +331,8 @@ class Engine:
 
     def _store_shown(self, answer_row: int, model: str, shown: str, status: str) -> TurnResult:
         stored_status = "flagged" if status == "flagged" else "interrupted"
-        tokens = self.counter(model).count_message(shown) if shown.strip() else 0
-        self.store.complete_answer(answer_row, shown, tokens, status=stored_status)
+        size = self.counter(model).size(shown)
+        self.store.complete_answer(answer_row, shown, size.tokens, status=stored_status, exact=size.exact)
         return TurnResult(status, shown)
 
 

@@ -145,3 +145,9 @@ def m003_moderation_log(db: Database) -> None:
     db.execute("CREATE INDEX messages_by_time ON messages (created_at)")
     # Answers still streaming when the process died; found at start-up without scanning every message.
     db.execute("CREATE INDEX messages_streaming ON messages (id) WHERE status = 'streaming'")
+
+
+@migrations()
+def m004_token_bounds(db: Database) -> None:
+    """Sizes may be upper bounds counted without the tokenizer (see chatbots.tokens); earlier ones were exact."""
+    db.execute("ALTER TABLE messages ADD COLUMN tokens_exact INTEGER NOT NULL DEFAULT 1")

@@ -20,6 +20,11 @@ def labelled(text: str, name: str | None, author_id: str | None) -> str:
     return f"{speaker_label(name, author_id)}: {text}"
 
 
+def counted_text(turn: StoredMessage) -> str:
+    """The text a stored turn's size is counted on: a user turn with its speaker's label, as long as it can get."""
+    return labelled(turn.text, turn.author_name, turn.author_id) if turn.role == "user" else turn.text
+
+
 def build_messages(instructions: str, turns: list[StoredMessage]) -> list[Message]:
     """System instructions, then the conversation's turns oldest first.
 

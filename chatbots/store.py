@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,25 @@ from sqlite_utils import Database
 
 from .clock import Clock, iso, system_clock
 from .migrations import migrations
+from .tokens import MESSAGE_OVERHEAD
 from .types import ConversationKey
-from .window import MAX_WINDOW_MESSAGES, StoredMessage, WindowCache
+from .window import MAX_WINDOW_MESSAGES, StoredMessage, Window, WindowCache
 
 log = logging.getLogger(__name__)
 
 
-WINDOW_SQL = """SELECT id, role, text, tokens, author_id, author_name FROM (
+WINDOW_SQL = """SELECT id, role, text, tokens, author_id, author_name, tokens_exact, running FROM (
     SELECT *, SUM(tokens) OVER (ORDER BY id DESC ROWS UNBOUNDED PRECEDING) AS running
-    FROM (SELECT id, role, text, tokens, author_id, author_name FROM messages
-          WHERE conversation_id = ? AND id < ? AND status != 'streaming' ORDER BY id DESC LIMIT ?)
-) WHERE running <= ? ORDER BY id"""
-"""Newest rows first through the (conversation_id, id) index, summing tokens until the budget is spent."""
+    FROM (SELECT id, role, text, tokens, author_id, author_name, tokens_exact FROM messages
+          WHERE conversation_id = ? AND status != 'streaming' ORDER BY id DESC LIMIT ?)
+) WHERE running - tokens <= ? ORDER BY id"""
+"""Newest rows first through the (conversation_id, id) index, summing tokens until the budget is spent; the
+first row past the budget comes too (it tells whether the budget cut the history)."""
+
+
+def _stored(row: tuple[Any, ...]) -> StoredMessage:
+    """A StoredMessage from (id, role, text, tokens, author_id, author_name, tokens_exact, ...)."""
+    return StoredMessage(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
 
 
 INTERRUPTED_MARK = "\n\n[This answer was interrupted.]"
@@ -124,20 +131,23 @@ class Store:
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         status: str = "ok",
+        exact: bool = True,
     ) -> int | None:
-        """Store one turn; None when this platform message was stored before (a redelivery)."""
+        """Store one turn; None when this platform message was stored before (a redelivery).
+
+        exact=False marks tokens as an upper bound (counted before the tokenizer was needed)."""
         cursor = self.db.execute(
-            "INSERT OR IGNORE INTO messages (conversation_id, role, text, tokens, author_id, author_name, "
+            "INSERT OR IGNORE INTO messages (conversation_id, role, text, tokens, tokens_exact, author_id, author_name, "
             "platform_id, model, prompt_tokens, completion_tokens, status, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [conversation_id, role, text, tokens, author_id, author_name, platform_id, model,
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [conversation_id, role, text, tokens, exact, author_id, author_name, platform_id, model,
              prompt_tokens, completion_tokens, status, self._now()],
         )
         if cursor.rowcount == 0:
             return None
         message_id = cursor.lastrowid
         assert message_id is not None
-        self.windows.append(conversation_id, StoredMessage(message_id, role, text, tokens, author_id, author_name))
+        self.windows.append(conversation_id, StoredMessage(message_id, role, text, tokens, author_id, author_name, exact))
         return message_id
 
     def begin_answer(self, conversation_id: int, model: str) -> int:
@@ -154,7 +164,7 @@ class Store:
         self.db.execute("UPDATE messages SET text = ? WHERE id = ?", [text, message_id])
 
     def complete_answer(
-        self, message_id: int, text: str, tokens: int, *, status: str,
+        self, message_id: int, text: str, tokens: int, *, status: str, exact: bool = True,
         platform_id: str | None = None, usage: tuple[int, int] | None = None,
     ) -> None:
         """Finish an answer row: its text becomes history; an answer with nothing shown leaves no row."""
@@ -163,24 +173,25 @@ class Store:
             return
         prompt_tokens, completion_tokens = usage or (None, None)
         row = self.db.execute(
-            "UPDATE messages SET text = ?, tokens = ?, status = ?, platform_id = ?, prompt_tokens = ?, "
+            "UPDATE messages SET text = ?, tokens = ?, tokens_exact = ?, status = ?, platform_id = ?, prompt_tokens = ?, "
             "completion_tokens = ? WHERE id = ? RETURNING conversation_id",
-            [text, tokens, status, platform_id, prompt_tokens, completion_tokens, message_id],
+            [text, tokens, exact, status, platform_id, prompt_tokens, completion_tokens, message_id],
         ).fetchone()
         self.db.conn.commit()
         if row is not None:
-            self.windows.append(row[0], StoredMessage(message_id, "assistant", text, tokens, None, None))
+            self.windows.append(row[0], StoredMessage(message_id, "assistant", text, tokens, None, None, exact))
 
     def recover_interrupted(self) -> int:
         """After a crash: answers left 'streaming' become 'interrupted', marked so in the text the model reads.
 
         Called by the answering process at start-up only: operator commands open the same file while it runs.
         """
+        # The partial text was saved without a size: give it an upper bound (its bytes), counted for real if it matters.
+        marked = "CASE WHEN text = '' THEN ? ELSE text || ? END"
         cursor = self.db.execute(
-            "UPDATE messages SET status = 'interrupted', "
-            "text = CASE WHEN text = '' THEN ? ELSE text || ? END, tokens = tokens + 8 "
-            "WHERE status = 'streaming'",
-            [INTERRUPTED_MARK.strip(), INTERRUPTED_MARK],
+            f"UPDATE messages SET status = 'interrupted', text = {marked}, "
+            f"tokens = length(CAST({marked} AS BLOB)) + ?, tokens_exact = 0 WHERE status = 'streaming'",
+            [INTERRUPTED_MARK.strip(), INTERRUPTED_MARK, INTERRUPTED_MARK.strip(), INTERRUPTED_MARK, MESSAGE_OVERHEAD],
         )
         if cursor.rowcount:
             log.warning("marked %d answers interrupted by the last shutdown", cursor.rowcount)
@@ -188,13 +199,56 @@ class Store:
 
     def recent_messages(self, conversation_id: int, token_budget: int) -> list[StoredMessage]:
         """The newest messages that fit in token_budget, oldest first (served from memory after the first turn)."""
+        return self.window(conversation_id, token_budget).messages
+
+    def window(self, conversation_id: int, token_budget: int) -> Window:
+        """recent_messages, and whether upper-bound sizes decided where it was cut (see make_exact)."""
         return self.windows.get(conversation_id, token_budget, self._load_window)
 
-    def _load_window(self, conversation_id: int, token_budget: int) -> list[StoredMessage]:
-        """Reads at most MAX_WINDOW_MESSAGES rows from the (conversation_id, id) index: the cost depends on the
+    def _load_window(self, conversation_id: int, token_budget: int) -> tuple[list[StoredMessage], StoredMessage | None]:
+        """Reads at most MAX_WINDOW_MESSAGES + 1 rows from the (conversation_id, id) index: the cost depends on the
         window, never on the size of the table or of the conversation's whole past."""
-        rows = self.db.execute(WINDOW_SQL, [conversation_id, 2**62, MAX_WINDOW_MESSAGES, token_budget]).fetchall()
-        return [StoredMessage(*row) for row in rows]
+        rows = self.db.execute(WINDOW_SQL, [conversation_id, MAX_WINDOW_MESSAGES + 1, token_budget]).fetchall()
+        messages = [_stored(row) for row in rows]
+        edge = None
+        if rows and (rows[0][7] > token_budget or len(rows) > MAX_WINDOW_MESSAGES):
+            edge = messages.pop(0)
+        return messages, edge
+
+    def make_exact(self, conversation_id: int, token_budget: int, count: Callable[[StoredMessage], int]) -> int:
+        """Replace the upper-bound sizes that decide this conversation's window with exact counts, and keep them.
+
+        Walks back from the newest message until exact sizes fill token_budget, so the window reaches as far
+        back as the model can really read. Runs once per conversation after the tokenizer is first needed;
+        returns how many sizes were corrected.
+        """
+        corrected: list[tuple[int, int]] = []
+        spent = seen = 0
+        before = 2**62
+        while spent <= token_budget and seen <= MAX_WINDOW_MESSAGES:
+            rows = self.db.execute(
+                "SELECT id, role, text, tokens, author_id, author_name, tokens_exact FROM messages "
+                "WHERE conversation_id = ? AND id < ? AND status != 'streaming' ORDER BY id DESC LIMIT 100",
+                [conversation_id, before],
+            ).fetchall()
+            for row in rows:
+                message = _stored(row)
+                tokens = message.tokens
+                if not message.exact:
+                    tokens = count(message)
+                    corrected.append((tokens, message.id))
+                spent += tokens
+                seen += 1
+                if spent > token_budget or seen > MAX_WINDOW_MESSAGES:
+                    break
+            if len(rows) < 100:
+                break
+            before = rows[-1][0]
+        if corrected:
+            self.db.conn.executemany("UPDATE messages SET tokens = ?, tokens_exact = 1 WHERE id = ?", corrected)
+            self.db.conn.commit()
+            self.windows.drop(conversation_id)
+        return len(corrected)
 
     def settings_for(self, key: ConversationKey) -> dict[str, str]:
         """The workspace's settings with the channel's layered on; channel values come back as channel_NAME."""

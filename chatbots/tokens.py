@@ -1,7 +1,15 @@
-"""Offline token counting and what each model can take, so prompts fit before they are sent."""
+"""Offline token counting and what each model can take, so prompts fit before they are sent.
+
+A tokenizer's tables cost ~45 MiB of memory and ~0.6 s to load, yet most conversations are far smaller than
+their model's window. So sizes start as an upper bound (a byte-level BPE token covers at least one UTF-8
+byte) and the real tokenizer is loaded only when a bound decides something: a window that no longer fits, a
+message to cut, an answer whose usage the server did not report. Every size is therefore either exact or an
+upper bound, and is flagged as which, so a prompt never overflows the model's window.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gzip
 import hashlib
@@ -9,9 +17,10 @@ import importlib.resources
 import logging
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +100,17 @@ def _seed_tiktoken_cache(name: str) -> None:
     partial.replace(target)
 
 
-@functools.cache
+_LOAD_LOCK = threading.Lock()
+
+
 def encoder(name: str) -> Encoder:
+    """The tokenizer for an encoding, loaded once per process (tiktoken keeps it); blocks while it loads."""
+    with _LOAD_LOCK:
+        return _load(name)
+
+
+@functools.cache
+def _load(name: str) -> Encoder:
     try:
         import tiktoken
 
@@ -106,15 +124,66 @@ def encoder(name: str) -> Encoder:
         return _RoughEncoder()
 
 
+def byte_bound(text: str) -> int:
+    """An upper bound on text's tokens in any byte-level BPE encoding (and on the rough estimate)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+class Size(NamedTuple):
+    tokens: int
+    exact: bool
+    """False when tokens is only an upper bound (the tokenizer was not loaded yet)."""
+
+
+class Tokenizers:
+    """The tokenizers this process has needed so far; the rest stay unloaded (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Encoder] = {}
+
+    def get(self, name: str) -> Encoder | None:
+        return self._loaded.get(name)
+
+    def load_now(self, name: str) -> Encoder:
+        found = self._loaded.get(name)
+        if found is None:
+            found = self._loaded[name] = encoder(name)
+        return found
+
+    async def load(self, name: str) -> Encoder:
+        """Load off the event loop, so other conversations keep streaming while the tables are built."""
+        found = self._loaded.get(name)
+        if found is None:
+            found = await asyncio.to_thread(encoder, name)
+            self._loaded[name] = found
+        return found
+
+
 class TokenCounter:
     """Counts and truncates text in a model's own tokens."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, tokenizers: Tokenizers | None = None) -> None:
         self.limits = limits_for(model)
-        self._encoder = encoder(self.limits.encoding)
+        self._tokenizers = tokenizers if tokenizers is not None else Tokenizers()
+
+    @property
+    def exact(self) -> bool:
+        """Whether sizes are exact now (the tokenizer is loaded) rather than upper bounds."""
+        return self._tokenizers.get(self.limits.encoding) is not None
+
+    async def load(self) -> None:
+        await self._tokenizers.load(self.limits.encoding)
+
+    def size(self, text: str) -> Size:
+        """A message's size in the prompt: exact once the tokenizer is loaded, an upper bound until then."""
+        loaded = self._tokenizers.get(self.limits.encoding)
+        if loaded is None:
+            return Size(byte_bound(text) + MESSAGE_OVERHEAD, False)
+        return Size(len(loaded.encode_ordinary(text)) + MESSAGE_OVERHEAD, True)
 
     def count(self, text: str) -> int:
-        return len(self._encoder.encode_ordinary(text))
+        """Exact tokens; loads the tokenizer if needed (await load() first on the event loop)."""
+        return len(self._tokenizers.load_now(self.limits.encoding).encode_ordinary(text))
 
     def count_message(self, text: str) -> int:
         return self.count(text) + MESSAGE_OVERHEAD
@@ -125,9 +194,10 @@ class TokenCounter:
             return ""
         # Tokenizing megabytes is slow and pointless: no token is shorter than one character.
         text = text[: max_tokens * 16]
-        tokens = self._encoder.encode_ordinary(text)
+        encoding = self._tokenizers.load_now(self.limits.encoding)
+        tokens = encoding.encode_ordinary(text)
         if len(tokens) <= max_tokens:
             return text
-        if isinstance(self._encoder, _RoughEncoder):
+        if isinstance(encoding, _RoughEncoder):
             return text[: max_tokens * 4]
-        return self._encoder.decode(tokens[:max_tokens])
+        return encoding.decode(tokens[:max_tokens])

@@ -22,6 +22,16 @@ class StoredMessage:
     tokens: int
     author_id: str | None
     author_name: str | None
+    exact: bool = True
+    """False when tokens is an upper bound, counted before the tokenizer was loaded (see chatbots.tokens)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    messages: list[StoredMessage]
+    """The newest messages that fit the budget, oldest first."""
+    rough: bool
+    """The budget cut older history by sizes that are only upper bounds: exact counts might fit more."""
 
 
 @dataclass(slots=True)
@@ -30,9 +40,12 @@ class _Window:
     tokens: int
     covers: int
     """Token budget this window is complete for: it holds every newest message that fits in it."""
+    edge_exact: bool | None
+    """Whether the newest message older than the held ones has an exact size; None when there is none."""
 
 
-Loader = Callable[[int, int], list[StoredMessage]]
+Loader = Callable[[int, int], tuple[list[StoredMessage], StoredMessage | None]]
+"""(conversation id, budget) -> the newest messages fitting the budget, and the next older one if any."""
 
 
 class WindowCache:
@@ -41,7 +54,7 @@ class WindowCache:
         self._windows: OrderedDict[int, _Window] = OrderedDict()
         self._total = 0
 
-    def get(self, conversation_id: int, budget: int, load: Loader) -> list[StoredMessage]:
+    def get(self, conversation_id: int, budget: int, load: Loader) -> Window:
         """The newest messages fitting budget, oldest first; loads from disk only when the cache cannot answer."""
         window = self._windows.get(conversation_id)
         if window is None or budget > window.covers:  # a bigger budget (settings changed) may reach older turns
@@ -50,13 +63,16 @@ class WindowCache:
             self._windows.move_to_end(conversation_id)
         picked: list[StoredMessage] = []
         spent = 0
+        cut_at_exact = window.edge_exact
         for message in reversed(window.messages):
             spent += message.tokens
             if spent > budget or len(picked) == MAX_WINDOW_MESSAGES:
+                cut_at_exact = message.exact
                 break
             picked.append(message)
         picked.reverse()
-        return picked
+        rough = cut_at_exact is not None and not (cut_at_exact and all(message.exact for message in picked))
+        return Window(picked, rough)
 
     def append(self, conversation_id: int, message: StoredMessage) -> None:
         """Keep a cached window current with a newly stored message (uncached ones load when next needed)."""
@@ -70,6 +86,7 @@ class WindowCache:
             dropped = window.messages.popleft()
             window.tokens -= dropped.tokens
             self._total -= dropped.tokens
+            window.edge_exact = dropped.exact
         self._evict()
 
     def drop(self, conversation_id: int) -> None:
@@ -83,9 +100,9 @@ class WindowCache:
 
     def _load(self, conversation_id: int, budget: int, load: Loader) -> _Window:
         self.drop(conversation_id)
-        rows = load(conversation_id, budget)
+        rows, edge = load(conversation_id, budget)
         tokens = sum(row.tokens for row in rows)
-        window = _Window(deque(rows), tokens, budget)
+        window = _Window(deque(rows), tokens, budget, None if edge is None else edge.exact)
         self._windows[conversation_id] = window
         self._total += tokens
         self._evict()

@@ -147,6 +147,46 @@ async def test_oldest_history_is_dropped_to_fit_the_window_keeping_instructions_
     assert len(kept) >= 3, "the window should still hold the most recent turns"
 
 
+async def test_a_short_conversation_is_sized_without_loading_the_tokenizer(
+    engine: Engine, model_server: FakeModelServer
+) -> None:
+    for n in range(3):
+        await engine.handle(said(f"question {n}", n), RecordingReply())
+
+    encoding = engine.counter(engine.settings.model).limits.encoding
+    assert engine.tokenizers.get(encoding) is None, "a conversation far inside its window needs no tokenizer"
+    rows = engine.store.db.execute("SELECT role, text, tokens, tokens_exact FROM messages ORDER BY id").fetchall()
+    assert len(rows) == 6 and not any(exact for *_, exact in rows)
+    for role, text, tokens, _ in rows:
+        counted = f"Ada: {text}" if role == "user" else text
+        assert tokens == len(counted.encode()) + 4, "a bound is the text's UTF-8 bytes plus the message overhead"
+
+
+async def test_history_is_counted_for_real_once_upper_bounds_would_cut_it_short(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer
+) -> None:
+    engine = make_engine(context_tokens=400, max_output_tokens=100)
+    for n in range(12):
+        await engine.handle(said(f"message number {n} " + "word " * 20, n), RecordingReply())
+
+    counter = engine.counter(engine.settings.model)
+    assert counter.exact, "the tokenizer loads once byte bounds no longer fit the window"
+    kept = model_server.requests[-1]["messages"][1:]
+    bounds = sum(len(m["content"].encode()) + 4 for m in kept)
+    assert len(kept) >= 5 and bounds > 300, "exact counts must keep more history than the bounds could"
+    assert sum(counter.count_message(m["content"]) for m in model_server.requests[-1]["messages"]) <= 300
+
+    # A restart forgets the tokenizer: new turns are bounded again, and the window is made exact again when needed.
+    restarted = make_engine(context_tokens=400, max_output_tokens=100)
+    await restarted.handle(said("after the restart " + "word " * 20, 99), RecordingReply())
+    after = model_server.requests[-1]["messages"][1:]
+    assert after[-1]["content"].startswith("after the restart") and len(after) >= 5
+    window_rows = restarted.store.db.execute(
+        "SELECT tokens_exact FROM messages ORDER BY id DESC LIMIT ?", [len(after)]
+    ).fetchall()
+    assert all(exact for (exact,) in window_rows), "corrected sizes are kept, so the next start need not recount"
+
+
 async def test_a_message_bigger_than_the_window_is_cut_with_a_visible_note(
     make_engine: Callable[..., Engine], model_server: FakeModelServer
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chatbots.engine import Engine
+from chatbots.prompt import DEFAULT_INSTRUCTIONS
 from chatbots.types import ConversationKey, Inbound
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
@@ -95,8 +96,10 @@ async def test_missing_usage_is_estimated_with_the_tokenizer(engine: Engine, mod
     model_server.queue("a short answer", usage=False)
     result = await engine.handle(said("count me", 1), RecordingReply())
     assert result.usage is not None and result.usage.estimated
-    assert result.usage.completion_tokens == engine.counter("gpt-4o-mini").count("a short answer")
-    assert result.usage.prompt_tokens > 0
+    counter = engine.counter("gpt-4o-mini")
+    assert result.usage.completion_tokens == counter.count("a short answer")
+    # Counted for real, not the byte bounds the turn was sized with before the tokenizer loaded.
+    assert result.usage.prompt_tokens == counter.count_message(DEFAULT_INSTRUCTIONS) + counter.count_message("Ada: count me") + 3
     row = engine.store.db.execute("SELECT prompt_tokens, completion_tokens FROM messages WHERE role = 'assistant'").fetchone()
     assert row == (result.usage.prompt_tokens, result.usage.completion_tokens)
 

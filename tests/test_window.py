@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from chatbots.store import Store
 from chatbots.types import ConversationKey
 from chatbots.window import WindowCache
@@ -53,3 +55,48 @@ def test_least_recently_used_windows_are_evicted_past_the_token_bound() -> None:
     assert store.windows._total <= 100
     assert ids[0] not in store.windows._windows and ids[2] in store.windows._windows
     assert texts(store.recent_messages(ids[0], 1000)) == ["x"], "an evicted window reloads from disk"
+
+
+def test_a_window_cut_by_upper_bounds_is_rough_until_made_exact(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    store = Store.open(path)
+    conversation = store.conversation_id(KEY)
+    for n in range(20):
+        store.add_message(conversation, "user", f"turn {n}", 40, exact=False)  # bounded at 40; really 10
+    window = store.window(conversation, 100)
+    assert texts(window.messages) == ["turn 18", "turn 19"] and window.rough
+
+    counted: list[str] = []
+    corrected = store.make_exact(conversation, 100, lambda message: counted.append(message.text) or 10)
+    assert corrected == 11 and counted[0] == "turn 19", "newest first, up to the first message past the budget"
+    window = store.window(conversation, 100)
+    assert texts(window.messages) == [f"turn {n}" for n in range(10, 20)] and not window.rough
+
+    reopened = Store.open(path)  # the corrected sizes were kept: a cold read agrees and needs no recount
+    cold = reopened.window(conversation, 100)
+    assert texts(cold.messages) == texts(window.messages) and not cold.rough
+    assert all(message.exact for message in cold.messages)
+
+
+def test_bounds_that_fit_whole_or_cut_at_exact_sizes_are_not_rough() -> None:
+    store = Store.open(":memory:")
+    conversation = store.conversation_id(KEY)
+    store.add_message(conversation, "user", "old", 50)  # exact
+    store.add_message(conversation, "user", "new", 40, exact=False)
+    assert not store.window(conversation, 1000).rough, "everything fits: no exact count could add anything"
+    assert store.window(conversation, 60).rough, "cut, and a bound among the kept could be smaller than it says"
+    store.add_message(conversation, "assistant", "answer", 30)
+    store.windows.clear()
+    exact_only = store.window(conversation, 30)
+    assert texts(exact_only.messages) == ["answer"] and exact_only.rough, "the bound just past the cut might fit"
+
+
+def test_an_interrupted_answer_is_sized_by_its_saved_text(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "bot.db")
+    conversation = store.conversation_id(KEY)
+    row = store.begin_answer(conversation, "gpt-4o-mini")
+    store.save_partial(row, "héllo " * 100)
+    assert store.recover_interrupted() == 1
+    text, tokens, exact = store.db.execute("SELECT text, tokens, tokens_exact FROM messages").fetchone()
+    assert text.endswith("[This answer was interrupted.]")
+    assert tokens == len(text.encode()) + 4 and not exact, "a bound on what the model will read, not zero"
