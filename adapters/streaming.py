@@ -94,6 +94,10 @@ class ThrottledReply(ABC):
         with contextlib.suppress(asyncio.CancelledError):
             await self._flusher
 
+    def _render_again(self) -> None:
+        """The last interim render left something unshown: render once more next interval, even without new text."""
+        self._dirty.set()
+
     def format_notice(self, notice: str) -> str:
         return f"_{notice}_"
 

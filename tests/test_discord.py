@@ -209,6 +209,20 @@ async def test_the_reply_streams_by_editing_about_once_per_interval(settings: Se
         assert all(gap >= 0.08 for gap in gaps[:-1]), gaps  # the last edit is finish(): it does not wait
 
 
+async def test_spilling_into_a_new_message_keeps_to_one_call_per_interval(settings: Settings) -> None:
+    async with discord_rig(settings, update_interval=0.1) as rig:
+        rig.model.chunk_delay = 0.05
+        answer = "\n\n".join(f"Paragraph {n}: " + "the quick brown fox jumps over the lazy dog " * 4 for n in range(16))
+        assert 2800 <= len(answer) <= 3200
+        rig.model.queue(answer, chunks=30)
+        parts = await rig.ask("write two messages' worth")
+        assert len(parts) == 2 and " ".join(parts).split() == answer.split()
+        calls = [c for c in rig.fake.calls if c.path.startswith(f"/channels/{GENERAL}/messages") and c.method in ("POST", "PATCH")]
+        gaps = [later.t - earlier.t for earlier, later in zip(calls, calls[1:])]
+        # Only the final render may make its calls back to back (the last edit of each message that changed).
+        assert all(gap >= 0.08 for gap in gaps[:-1]), gaps
+
+
 async def test_a_long_answer_continues_in_follow_ups_with_balanced_code_fences(rig: DiscordRig) -> None:
     prose = "\n\n".join(f"Paragraph {n}: " + "the quick brown fox jumps over the lazy dog " * 6 for n in range(6))
     code = "```python\n" + "\n".join(f"value_{n} = compute({n}, scale=2)  # step {n}" for n in range(45)) + "\n```"

@@ -73,16 +73,25 @@ class DiscordReply(ThrottledReply):
                 await asyncio.wait_for(self._stop_typing.wait(), TYPING_REFRESH)
 
     async def _render(self, text: str, final: bool) -> None:
+        """Bring the messages up to text. An interim render makes one call at most (the earliest change) and
+        leaves the rest to the next one: when an answer spills into a new message, the last edit of the full
+        one and the post of the new one land a second apart instead of doubling up, and the final render then
+        often has one call fewer to make.
+        """
         await self.close()
         parts = split_message(text, TEXT_LIMIT) or (["…"] if final else [])
         for index, part in enumerate(parts):
             if self.access.is_refused(self.channel.id):
                 return  # said once in the log; the channel refuses the bot, so stop here
             if index < len(self._posted):
-                if part != self._shown[index]:
-                    await self._edit(index, part, final)
+                if part == self._shown[index]:
+                    continue
+                await self._edit(index, part, final)
             else:
                 await self._post(part)
+            if not final and index + 1 < len(parts):
+                self._render_again()
+                return
 
     async def _post(self, part: str) -> None:
         reference = self._reference if not self._posted else None
