@@ -88,27 +88,28 @@ async def test_few_streams_in_flight_never_pause(model_server: FakeModelServer) 
     assert "".join(texts) == ANSWER and chat.paused == []
 
 
-async def test_a_stall_while_batching_still_times_out(chat: Watched, model_server: FakeModelServer) -> None:
-    chat.stall_timeout = 0.3
-    model_server.queue("one, two, tri, for, fiv, six, ", chunks=6, stall_after=3)
+async def failed_stream(chat: Watched) -> tuple[str, str]:
+    """Stream until the expected ModelError: its kind, and the text that arrived before it."""
     texts: list[str] = []
     with pytest.raises(ModelError) as failure:
         async for part in chat.stream("gpt-4o-mini", ASK):
             texts.append(str(part))
-    assert failure.value.kind == "timeout"
-    assert "".join(texts) == "one, two, tri, "
+    return failure.value.kind, "".join(texts)
+
+
+async def test_a_stall_while_batching_still_times_out(chat: Watched, model_server: FakeModelServer) -> None:
+    chat.stall_timeout = 0.3
+    model_server.queue("one, two, tri, for, fiv, six, ", chunks=6, stall_after=3)
+    kind, shown = await failed_stream(chat)
+    assert kind == "timeout" and shown == "one, two, tri, "
     assert chat.paused and settled(chat.paused)
 
 
 async def test_an_error_event_while_batching_surfaces(chat: Watched, model_server: FakeModelServer) -> None:
     model_server.chunk_delay = 0.1  # the first read sees only the first chunk, so later reads are paused ones
     model_server.queue("one, two, tri, for, ", chunks=4, error_after=3)
-    texts: list[str] = []
-    with pytest.raises(ModelError) as failure:
-        async for part in chat.stream("gpt-4o-mini", ASK):
-            texts.append(str(part))
-    assert failure.value.kind == "unavailable"
-    assert "".join(texts) == "one, two, tri, "
+    kind, shown = await failed_stream(chat)
+    assert kind == "unavailable" and shown == "one, two, tri, "
     assert chat.paused and settled(chat.paused)
 
 
