@@ -24,7 +24,7 @@ from chatbots.config import ConfigError, Settings
 from chatbots.migrations import migrations
 from chatbots.model import DEFAULT_BASE_URL
 from chatbots.moderation import Moderator
-from chatbots.store import Store, StoreError
+from chatbots.store import SQLiteDatabase, StoreError
 
 CHECK_TIMEOUT = 10.0
 """Seconds each check may take before it is reported as failed."""
@@ -152,7 +152,7 @@ def _database_sync(path: str) -> Row:
                       f"set CHATBOTS_DB to a file path, such as {os.path.join(path, 'chatbots.db')}")
     existed = path == ":memory:" or os.path.exists(path)
     try:
-        store = Store.open(path, busy_timeout=DB_BUSY_TIMEOUT)
+        store = SQLiteDatabase.open(path, busy_timeout=DB_BUSY_TIMEOUT)
     except StoreError as error:
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):

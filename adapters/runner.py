@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable
 
@@ -14,7 +15,7 @@ from chatbots.cli import open_engine
 from chatbots.config import ConfigError, Settings
 from chatbots.engine import Engine
 from chatbots.metrics import CONTENT_TYPE
-from chatbots.retention import purge_old
+from chatbots.retention import upkeep
 
 from .service import PlatformService
 
@@ -94,16 +95,19 @@ class Bot:
                 and "api.openai.com" not in settings.openai_base_url:
             log.warning("moderation uses OPENAI_BASE_URL; many OpenAI-compatible servers have no /moderations: "
                         "`chatbots doctor` checks it (or set CHATBOTS_MODERATION_BASE_URL, or CHATBOTS_MODERATION=off)")
-        if self.settings.retention_days:
-            self._purger = asyncio.create_task(self._purge_periodically(self.settings.retention_days))
+        self._purger = asyncio.create_task(self._upkeep_periodically(self.settings.retention_days))
         log.info("serving %s on port %d", ", ".join(s.name for s in self.services), self.port)
 
-    async def _purge_periodically(self, days: int) -> None:
-        """Enforce CHATBOTS_RETENTION_DAYS: at start, then every hour."""
+    async def _upkeep_periodically(self, days: int | None) -> None:
+        """Forget old event ids, and enforce CHATBOTS_RETENTION_DAYS: at start, then every hour."""
         while True:
-            removed = purge_old(self.engine.store, days)
-            if removed:
-                log.info("retention: deleted %d messages older than %d days", removed, days)
+            try:
+                removed = await upkeep(self.engine.store, days)
+            except sqlite3.Error as error:
+                log.warning("upkeep skipped, the database is unavailable: %s", type(error).__name__)
+            else:
+                if removed:
+                    log.info("retention: deleted %d messages older than %d days", removed, days)
             await asyncio.sleep(PURGE_EVERY)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:

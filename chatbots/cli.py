@@ -15,7 +15,7 @@ from .config import ConfigError, Settings
 from .engine import Engine
 from .logs import configure_logging
 from .model import OpenAIChat
-from .store import Store, StoreError
+from .store import SQLiteDatabase, Store, StoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +60,7 @@ def open_engine(settings: Settings) -> Engine:
     """The shared core: store, model client and engine, from settings."""
     settings.require_model_access()
     store = Store.open(settings.db_path)
-    store.recover_interrupted()  # only the process that answers may declare earlier answers cut off
+    store.sql.recover_interrupted()  # before any turn; only the answering process may declare answers cut off
     return Engine(store, OpenAIChat.from_settings(settings), settings)
 
 
@@ -70,8 +70,8 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     engine = open_engine(settings)
     try:
         if args.system is not None:
-            workspace = engine.store.workspace_id(console.PLATFORM, console.WORKSPACE)
-            engine.store.set_setting(workspace, "instructions", args.system.strip() or None)
+            workspace = await engine.store.workspace_id(console.PLATFORM, console.WORKSPACE)
+            await engine.store.set_setting(workspace, "instructions", args.system.strip() or None)
         return await console.chat(engine, new=args.new, prompt=args.prompt, stdin=sys.stdin, out=sys.stdout)
     finally:
         await engine.close()
@@ -91,7 +91,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> str:
     days = getattr(args, "days", None)
     if days is not None and days < 1:
         raise ConfigError("--days must be at least 1")
-    store = Store.open(settings.db_path)
+    store = SQLiteDatabase.open(settings.db_path)
     try:
         if args.command == "usage":
             prices = PriceList(parse_prices(settings.prices))
@@ -113,7 +113,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> str:
 def _export(settings: Settings, args: argparse.Namespace) -> int:
     from .reports import export_workspace, workspace_filter
 
-    store = Store.open(settings.db_path)
+    store = SQLiteDatabase.open(settings.db_path)
     try:
         workspace = workspace_filter(store, args.workspace)
         assert workspace is not None

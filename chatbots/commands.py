@@ -101,14 +101,14 @@ class Commands:
         if not self.is_admin(caller):
             raise CommandError(ADMIN_ONLY_NOTE)
 
-    def _workspace(self, caller: Caller) -> int:
-        return self.store.workspace_id(caller.key.platform, caller.key.workspace)
+    async def _workspace(self, caller: Caller) -> int:
+        return await self.store.workspace_id(caller.key.platform, caller.key.workspace)
 
-    def _settings(self, caller: Caller) -> dict[str, str]:
-        return self.store.settings_for(caller.key)
+    async def _settings(self, caller: Caller) -> dict[str, str]:
+        return await self.store.settings_for(caller.key)
 
-    def _change(self, caller: Caller, name: str, value: str | None, channel: str = "") -> str | None:
-        return self.store.set_setting_audited(self._workspace(caller), name, value, actor_id=caller.user_id, channel=channel)
+    async def _change(self, caller: Caller, name: str, value: str | None, channel: str = "") -> str | None:
+        return await self.store.set_setting_audited(await self._workspace(caller), name, value, actor_id=caller.user_id, channel=channel)
 
     def help(self, caller: Caller) -> str:
         allowed = USAGE if self.is_admin(caller) else READER_USAGE
@@ -131,7 +131,7 @@ class Commands:
         verb = words[0].lower() if words else ""
         if verb == "channel":
             return await self._channel_instructions(caller, words[1] if len(words) > 1 else "")
-        settings = self._settings(caller)
+        settings = await self._settings(caller)
         if not verb:
             current = settings.get("instructions")
             shown = f"This workspace's instructions:\n>>> {current}" if current else (
@@ -143,11 +143,11 @@ class Commands:
             self._require_admin(caller)
             text = words[1].strip() if len(words) > 1 else ""
             self._check_instructions(text)
-            old = self._change(caller, "instructions", text)
+            old = await self._change(caller, "instructions", text)
             return "Workspace instructions updated" + (" (they replace the previous ones)." if old else ".") + f"\n>>> {text}"
         if verb == "clear":
             self._require_admin(caller)
-            old = self._change(caller, "instructions", None)
+            old = await self._change(caller, "instructions", None)
             return "Workspace instructions cleared; the default ones apply again." if old else "There were no workspace instructions to clear."
         raise CommandError(f"Usage: {USAGE['instructions']}")
 
@@ -156,16 +156,16 @@ class Commands:
         verb = words[0].lower() if words else ""
         channel = caller.key.channel
         if not verb:
-            current = self._settings(caller).get("channel_instructions")
+            current = (await self._settings(caller)).get("channel_instructions")
             return f"This channel adds:\n>>> {current}" if current else "This channel has no instructions of its own."
         self._require_admin(caller)
         if verb == "set":
             text = words[1].strip() if len(words) > 1 else ""
             self._check_instructions(text)
-            self._change(caller, "instructions", text, channel=channel)
+            await self._change(caller, "instructions", text, channel=channel)
             return f"Channel instructions set; they apply here after the workspace's.\n>>> {text}"
         if verb == "clear":
-            old = self._change(caller, "instructions", None, channel=channel)
+            old = await self._change(caller, "instructions", None, channel=channel)
             return "Channel instructions cleared." if old else "This channel had no instructions to clear."
         raise CommandError(f"Usage: {USAGE['instructions']}")
 
@@ -180,7 +180,7 @@ class Commands:
 
     async def model(self, caller: Caller, rest: str) -> str:
         words = rest.split()
-        current = self._settings(caller).get("model") or self.engine.settings.model
+        current = (await self._settings(caller)).get("model") or self.engine.settings.model
         if not words:
             return f"Model: `{current}`"
         if words[0].lower() != "set" or len(words) != 2:
@@ -193,7 +193,7 @@ class Commands:
         if offered is not None and name not in offered:
             listed = ", ".join(f"`{m}`" for m in sorted(offered)[:20])
             raise CommandError(f"The model server doesn't offer `{name}`. It offers: {listed}. Nothing was changed.")
-        old = self._change(caller, "model", name)
+        old = await self._change(caller, "model", name)
         return f"Model changed from `{old or self.engine.settings.model}` to `{name}`."
 
     async def _offered_models(self) -> set[str] | None:
@@ -214,13 +214,13 @@ class Commands:
         self._require_admin(caller)
         which = words[0].lower()
         value = _number(words[1], f"`limit {which}`")
-        old = self._change(caller, f"limit_{which}", str(value) if value else None)
+        old = await self._change(caller, f"limit_{which}", str(value) if value else None)
         what = {"user": "Daily tokens per person", "workspace": "Daily tokens for the workspace", "rate": "Requests per person per minute"}[which]
         before = f"{int(old):,}" if old else "no limit"
         return f"{what}: {f'{value:,}' if value else 'no limit'} (was {before})."
 
     async def limits(self, caller: Caller, rest: str) -> str:
-        caps = Caps.from_settings(self._settings(caller))
+        caps = Caps.from_settings(await self._settings(caller))
 
         def shown(value: int, unit: str) -> str:
             return f"{value:,} {unit}" if value else "no limit"
@@ -237,7 +237,7 @@ class Commands:
         now = self.store.clock()
         today = now.date().isoformat()
         since = (now.date() - timedelta(days=29)).isoformat()
-        rows = self.store.usage_rows(since, (key.platform, key.workspace))
+        rows = await self.store.usage_rows(since, (key.platform, key.workspace))
         admin = self.is_admin(caller)
 
         def total(selected: list[dict]) -> tuple[int, float]:
@@ -248,8 +248,8 @@ class Commands:
         mine = [r for r in rows if r["user_id"] == caller.user_id]
         my_today, _ = total([r for r in mine if r["day"] == today])
         my_month, _ = total(mine)
-        caps = Caps.from_settings(self._settings(caller))
-        remaining = self.engine.limits.remaining(self._workspace(caller), caller.user_id, caps)
+        caps = Caps.from_settings(await self._settings(caller))
+        remaining = await self.engine.limits.remaining(await self._workspace(caller), caller.user_id, caps)
         own = f"You: {my_today:,} tokens today, {my_month:,} in the last 30 days."
         own += f" You can use {remaining:,} more today." if remaining is not None else " No daily cap applies to you."
         if not admin:
@@ -260,7 +260,7 @@ class Commands:
         for r in rows:
             per_user[r["user_id"]] = per_user.get(r["user_id"], 0) + r["prompt_tokens"] + r["completion_tokens"]
         top = sorted(per_user.items(), key=lambda item: -item[1])[:5]
-        up, down = self.store.feedback_totals(self._workspace(caller), since + "T00:00:00")
+        up, down = await self.store.feedback_totals(await self._workspace(caller), since + "T00:00:00")
         lines = [
             "Usage in this workspace (estimated cost from list prices):",
             f"• today: {day_tokens:,} tokens (~${day_cost:,.2f})",
@@ -277,22 +277,22 @@ class Commands:
 
     async def moderation(self, caller: Caller, rest: str) -> str:
         word = rest.lower()
-        current = self._settings(caller).get("moderation", "on")
+        current = (await self._settings(caller)).get("moderation", "on")
         if not word:
             return f"Moderation is {current} in this workspace."
         if word not in ("on", "off"):
             raise CommandError(f"Usage: {USAGE['moderation']}")
         self._require_admin(caller)
-        self._change(caller, "moderation", word)
+        await self._change(caller, "moderation", word)
         return f"Moderation is now {word} in this workspace (was {current})."
 
     async def forget(self, caller: Caller, rest: str) -> str:
         key = caller.key
         is_thread = key.thread != key.channel
-        if not self.is_admin(caller) and not (is_thread and self.store.is_participant(key, caller.user_id)):
+        if not self.is_admin(caller) and not (is_thread and await self.store.is_participant(key, caller.user_id)):
             raise CommandError("Only admins, or people who took part in this thread, can erase its history.")
         if is_thread:
-            removed = self.store.forget_conversation(key)
+            removed = await self.store.forget_conversation(key)
             return f"Erased this thread's stored history ({removed} messages). I'll start fresh here."
-        removed = self.store.forget_channel(key.platform, key.workspace, key.channel)
+        removed = await self.store.forget_channel(key.platform, key.workspace, key.channel)
         return f"Erased this channel's stored history ({removed} messages). I'll start fresh here."

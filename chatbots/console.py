@@ -40,15 +40,15 @@ class ConsoleReply:
         return []
 
 
-def conversation_key(engine: Engine, new: bool) -> ConversationKey:
+async def conversation_key(engine: Engine, new: bool) -> ConversationKey:
     """The conversation to continue: the last one in this database, unless a new one is asked for."""
-    thread = None if new else engine.store.latest_thread(PLATFORM, WORKSPACE, CHANNEL)
+    thread = None if new else await engine.store.latest_thread(PLATFORM, WORKSPACE, CHANNEL)
     return ConversationKey(PLATFORM, WORKSPACE, CHANNEL, thread or f"{time.time():.6f}")
 
 
 async def chat(engine: Engine, *, new: bool, prompt: str | None, stdin: TextIO, out: TextIO) -> int:
     """Piped input (or a prompt argument) is one message and one answer; a terminal gets a conversation."""
-    key = conversation_key(engine, new)
+    key = await conversation_key(engine, new)
     user = getpass.getuser()
     sequence = 0
 

@@ -116,9 +116,9 @@ class Engine:
             if waiting[0] == 0:
                 del self._queues[key]
 
-    def _instructions(self, key: ConversationKey) -> tuple[str, str]:
+    async def _instructions(self, key: ConversationKey) -> tuple[str, str]:
         """The model and system instructions that apply here: the workspace's, then the channel's on top."""
-        found = self.store.settings_for(key)
+        found = await self.store.settings_for(key)
         model = found.get("model") or self.settings.model
         parts = [found.get("instructions") or self.settings.default_instructions or DEFAULT_INSTRUCTIONS]
         if found.get("channel_instructions"):
@@ -167,26 +167,26 @@ class Engine:
             if message.addressed:
                 await _quietly(reply.fail(EMPTY_NOTICE), "fail")
             return TurnResult("empty")
-        model, instructions = self._instructions(message.key)
+        model, instructions = await self._instructions(message.key)
         counter = self.counter(model)
         budget = self._history_budget(model, instructions, counter)
 
         if self.redact is not None:
             message = replace(message, text=self.redact(message.text))
         text, truncated = await self._fit(message, counter, budget)
-        moderated = self.moderator is not None and self.store.settings_for(message.key).get("moderation", "on") == "on"
+        moderated = self.moderator is not None and (await self.store.settings_for(message.key)).get("moderation", "on") == "on"
         if moderated:
             assert self.moderator is not None
             verdict = await self.moderator.check(text)
-            self._record_moderation(message.key, "in", verdict, text)
+            await self._record_moderation(message.key, "in", verdict, text)
             if verdict.blocked:
                 if message.addressed is not False:
                     notice = FLAGGED_INPUT_NOTICE if verdict.decision == "flagged" else UNAVAILABLE_NOTICE
                     await _quietly(reply.fail(notice), "fail")
                 return TurnResult("flagged" if verdict.decision == "flagged" else "moderation_unavailable")
         size = counter.size(labelled(text, message.author_name, message.author_id))
-        conversation = self.store.conversation_id(message.key)
-        stored_id = self.store.add_message(
+        conversation = await self.store.conversation_id(message.key)
+        stored_id = await self.store.add_message(
             conversation, "user", text, size.tokens, exact=size.exact,
             author_id=message.author_id, author_name=message.author_name, platform_id=message.message_id,
         )
@@ -206,10 +206,10 @@ class Engine:
             turns = sum(turn.tokens if turn.exact else counter.count_message(counted_text(turn)) for turn in window)
             return turns + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
 
-        workspace_id = self.store.workspace_id(message.key.platform, message.key.workspace)
-        caps = Caps.from_settings(self.store.settings_for(message.key))
+        workspace_id = await self.store.workspace_id(message.key.platform, message.key.workspace)
+        caps = Caps.from_settings(await self.store.settings_for(message.key))
         try:
-            admission = self.limits.admit(workspace_id, message.author_id, caps, prompt_estimate + self.expected_output)
+            admission = await self.limits.admit(workspace_id, message.author_id, caps, prompt_estimate + self.expected_output)
         except Refused as refusal:
             self.metrics.refusals.labels(message.key.platform).inc()
             await _quietly(reply.fail(str(refusal)), "fail")
@@ -225,7 +225,7 @@ class Engine:
             )
             return result
         finally:
-            self.limits.settle(admission, model, usage)
+            await self.limits.settle(admission, model, usage)
             if usage is not None:
                 self.metrics.tokens.labels(message.key.platform, "prompt").inc(usage.prompt_tokens)
                 self.metrics.tokens.labels(message.key.platform, "completion").inc(usage.completion_tokens)
@@ -241,7 +241,7 @@ class Engine:
         """
         counter = self.counter(model)
         moderated = reply if isinstance(reply, ModeratedReply) else None
-        answer_row = self.store.begin_answer(conversation, model)
+        answer_row = await self.store.begin_answer(conversation, model)
         await _quietly(reply.start(), "start")
         parts: list[str] = []
         usage: Usage | None = None
@@ -259,7 +259,7 @@ class Engine:
                     if moderated is not None and moderated.halted:
                         break  # flagged midway: stop generating, show nothing more
                     if time.monotonic() - saved_at > PARTIAL_SAVE_INTERVAL:
-                        self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
+                        await self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
                         saved_at = time.monotonic()
         except ModelError as error:
             self.metrics.errors.labels(error.kind).inc()
@@ -281,32 +281,32 @@ class Engine:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
         platform_ids = await _quietly(reply.finish(), "finish") or []
         if moderated is not None and moderated.halted:  # the last increment was flagged at finish
-            return usage, self._store_shown(answer_row, model, moderated.approved, "flagged")
+            return usage, await self._store_shown(answer_row, model, moderated.approved, "flagged")
         size = counter.size(answer)
-        self.store.complete_answer(
+        await self.store.complete_answer(
             answer_row, answer, size.tokens, status="ok", exact=size.exact,
             platform_id=platform_ids[0] if platform_ids else None, usage=(usage.prompt_tokens, usage.completion_tokens),
         )
         if platform_ids:
-            self.store.record_reply_parts(workspace_id, answer_row, platform_ids)
+            await self.store.record_reply_parts(workspace_id, answer_row, platform_ids)
         return usage, TurnResult("answered", answer, usage)
 
-    def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:
+    async def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:
         self.metrics.moderation.labels(direction, verdict.decision).inc()
         keep = self.settings.store_flagged_text and verdict.decision == "flagged"
-        self.store.record_moderation(key, direction, verdict.decision, list(verdict.categories), text if keep else None)
+        await self.store.record_moderation(key, direction, verdict.decision, list(verdict.categories), text if keep else None)
 
     async def _window(self, conversation: int, model: str, instructions: str, counter: TokenCounter) -> list[StoredMessage]:
         """The turns the model will read; counted for real only once upper-bound sizes would cut history short."""
         budget = self._history_budget(model, instructions, counter)  # anew: cutting this message may have loaded the tokenizer
-        window = self.store.window(conversation, budget)
+        window = await self.store.window(conversation, budget)
         if not window.rough:
             return window.messages
         await counter.load()
         budget = self._history_budget(model, instructions, counter)  # the instructions' size is exact now too
-        corrected = self.store.make_exact(conversation, budget, lambda turn: counter.count_message(counted_text(turn)))
+        corrected = await self.store.make_exact(conversation, budget, lambda turn: counter.count_message(counted_text(turn)))
         log.debug("counted %d turns exactly", corrected)
-        return self.store.window(conversation, budget).messages
+        return (await self.store.window(conversation, budget)).messages
 
     async def _fit(self, message: Inbound, counter: TokenCounter, budget: int) -> tuple[str, bool]:
         """The message as the model will read it: whole, or cut to the window with a visible mark."""
@@ -327,12 +327,12 @@ class Engine:
         """End the reply with the notice; keep what was already shown so the history matches the thread."""
         await _quietly(reply.fail(notice), "fail")
         shown = reply.approved if isinstance(reply, ModeratedReply) else "".join(parts)
-        return self._store_shown(answer_row, model, shown, status)
+        return await self._store_shown(answer_row, model, shown, status)
 
-    def _store_shown(self, answer_row: int, model: str, shown: str, status: str) -> TurnResult:
+    async def _store_shown(self, answer_row: int, model: str, shown: str, status: str) -> TurnResult:
         stored_status = "flagged" if status == "flagged" else "interrupted"
         size = self.counter(model).size(shown)
-        self.store.complete_answer(answer_row, shown, size.tokens, status=stored_status, exact=size.exact)
+        await self.store.complete_answer(answer_row, shown, size.tokens, status=stored_status, exact=size.exact)
         return TurnResult(status, shown)
 
 

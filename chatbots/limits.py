@@ -58,16 +58,16 @@ class UsageLimits:
         self._reserved: dict[tuple[int, str, str], int] = {}
         self._recent: dict[tuple[int, str], deque[datetime]] = {}
 
-    def used_today(self, workspace_id: int, day: str) -> dict[str, int]:
+    async def used_today(self, workspace_id: int, day: str) -> dict[str, int]:
         """Tokens per user today in a workspace (loaded once a day, then kept current)."""
         found = self._used.get((workspace_id, day))
         if found is None:
             if len(self._used) > 10_000:
                 self._used.clear()
-            found = self._used[(workspace_id, day)] = self.store.day_usage(workspace_id, day)
+            found = self._used[(workspace_id, day)] = await self.store.day_usage(workspace_id, day)
         return found
 
-    def admit(self, workspace_id: int, user_id: str, caps: Caps, estimate: int) -> Admission:
+    async def admit(self, workspace_id: int, user_id: str, caps: Caps, estimate: int) -> Admission:
         """Reserve estimate tokens for one reply, or raise Refused naming the limit and its reset."""
         now = self.clock()
         day = now.date().isoformat()
@@ -82,7 +82,7 @@ class UsageLimits:
                     f"Try again in {wait} s."
                 )
         midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
-        used = self.used_today(workspace_id, day)
+        used = await self.used_today(workspace_id, day)
         if caps.user_daily:
             mine = used.get(user_id, 0) + self._reserved.get((workspace_id, day, user_id), 0)
             if mine >= caps.user_daily:
@@ -105,7 +105,7 @@ class UsageLimits:
         self._reserved[slot] = self._reserved.get(slot, 0) + estimate
         return Admission(workspace_id, user_id, day, estimate)
 
-    def settle(self, admission: Admission, model: str, usage: Usage | None) -> None:
+    async def settle(self, admission: Admission, model: str, usage: Usage | None) -> None:
         """Release the reservation and count what the reply really used (nothing, if it failed before usage)."""
         slot = (admission.workspace_id, admission.day, admission.user_id)
         left = self._reserved.get(slot, 0) - admission.reserved
@@ -115,15 +115,15 @@ class UsageLimits:
             self._reserved.pop(slot, None)
         if usage is None:
             return
-        self.store.record_usage(
+        await self.store.record_usage(
             admission.workspace_id, admission.user_id, admission.day, model, usage.prompt_tokens, usage.completion_tokens
         )
-        used = self.used_today(admission.workspace_id, admission.day)
+        used = await self.used_today(admission.workspace_id, admission.day)
         used[admission.user_id] = used.get(admission.user_id, 0) + usage.total
 
-    def remaining(self, workspace_id: int, user_id: str, caps: Caps) -> int | None:
+    async def remaining(self, workspace_id: int, user_id: str, caps: Caps) -> int | None:
         """Tokens this user may still use today (None when no daily cap applies)."""
-        used = self.used_today(workspace_id, self.clock().date().isoformat())
+        used = await self.used_today(workspace_id, self.clock().date().isoformat())
         limits = []
         if caps.user_daily:
             limits.append(caps.user_daily - used.get(user_id, 0))

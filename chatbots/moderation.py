@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -99,7 +99,7 @@ class ModeratedReply:
     more is shown and the reply ends with a notice; what was already shown stays.
     """
 
-    def __init__(self, inner: Reply, moderator: Moderator, record: Callable[[Verdict, str], None], interval: float = 1.0) -> None:
+    def __init__(self, inner: Reply, moderator: Moderator, record: Callable[[Verdict, str], Awaitable[None]], interval: float = 1.0) -> None:
         self.inner = inner
         self.moderator = moderator
         self.record = record
@@ -150,7 +150,7 @@ class ModeratedReply:
             return True
         self.checks += 1
         verdict = await self.moderator.check(self.approved[-CONTEXT_CHARS:] + increment)
-        self.record(verdict, increment)
+        await self.record(verdict, increment)
         if verdict.blocked:
             self.halted = verdict
             return True

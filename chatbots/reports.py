@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any, TextIO
 
 from .pricing import PriceList
-from .store import Store
+from .store import SQLiteDatabase
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -20,18 +20,17 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def workspace_filter(store: Store, text: str | None) -> tuple[str, str] | None:
+def workspace_filter(store: SQLiteDatabase, text: str | None) -> tuple[str, str] | None:
     """"slack:T123" or a bare id ("T123", looked up on every platform) -> (platform, id)."""
     if not text:
         return None
     platform, _, external = text.partition(":")
     if external:
         return platform, external
-    row = store.db.execute("SELECT platform FROM workspaces WHERE external_id = ? LIMIT 1", [text]).fetchone()
-    return (row[0], text) if row else ("?", text)
+    return store.workspace_platform(text) or "?", text
 
 
-def usage_report(store: Store, prices: PriceList, days: int, workspace: tuple[str, str] | None, as_csv: bool) -> str:
+def usage_report(store: SQLiteDatabase, prices: PriceList, days: int, workspace: tuple[str, str] | None, as_csv: bool) -> str:
     since = (store.clock().date() - timedelta(days=days - 1)).isoformat()
     rows = store.usage_rows(since, workspace)
     headers = ["day", "platform", "workspace", "user", "model", "prompt_tokens", "completion_tokens", "replies", "cost_usd"]
@@ -53,7 +52,7 @@ def usage_report(store: Store, prices: PriceList, days: int, workspace: tuple[st
     return _table(headers, table) + f"\n\nTotal: {tokens:,} tokens, ~${cost:,.2f} over {days} days."
 
 
-def audit_report(store: Store, workspace: tuple[str, str] | None) -> str:
+def audit_report(store: SQLiteDatabase, workspace: tuple[str, str] | None) -> str:
     rows = store.audit_log(workspace)
     if not rows:
         return "No settings changes recorded."
@@ -64,7 +63,7 @@ def audit_report(store: Store, workspace: tuple[str, str] | None) -> str:
     )
 
 
-def feedback_report(store: Store, days: int) -> str:
+def feedback_report(store: SQLiteDatabase, days: int) -> str:
     since = (store.clock() - timedelta(days=days)).isoformat().replace("+00:00", "Z")
     rows = store.downvoted(since)
     if not rows:
@@ -78,7 +77,7 @@ def feedback_report(store: Store, days: int) -> str:
     return "\n\n".join(blocks)
 
 
-def moderation_report(store: Store, days: int, flagged_only: bool) -> str:
+def moderation_report(store: SQLiteDatabase, days: int, flagged_only: bool) -> str:
     since = (store.clock() - timedelta(days=days)).isoformat().replace("+00:00", "Z")
     rows = store.moderation_log(since, flagged_only)
     if not rows:
@@ -90,7 +89,7 @@ def moderation_report(store: Store, days: int, flagged_only: bool) -> str:
     )
 
 
-def export_workspace(store: Store, workspace: tuple[str, str], out: TextIO) -> int:
+def export_workspace(store: SQLiteDatabase, workspace: tuple[str, str], out: TextIO) -> int:
     """A workspace's conversations as JSON lines, one message a line; returns how many were written."""
     platform, external = workspace
     written = 0

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_WINDOW_MESSAGES = 1000
 """No prompt carries more turns than this, whatever the model's window."""
 MAX_CACHED_TOKENS = 1_000_000
-"""Bound on the text held across all cached windows (a few MB with its objects); least recently used go first.
-
-The soak showed ~4 KB held per conversation until the bound: this keeps that plateau low."""
+"""Bound on the text held across all cached windows (a few MB with its objects); least recently used go first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,23 +41,21 @@ class _Window:
     """Whether the newest message older than the held ones has an exact size; None when there is none."""
 
 
-Loader = Callable[[int, int], tuple[list[StoredMessage], StoredMessage | None]]
-"""(conversation id, budget) -> the newest messages fitting the budget, and the next older one if any."""
-
-
 class WindowCache:
     def __init__(self, max_tokens: int = MAX_CACHED_TOKENS) -> None:
         self.max_tokens = max_tokens
         self._windows: OrderedDict[int, _Window] = OrderedDict()
         self._total = 0
 
-    def get(self, conversation_id: int, budget: int, load: Loader) -> Window:
-        """The newest messages fitting budget, oldest first; loads from disk only when the cache cannot answer."""
+    def covers(self, conversation_id: int, budget: int) -> bool:
+        """Whether the cache can answer for this budget (a bigger budget may reach older, unloaded turns)."""
         window = self._windows.get(conversation_id)
-        if window is None or budget > window.covers:  # a bigger budget (settings changed) may reach older turns
-            window = self._load(conversation_id, budget, load)
-        else:
-            self._windows.move_to_end(conversation_id)
+        return window is not None and budget <= window.covers
+
+    def get(self, conversation_id: int, budget: int) -> Window:
+        """The newest messages fitting budget, oldest first; the caller loads first unless covers() says so."""
+        window = self._windows[conversation_id]
+        self._windows.move_to_end(conversation_id)
         picked: list[StoredMessage] = []
         spent = 0
         cut_at_exact = window.edge_exact
@@ -98,15 +93,13 @@ class WindowCache:
         self._windows.clear()
         self._total = 0
 
-    def _load(self, conversation_id: int, budget: int, load: Loader) -> _Window:
+    def put(self, conversation_id: int, budget: int, rows: list[StoredMessage], edge: StoredMessage | None) -> None:
+        """Hold a window loaded from disk: rows fitting budget, and the next older message if any."""
         self.drop(conversation_id)
-        rows, edge = load(conversation_id, budget)
         tokens = sum(row.tokens for row in rows)
-        window = _Window(deque(rows), tokens, budget, None if edge is None else edge.exact)
-        self._windows[conversation_id] = window
+        self._windows[conversation_id] = _Window(deque(rows), tokens, budget, None if edge is None else edge.exact)
         self._total += tokens
         self._evict()
-        return window
 
     def _evict(self) -> None:
         while self._total > self.max_tokens and len(self._windows) > 1:

@@ -31,8 +31,8 @@ async def http_rig(settings: Settings) -> AsyncIterator[SlackRig]:
         yield rig
 
 
-def audit_rows(rig: SlackRig) -> list[dict]:
-    return rig.bot.engine.store.audit_log()
+async def audit_rows(rig: SlackRig) -> list[dict]:
+    return await rig.bot.engine.store.run(rig.bot.engine.store.sql.audit_log)
 
 
 def settings_rows(rig: SlackRig) -> list[tuple]:
@@ -57,19 +57,19 @@ CHANGES = [
 async def test_non_admins_are_refused_every_change_and_nothing_changes(rig: SlackRig, command: str) -> None:
     await rig.command("instructions channel set Existing channel rule.", user="UADMIN")
     await rig.command("instructions set Existing rule.", user="UADMIN")
-    before, audit_before = settings_rows(rig), audit_rows(rig)
+    before, audit_before = settings_rows(rig), await audit_rows(rig)
     answer = await rig.command(command, user="U1")
     assert "Only" in answer and "admin" in answer
-    assert settings_rows(rig) == before and audit_rows(rig) == audit_before
+    assert settings_rows(rig) == before and await audit_rows(rig) == audit_before
 
 
 @pytest.mark.parametrize("command", CHANGES[:-1])
 async def test_admins_and_owners_change_settings_and_each_change_is_audited(rig: SlackRig, command: str) -> None:
     for user in ("UADMIN", "UOWNER"):
-        before = len(audit_rows(rig))
+        before = len(await audit_rows(rig))
         answer = await rig.command(command, user=user)
         assert "Only" not in answer
-        rows = audit_rows(rig)
+        rows = await audit_rows(rig)
         assert len(rows) == before + 1
         assert rows[0]["actor_id"] == user and rows[0]["workspace"] == "T1"
 
@@ -170,9 +170,10 @@ async def test_usage_report_shows_tokens_cost_top_users_feedback_and_own_allowan
     await rig.deliver(reaction_added("U1", "+1::skin-tone-3", "C1", answer.ts, "UBOT"))
     await rig.deliver(reaction_added("UADMIN", "-1", "C1", answer.ts, "UBOT"))
     await rig.deliver(reaction_added("UADMIN", "tada", "C1", answer.ts, "UBOT"))
-    assert (await rig.wait_outcomes(6))[3:] == ["feedback", "feedback", "ignored"]
+    votes = [o for o in await rig.wait_outcomes(6) if o not in ("command", "turn:answered")]
+    assert sorted(votes) == ["feedback", "feedback", "ignored"]
 
-    rows = rig.bot.engine.store.usage_rows("2000-01-01")
+    rows = await rig.bot.engine.store.usage_rows("2000-01-01")
     tokens = {r["user_id"]: r["prompt_tokens"] + r["completion_tokens"] for r in rows}
     total = sum(tokens.values())
     cost = sum(PriceList().cost(r["model"], r["prompt_tokens"], r["completion_tokens"]) for r in rows)
@@ -201,7 +202,7 @@ async def test_bad_command_text_gets_a_usage_line_and_changes_nothing(http_rig: 
     before = settings_rows(http_rig)
     answer = await http_rig.command(command, user="UADMIN")
     assert expected in answer
-    assert settings_rows(http_rig) == before and not audit_rows(http_rig)
+    assert settings_rows(http_rig) == before and not await audit_rows(http_rig)
 
 
 async def test_forget_erases_the_channels_history(http_rig: SlackRig) -> None:

@@ -221,8 +221,8 @@ async def test_unknown_model_names_fall_back_to_default_limits(
 
 
 async def test_workspace_instructions_become_the_system_message(engine: Engine, model_server: FakeModelServer) -> None:
-    workspace = engine.store.workspace_id("test", "T1")
-    engine.store.set_setting(workspace, "instructions", "Answer like a pirate.")
+    workspace = await engine.store.workspace_id("test", "T1")
+    await engine.store.set_setting(workspace, "instructions", "Answer like a pirate.")
     await engine.handle(said("hi", 1), RecordingReply())
     await engine.handle(said("hi", 2, key=ConversationKey("test", "T2", "C1", "x")), RecordingReply())
     assert model_server.requests[0]["messages"][0]["content"] == "Answer like a pirate."

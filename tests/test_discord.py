@@ -99,7 +99,7 @@ async def test_a_mention_is_answered_as_a_reply_in_the_channel_after_typing(rig:
     typing = rig.fake.calls_matching("POST", f"/channels/{GENERAL}/typing")[0]
     assert typing.t < post.t and typing.status == 204
     assert post.json["allowed_mentions"] == {"parse": [], "replied_user": False}, "model output never pings anyone"
-    assert rig.bot.engine.store.has_conversation(ConversationKey("discord", str(GUILD), str(GENERAL), str(GENERAL)))
+    assert await rig.bot.engine.store.has_conversation(ConversationKey("discord", str(GUILD), str(GENERAL), str(GENERAL)))
 
 
 async def test_an_answer_that_starts_at_once_needs_no_typing_indicator(rig: DiscordRig) -> None:
@@ -141,7 +141,7 @@ async def test_a_thread_is_its_own_conversation_under_its_parent_channel(rig: Di
     await rig.ask("still in the thread", channel=THREAD)
     assert user_turns(rig.model.requests[-1]) == ["hello from the thread", "still in the thread"]
     store = rig.bot.engine.store
-    assert store.has_conversation(ConversationKey("discord", str(GUILD), str(GENERAL), str(THREAD)))
+    assert await store.has_conversation(ConversationKey("discord", str(GUILD), str(GENERAL), str(THREAD)))
 
 
 async def test_every_direct_message_is_for_the_bot(rig: DiscordRig) -> None:
@@ -152,12 +152,12 @@ async def test_every_direct_message_is_for_the_bot(rig: DiscordRig) -> None:
     assert await rig.next_outcome() == "turn:answered"
     assert rig.fake.bot_contents(dm) == ["echo: hi in private", "echo: and again"]
     assert user_turns(rig.model.requests[-1]) == ["hi in private", "and again"]
-    assert rig.bot.engine.store.has_conversation(ConversationKey("discord", "dm", str(dm), str(dm)))
+    assert await rig.bot.engine.store.has_conversation(ConversationKey("discord", "dm", str(dm), str(dm)))
 
 
 async def test_guilds_never_share_history_or_settings(rig: DiscordRig) -> None:
     store = rig.bot.engine.store
-    store.set_setting(store.workspace_id("discord", str(GUILD)), "instructions", "Answer like a pirate.")
+    await store.set_setting(await store.workspace_id("discord", str(GUILD)), "instructions", "Answer like a pirate.")
     first = await rig.mention("guild one secret")
     await rig.next_outcome()
     assert "pirate" in rig.model.requests[-1]["messages"][0]["content"]
@@ -165,7 +165,7 @@ async def test_guilds_never_share_history_or_settings(rig: DiscordRig) -> None:
     assert await rig.next_outcome() == "turn:answered"
     prompt = str(rig.model.requests[-1]["messages"])
     assert "guild one secret" not in prompt and "pirate" not in prompt
-    assert store.has_conversation(ConversationKey("discord", str(OTHER_GUILD), str(GENERAL), str(GENERAL)))
+    assert await store.has_conversation(ConversationKey("discord", str(OTHER_GUILD), str(GENERAL), str(GENERAL)))
 
 
 async def test_own_messages_other_bots_system_messages_and_edits_are_ignored(rig: DiscordRig) -> None:

@@ -14,6 +14,7 @@ from chatbots.moderation import (
     FLAGGED_INPUT_NOTICE,
     FLAGGED_OUTPUT_NOTICE,
     UNAVAILABLE_NOTICE,
+    Verdict,
 )
 from tests.slack_rig import SlackRig, slack_rig
 
@@ -126,7 +127,7 @@ async def test_the_first_check_waits_for_a_whole_word_instead_of_spending_an_int
     async with FakeModelServer() as server:
         moderator = Moderator(server.base_url, "sk-test", "omni-moderation-latest", block_on_error=True)
         shown = RecordingReply()
-        reply = ModeratedReply(shown, moderator, lambda verdict, text: None)
+        reply = ModeratedReply(shown, moderator, record_nothing)
         await reply.append("Hel")
         await asyncio.sleep(0)  # let the checker look at the fragment
         assert not server.moderation_requests, "a fragment alone is not worth a check"
@@ -136,3 +137,7 @@ async def test_the_first_check_waits_for_a_whole_word_instead_of_spending_an_int
         await moderator.close()
     checked = [request["input"] for request in server.moderation_requests]
     assert checked[0].startswith("Hello world ") and "".join(shown.pieces) == "Hello world and more"
+
+
+async def record_nothing(verdict: Verdict, text: str) -> None:
+    """Moderation decisions need no log in this test."""

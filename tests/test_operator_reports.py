@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from chatbots.cli import main
-from chatbots.store import Store
+from chatbots.store import SQLiteDatabase
 from chatbots.types import ConversationKey
 
 
@@ -16,7 +16,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "bot.db"
     monkeypatch.setenv("CHATBOTS_DB", str(path))
     monkeypatch.chdir(tmp_path)
-    store = Store.open(path)
+    store = SQLiteDatabase.open(path)
     t1 = store.workspace_id("slack", "T1")
     t2 = store.workspace_id("discord", "G2")
     today = store.clock().date().isoformat()

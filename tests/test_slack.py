@@ -114,7 +114,7 @@ async def test_bots_edits_deletions_and_odd_subtypes_are_ignored_without_crashin
     for event in noise:
         await rig.deliver(event)
     outcomes = await rig.wait_outcomes(1 + len(noise), timeout=2)
-    assert outcomes[1:] == ["ignored"] * len(noise)
+    assert sorted(outcomes) == ["ignored"] * len(noise) + ["turn:answered"], "the turn's outcome may land after its reply"
     assert len(rig.model.requests) == 1
 
     await rig.deliver(channel_message("C1", "U1", "still there?", thread_ts=ts))

@@ -22,25 +22,25 @@ def test_migrations_run_once_and_enable_wal(tmp_path: Path) -> None:
     assert {"workspaces", "settings", "conversations", "messages", "events", "audit"} <= set(store.db.table_names())
 
 
-def test_platform_event_ids_are_remembered_across_restarts(tmp_path: Path) -> None:
+async def test_platform_event_ids_are_remembered_across_restarts(tmp_path: Path) -> None:
     path = tmp_path / "bot.db"
     store = Store.open(path)
-    assert store.first_delivery("slack", "Ev1")
-    assert not store.first_delivery("slack", "Ev1")
-    assert store.first_delivery("discord", "Ev1"), "platforms have separate id spaces"
+    assert await store.first_delivery("slack", "Ev1")
+    assert not await store.first_delivery("slack", "Ev1")
+    assert await store.first_delivery("discord", "Ev1"), "platforms have separate id spaces"
     store.close()
-    assert not Store.open(path).first_delivery("slack", "Ev1")
+    assert not await Store.open(path).first_delivery("slack", "Ev1")
 
 
-def test_same_channel_names_in_two_workspaces_are_different_conversations() -> None:
+async def test_same_channel_names_in_two_workspaces_are_different_conversations() -> None:
     store = Store.open(":memory:")
-    a = store.conversation_id(ConversationKey("slack", "T1", "C1", "1.0"))
-    b = store.conversation_id(ConversationKey("slack", "T2", "C1", "1.0"))
-    c = store.conversation_id(ConversationKey("discord", "T1", "C1", "1.0"))
+    a = await store.conversation_id(ConversationKey("slack", "T1", "C1", "1.0"))
+    b = await store.conversation_id(ConversationKey("slack", "T2", "C1", "1.0"))
+    c = await store.conversation_id(ConversationKey("discord", "T1", "C1", "1.0"))
     assert len({a, b, c}) == 3
 
 
-def _window_cost(store: Store, conversation: int) -> int:
+async def _window_cost(store: Store, conversation: int) -> int:
     """SQLite virtual-machine steps to load one conversation's recent window."""
     steps = 0
 
@@ -51,26 +51,26 @@ def _window_cost(store: Store, conversation: int) -> int:
 
     store.windows.clear()  # measure the read from disk, not the in-memory copy
     store.db.conn.set_progress_handler(tick, 1)
-    store.recent_messages(conversation, 100_000)
+    await store.recent_messages(conversation, 100_000)
     store.db.conn.set_progress_handler(None, 1)
     return steps
 
 
-def test_loading_the_window_costs_the_same_however_big_the_database_grows() -> None:
+async def test_loading_the_window_costs_the_same_however_big_the_database_grows() -> None:
     store = Store.open(":memory:")
-    mine = store.conversation_id(ConversationKey("slack", "T1", "C1", "mine"))
+    mine = await store.conversation_id(ConversationKey("slack", "T1", "C1", "mine"))
     for n in range(50):
-        store.add_message(mine, "user", f"message {n}", 5)
-    small = _window_cost(store, mine)
+        await store.add_message(mine, "user", f"message {n}", 5)
+    small = await _window_cost(store, mine)
     assert small > 50
 
-    others = [store.conversation_id(ConversationKey("slack", "T1", "C9", str(n))) for n in range(100)]
+    others = [await store.conversation_id(ConversationKey("slack", "T1", "C9", str(n))) for n in range(100)]
     rows = [(others[n % 100], "user", "filler", 3, "2026-01-01T00:00:00.000000Z") for n in range(200_000)]
     store.db.conn.executemany(
         "INSERT INTO messages (conversation_id, role, text, tokens, created_at) VALUES (?, ?, ?, ?, ?)", rows
     )
     store.db.conn.commit()
-    large = _window_cost(store, mine)
+    large = await _window_cost(store, mine)
     assert large <= small * 1.1, f"window load grew from {small} to {large} VM steps with 200k other messages"
 
 

@@ -176,25 +176,25 @@ class DiscordService:
             observer(outcome)
 
     async def on_raw_reaction_add(self, event: discord.RawReactionActionEvent) -> None:
-        self._feedback(event, removed=False)
+        await self._feedback(event, removed=False)
 
     async def on_raw_reaction_remove(self, event: discord.RawReactionActionEvent) -> None:
-        self._feedback(event, removed=True)
+        await self._feedback(event, removed=True)
 
-    def _feedback(self, event: discord.RawReactionActionEvent, removed: bool) -> None:
+    async def _feedback(self, event: discord.RawReactionActionEvent, removed: bool) -> None:
         """👍 / 👎 on one of the bot's replies is feedback on that reply."""
         value = VOTES.get(str(event.emoji))
         client = self.client
         if value is None or client is None or client.user is None or event.user_id == client.user.id:
             return self._observe("ignored")
         store = self.engine.store
-        workspace = store.workspace_id(PLATFORM, str(event.guild_id) if event.guild_id else DM_WORKSPACE)
-        found = store.record_feedback(workspace, str(event.message_id), str(event.user_id), None if removed else value)
+        workspace = await store.workspace_id(PLATFORM, str(event.guild_id) if event.guild_id else DM_WORKSPACE)
+        found = await store.record_feedback(workspace, str(event.message_id), str(event.user_id), None if removed else value)
         self._observe("feedback" if found else "ignored")
 
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         """The bot was removed from a server (or the server deleted): erase everything stored for it."""
-        self.engine.store.delete_workspace(PLATFORM, str(guild.id))
+        await self.engine.store.delete_workspace(PLATFORM, str(guild.id))
         log.info("removed from a server; its stored data was deleted")
         self._observe("workspace_deleted")
 

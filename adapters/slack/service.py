@@ -157,9 +157,9 @@ class SlackService:
         if message is None:
             return self._observe("ignored")
         event_id = body.get("event_id")
-        if isinstance(event_id, str) and not self.engine.store.first_delivery("slack", event_id):
+        if isinstance(event_id, str) and not await self.engine.store.first_delivery("slack", event_id):
             return self._observe("duplicate")  # a retry or redelivery of an event already taken
-        if message.needs_thread and not self.engine.store.has_conversation(message.inbound.key):
+        if message.needs_thread and not await self.engine.store.has_conversation(message.inbound.key):
             return self._observe("not_ours")  # a thread the bot is not part of: not ours to read or keep
         self.turns.spawn(self._turn(message))
 
@@ -186,12 +186,11 @@ class SlackService:
         if value is None or fields is None:
             return self._observe("ignored")
         team, user, ts = fields
-        event_id = body.get("event_id")
-        if isinstance(event_id, str) and not self.engine.store.first_delivery("slack", event_id):
-            return self._observe("duplicate")
-        workspace = self.engine.store.workspace_id(PLATFORM, team)
+        # No de-duplication record: a vote is an upsert (or a delete), so a redelivery changes nothing, and
+        # reactions anywhere in the workspace must not fill the events table.
+        workspace = await self.engine.store.workspace_id(PLATFORM, team)
         withdrawn = event.get("type") == "reaction_removed"
-        found = self.engine.store.record_feedback(workspace, ts, user, None if withdrawn else value)
+        found = await self.engine.store.record_feedback(workspace, ts, user, None if withdrawn else value)
         self._observe("feedback" if found else "ignored")
 
     async def _on_uninstall(self, body: dict[str, Any]) -> None:
@@ -204,7 +203,7 @@ class SlackService:
                 return self._observe("ignored")  # a user token, not ours
         if not isinstance(team, str) or not team:
             return self._observe("ignored")
-        self.engine.store.delete_workspace(PLATFORM, team)
+        await self.engine.store.delete_workspace(PLATFORM, team)
         log.info("workspace removed the app; its stored data was deleted")
         self._observe("workspace_deleted")
 
@@ -221,7 +220,7 @@ class SlackService:
             user = self.users.known(inbound.key.workspace, message.user_id)  # names matter once others join
         if user is not None:
             inbound = replace(inbound, author_name=user.name)
-        if message.started_mid_thread and not self.engine.store.has_conversation(inbound.key):
+        if message.started_mid_thread and not await self.engine.store.has_conversation(inbound.key):
             await self._read_thread_once(inbound)
         target = SlackTarget(inbound.key.workspace, inbound.key.channel, message.thread_ts, message.user_id)
         reply = SlackReply(self.client, target, self.features, self.update_interval)

@@ -1,8 +1,7 @@
-"""All persistent state, in SQLite through sqlite-utils. The only module that writes SQL.
+"""Every SQL statement, for SQLite through sqlite-utils: plain blocking calls, no caches.
 
-Queries run on the event loop's thread: each is an indexed lookup or insert of well under a millisecond,
-cheaper than handing it to a worker thread. One process owns a database: the conversation windows and
-settings are cached in memory and kept current by the writes made here.
+The bot reaches it only through chatbots.store.Store, which runs these calls on one worker thread so a
+locked database never stalls the event loop. Operator commands (reports, purge, export) call it directly.
 """
 
 from __future__ import annotations
@@ -15,11 +14,11 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .clock import Clock, iso, system_clock
-from .migrations import migrations
-from .tokens import MESSAGE_OVERHEAD
-from .types import ConversationKey
-from .window import MAX_WINDOW_MESSAGES, StoredMessage, Window, WindowCache
+from ..clock import Clock, iso, system_clock
+from ..migrations import migrations
+from ..tokens import MESSAGE_OVERHEAD
+from ..types import ConversationKey
+from ..window import MAX_WINDOW_MESSAGES, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +44,17 @@ class StoreError(Exception):
     """The database cannot be used; the message says what to fix."""
 
 
-class Store:
+PURGE_BATCH = 2000
+"""Rows deleted per statement by the retention purge: each batch holds the write lock for milliseconds."""
+
+
+class SQLiteDatabase:
     def __init__(self, db: Database, clock: Clock = system_clock) -> None:
         self.db = db
         self.clock = clock
-        self._workspaces: dict[tuple[str, str], int] = {}
-        self._conversations: dict[ConversationKey, int] = {}
-        self._settings: dict[tuple[int, str], dict[str, str]] = {}
-        self.windows = WindowCache()
 
     @classmethod
-    def open(cls, path: str | Path, clock: Clock = system_clock, busy_timeout: float = 5.0) -> Store:
+    def open(cls, path: str | Path, clock: Clock = system_clock, busy_timeout: float = 5.0) -> SQLiteDatabase:
         """Open (creating and migrating as needed) the database at path; ':memory:' works for tests."""
         try:
             conn = sqlite3.connect(str(path), check_same_thread=False, timeout=busy_timeout)
@@ -76,40 +75,29 @@ class Store:
         return iso(self.clock())
 
     def workspace_id(self, platform: str, external_id: str) -> int:
-        cache_key = (platform, external_id)
-        found = self._workspaces.get(cache_key)
-        if found is None:
-            self.db.execute(
-                "INSERT OR IGNORE INTO workspaces (platform, external_id, created_at) VALUES (?, ?, ?)",
-                [platform, external_id, self._now()],
-            )
-            found = self.db.execute(
-                "SELECT id FROM workspaces WHERE platform = ? AND external_id = ?", [platform, external_id]
-            ).fetchone()[0]
-            self._workspaces[cache_key] = found
-        return found
+        """The workspace's row id, created on first sight."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO workspaces (platform, external_id, created_at) VALUES (?, ?, ?)",
+            [platform, external_id, self._now()],
+        )
+        return self.db.execute(
+            "SELECT id FROM workspaces WHERE platform = ? AND external_id = ?", [platform, external_id]
+        ).fetchone()[0]
 
     def conversation_id(self, key: ConversationKey) -> int:
-        found = self._conversations.get(key)
-        if found is None:
-            workspace = self.workspace_id(key.platform, key.workspace)
-            self.db.execute(
-                "INSERT OR IGNORE INTO conversations (workspace_id, channel, thread, created_at) VALUES (?, ?, ?, ?)",
-                [workspace, key.channel, key.thread, self._now()],
-            )
-            found = self.db.execute(
-                "SELECT id FROM conversations WHERE workspace_id = ? AND channel = ? AND thread = ?",
-                [workspace, key.channel, key.thread],
-            ).fetchone()[0]
-            if len(self._conversations) > 10_000:  # bound the cache on long-running bots
-                self._conversations.clear()
-            self._conversations[key] = found
-        return found
+        """The conversation's row id, created (with its workspace) on first sight."""
+        workspace = self.workspace_id(key.platform, key.workspace)
+        self.db.execute(
+            "INSERT OR IGNORE INTO conversations (workspace_id, channel, thread, created_at) VALUES (?, ?, ?, ?)",
+            [workspace, key.channel, key.thread, self._now()],
+        )
+        return self.db.execute(
+            "SELECT id FROM conversations WHERE workspace_id = ? AND channel = ? AND thread = ?",
+            [workspace, key.channel, key.thread],
+        ).fetchone()[0]
 
     def has_conversation(self, key: ConversationKey) -> bool:
         """Whether the bot has stored anything for this thread (without creating it)."""
-        if key in self._conversations:
-            return True
         row = self.db.execute(
             "SELECT 1 FROM conversations c JOIN workspaces w ON w.id = c.workspace_id "
             "WHERE w.platform = ? AND w.external_id = ? AND c.channel = ? AND c.thread = ?",
@@ -145,10 +133,7 @@ class Store:
         )
         if cursor.rowcount == 0:
             return None
-        message_id = cursor.lastrowid
-        assert message_id is not None
-        self.windows.append(conversation_id, StoredMessage(message_id, role, text, tokens, author_id, author_name, exact))
-        return message_id
+        return cursor.lastrowid
 
     def begin_answer(self, conversation_id: int, model: str) -> int:
         """A row for an answer about to stream; kept out of history until complete_answer."""
@@ -166,11 +151,13 @@ class Store:
     def complete_answer(
         self, message_id: int, text: str, tokens: int, *, status: str, exact: bool = True,
         platform_id: str | None = None, usage: tuple[int, int] | None = None,
-    ) -> None:
-        """Finish an answer row: its text becomes history; an answer with nothing shown leaves no row."""
+    ) -> int | None:
+        """Finish an answer row: its text becomes history; an answer with nothing shown leaves no row.
+
+        Returns the conversation id when the answer was kept."""
         if not text.strip():
             self.db.execute("DELETE FROM messages WHERE id = ?", [message_id])
-            return
+            return None
         prompt_tokens, completion_tokens = usage or (None, None)
         row = self.db.execute(
             "UPDATE messages SET text = ?, tokens = ?, tokens_exact = ?, status = ?, platform_id = ?, prompt_tokens = ?, "
@@ -178,8 +165,7 @@ class Store:
             [text, tokens, exact, status, platform_id, prompt_tokens, completion_tokens, message_id],
         ).fetchone()
         self.db.conn.commit()
-        if row is not None:
-            self.windows.append(row[0], StoredMessage(message_id, "assistant", text, tokens, None, None, exact))
+        return None if row is None else int(row[0])
 
     def recover_interrupted(self) -> int:
         """After a crash: answers left 'streaming' become 'interrupted', marked so in the text the model reads.
@@ -197,15 +183,7 @@ class Store:
             log.warning("marked %d answers interrupted by the last shutdown", cursor.rowcount)
         return cursor.rowcount
 
-    def recent_messages(self, conversation_id: int, token_budget: int) -> list[StoredMessage]:
-        """The newest messages that fit in token_budget, oldest first (served from memory after the first turn)."""
-        return self.window(conversation_id, token_budget).messages
-
-    def window(self, conversation_id: int, token_budget: int) -> Window:
-        """recent_messages, and whether upper-bound sizes decided where it was cut (see make_exact)."""
-        return self.windows.get(conversation_id, token_budget, self._load_window)
-
-    def _load_window(self, conversation_id: int, token_budget: int) -> tuple[list[StoredMessage], StoredMessage | None]:
+    def load_window(self, conversation_id: int, token_budget: int) -> tuple[list[StoredMessage], StoredMessage | None]:
         """Reads at most MAX_WINDOW_MESSAGES + 1 rows from the (conversation_id, id) index: the cost depends on the
         window, never on the size of the table or of the conversation's whole past."""
         rows = self.db.execute(WINDOW_SQL, [conversation_id, MAX_WINDOW_MESSAGES + 1, token_budget]).fetchall()
@@ -247,27 +225,18 @@ class Store:
         if corrected:
             self.db.conn.executemany("UPDATE messages SET tokens = ?, tokens_exact = 1 WHERE id = ?", corrected)
             self.db.conn.commit()
-            self.windows.drop(conversation_id)
         return len(corrected)
 
-    def settings_for(self, key: ConversationKey) -> dict[str, str]:
+    def settings_for(self, workspace_id: int, channel: str) -> dict[str, str]:
         """The workspace's settings with the channel's layered on; channel values come back as channel_NAME."""
-        workspace = self.workspace_id(key.platform, key.workspace)
-        found = self._settings.get((workspace, key.channel))
-        if found is None:
-            rows = self.db.execute(
-                "SELECT channel, name, value FROM settings WHERE workspace_id = ? AND channel IN ('', ?)",
-                [workspace, key.channel],
-            ).fetchall()
-            found = {(f"channel_{name}" if channel else name): value for channel, name, value in rows}
-            if len(self._settings) > 10_000:
-                self._settings.clear()
-            self._settings[(workspace, key.channel)] = found
-        return found
+        rows = self.db.execute(
+            "SELECT channel, name, value FROM settings WHERE workspace_id = ? AND channel IN ('', ?)",
+            [workspace_id, channel],
+        ).fetchall()
+        return {(f"channel_{name}" if channel else name): value for channel, name, value in rows}
 
     def set_setting(self, workspace_id: int, name: str, value: str | None, *, channel: str = "") -> str | None:
         """Set (or with None, clear) one setting; returns the old value."""
-        self._settings.clear()  # rare; channel entries layer on workspace ones, so drop them all
         old = self.db.execute(
             "SELECT value FROM settings WHERE workspace_id = ? AND channel = ? AND name = ?", [workspace_id, channel, name]
         ).fetchone()
@@ -395,33 +364,32 @@ class Store:
         ))
 
     def is_participant(self, key: ConversationKey, user_id: str) -> bool:
-        if not self.has_conversation(key):
-            return False
         row = self.db.execute(
-            "SELECT 1 FROM messages WHERE conversation_id = ? AND author_id = ? LIMIT 1", [self.conversation_id(key), user_id]
+            "SELECT 1 FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+            "JOIN workspaces w ON w.id = c.workspace_id WHERE w.platform = ? AND w.external_id = ? AND c.channel = ? "
+            "AND c.thread = ? AND m.author_id = ? LIMIT 1",
+            [key.platform, key.workspace, key.channel, key.thread, user_id],
         ).fetchone()
         return row is not None
 
-    def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
-        """Erase the stored messages of every conversation in a channel."""
+    def forget_channel(self, platform: str, workspace: str, channel: str) -> tuple[int, list[int]]:
+        """Erase the stored messages of every conversation in a channel: (messages removed, conversation ids)."""
         workspace_id = self.workspace_id(platform, workspace)
         ids = [row[0] for row in self.db.execute(
             "SELECT id FROM conversations WHERE workspace_id = ? AND channel = ?", [workspace_id, channel]
         )]
         removed = 0
         for conversation in ids:
-            self.windows.drop(conversation)
             removed += self.db.execute("DELETE FROM messages WHERE conversation_id = ?", [conversation]).rowcount
-        return removed
+        return removed, ids
 
     def record_moderation(
-        self, key: ConversationKey, direction: str, decision: str, categories: list[str], text: str | None
+        self, workspace_id: int, conversation_id: int, direction: str, decision: str, categories: list[str], text: str | None
     ) -> None:
         self.db.execute(
             "INSERT INTO moderation_log (workspace_id, conversation_id, direction, decision, categories, text, at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [self.workspace_id(key.platform, key.workspace), self.conversation_id(key), direction, decision,
-             ",".join(categories), text, self._now()],
+            [workspace_id, conversation_id, direction, decision, ",".join(categories), text, self._now()],
         )
 
     def moderation_log(self, since: str, flagged_only: bool = False) -> list[dict[str, Any]]:
@@ -434,22 +402,37 @@ class Store:
             sql += " AND l.decision != 'passed'"
         return list(self.db.query(sql + " ORDER BY l.id DESC", [since]))
 
-    def purge(self, older_than: str) -> int:
-        """Delete stored message text older than the retention cutoff; daily usage totals are kept."""
-        removed = self.db.execute("DELETE FROM messages WHERE created_at < ?", [older_than]).rowcount
-        self.db.execute("UPDATE moderation_log SET text = NULL WHERE at < ? AND text IS NOT NULL", [older_than])
-        self.windows.clear()
+    def purge_batch(self, older_than: str, batch: int = PURGE_BATCH) -> int:
+        """Delete up to batch messages older than the retention cutoff (oldest first); returns how many went.
+
+        Small batches keep each write transaction short, so the bot's own writes never wait long behind it."""
+        removed = self.db.execute(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+            [older_than, batch],
+        ).rowcount
+        if removed < batch:
+            self.db.execute(
+                "UPDATE moderation_log SET text = NULL WHERE id IN "
+                "(SELECT id FROM moderation_log WHERE at < ? AND text IS NOT NULL LIMIT ?)",
+                [older_than, batch],
+            )
+        self.db.conn.commit()
         return removed
+
+    def purge(self, older_than: str) -> int:
+        """Delete all stored message text older than the cutoff, batch by batch; daily usage totals are kept."""
+        removed = 0
+        while True:
+            batch = self.purge_batch(older_than)
+            removed += batch
+            if batch < PURGE_BATCH:
+                return removed
 
     def delete_workspace(self, platform: str, external_id: str) -> bool:
         """Erase everything stored for a workspace (the app was uninstalled or the bot left the server)."""
         deleted = self.db.execute(
             "DELETE FROM workspaces WHERE platform = ? AND external_id = ?", [platform, external_id]
         ).rowcount
-        self._workspaces.clear()
-        self._conversations.clear()
-        self._settings.clear()
-        self.windows.clear()
         return deleted > 0
 
     def workspace_messages(self, platform: str, external_id: str) -> Iterator[dict[str, Any]]:
@@ -465,13 +448,12 @@ class Store:
         for row in cursor:
             yield dict(zip(names, row))
 
-    def forget_conversation(self, key: ConversationKey) -> int:
-        """Erase a conversation's stored messages; returns how many were removed."""
+    def forget_conversation(self, key: ConversationKey) -> tuple[int, int | None]:
+        """Erase a conversation's stored messages: (how many were removed, its conversation id if it exists)."""
         if not self.has_conversation(key):
-            return 0
+            return 0, None
         conversation = self.conversation_id(key)
-        self.windows.drop(conversation)
-        return self.db.execute("DELETE FROM messages WHERE conversation_id = ?", [conversation]).rowcount
+        return self.db.execute("DELETE FROM messages WHERE conversation_id = ?", [conversation]).rowcount, conversation
 
     def first_delivery(self, platform: str, event_id: str) -> bool:
         """Record a platform event id; False when it was seen before (a retry or a redelivery)."""
@@ -481,6 +463,16 @@ class Store:
         )
         return cursor.rowcount == 1
 
-    def purge_events(self, older_than: str) -> int:
-        """Drop de-duplication records older than any redelivery could be."""
-        return self.db.execute("DELETE FROM events WHERE received_at < ?", [older_than]).rowcount
+    def purge_events(self, older_than: str, batch: int = PURGE_BATCH) -> int:
+        """Drop de-duplication records older than any redelivery could be (up to batch of them)."""
+        removed = self.db.execute(
+            "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE received_at < ? ORDER BY received_at LIMIT ?)",
+            [older_than, batch],
+        ).rowcount
+        self.db.conn.commit()
+        return removed
+
+    def workspace_platform(self, external_id: str) -> str | None:
+        """The platform a bare workspace id belongs to (operators type ids without one)."""
+        row = self.db.execute("SELECT platform FROM workspaces WHERE external_id = ? LIMIT 1", [external_id]).fetchone()
+        return row[0] if row else None

@@ -1,0 +1,222 @@
+"""The store the bot talks to: every method is awaited, SQL runs on one worker thread, hot reads come from memory.
+
+A locked or slow database then delays only the turns that need it; the event loop keeps serving heartbeats,
+health checks and everything else. One process owns a database: the caches of ids, settings and recent
+windows are kept current by the writes made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..clock import Clock, system_clock
+from ..lru import LRU
+from ..types import ConversationKey
+from ..window import StoredMessage, Window, WindowCache
+from .sqlite import INTERRUPTED_MARK, PURGE_BATCH, WINDOW_SQL, SQLiteDatabase, StoreError
+
+__all__ = ["INTERRUPTED_MARK", "WINDOW_SQL", "SQLiteDatabase", "Store", "StoreError"]
+
+T = TypeVar("T")
+
+ID_CACHE_ENTRIES = 10_000
+SETTINGS_CACHE_ENTRIES = 10_000
+
+
+class Store:
+    def __init__(self, sql: SQLiteDatabase) -> None:
+        self.sql = sql
+        self.clock: Clock = sql.clock
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatbots-db")
+        self._workspaces: LRU[tuple[str, str], int] = LRU(ID_CACHE_ENTRIES)
+        self._conversations: LRU[ConversationKey, int] = LRU(ID_CACHE_ENTRIES)
+        self._settings: LRU[tuple[int, str], dict[str, str]] = LRU(SETTINGS_CACHE_ENTRIES)
+        self.windows = WindowCache()
+
+    @classmethod
+    def open(cls, path: str | Path, clock: Clock = system_clock, busy_timeout: float = 5.0) -> Store:
+        """Open (creating and migrating as needed) the database at path; ':memory:' works for tests."""
+        return cls(SQLiteDatabase.open(path, clock, busy_timeout))
+
+    @property
+    def db(self) -> Any:
+        """The sqlite-utils Database, for checks and tests that read the file directly."""
+        return self.sql.db
+
+    def close(self) -> None:
+        """Wait for statements in flight, then close the database."""
+        self._worker.shutdown(wait=True)
+        self.sql.close()
+
+    async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking SQLiteDatabase call on the store's one database thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, functools.partial(call, *args, **kwargs))
+
+    # -- ids, settings and windows: from memory once seen --
+
+    async def workspace_id(self, platform: str, external_id: str) -> int:
+        found = self._workspaces.get((platform, external_id))
+        if found is None:
+            found = await self.run(self.sql.workspace_id, platform, external_id)
+            self._workspaces.put((platform, external_id), found)
+        return found
+
+    async def conversation_id(self, key: ConversationKey) -> int:
+        found = self._conversations.get(key)
+        if found is None:
+            found = await self.run(self.sql.conversation_id, key)
+            self._conversations.put(key, found)
+        return found
+
+    async def has_conversation(self, key: ConversationKey) -> bool:
+        """Whether the bot has stored anything for this thread (without creating it)."""
+        return key in self._conversations or await self.run(self.sql.has_conversation, key)
+
+    async def settings_for(self, key: ConversationKey) -> dict[str, str]:
+        """The workspace's settings with the channel's layered on; channel values come back as channel_NAME."""
+        workspace = await self.workspace_id(key.platform, key.workspace)
+        found = self._settings.get((workspace, key.channel))
+        if found is None:
+            found = await self.run(self.sql.settings_for, workspace, key.channel)
+            self._settings.put((workspace, key.channel), found)
+        return found
+
+    async def window(self, conversation_id: int, token_budget: int) -> Window:
+        """The newest messages that fit token_budget, oldest first, and whether upper-bound sizes cut it."""
+        if not self.windows.covers(conversation_id, token_budget):
+            rows, edge = await self.run(self.sql.load_window, conversation_id, token_budget)
+            self.windows.put(conversation_id, token_budget, rows, edge)
+        return self.windows.get(conversation_id, token_budget)
+
+    async def recent_messages(self, conversation_id: int, token_budget: int) -> list[StoredMessage]:
+        return (await self.window(conversation_id, token_budget)).messages
+
+    async def make_exact(self, conversation_id: int, token_budget: int, count: Callable[[StoredMessage], int]) -> int:
+        """Replace the upper-bound sizes deciding this window with exact counts (counted on the worker thread)."""
+        corrected = await self.run(self.sql.make_exact, conversation_id, token_budget, count)
+        if corrected:
+            self.windows.drop(conversation_id)
+        return corrected
+
+    # -- the turn's writes --
+
+    async def add_message(self, conversation_id: int, role: str, text: str, tokens: int, **fields: Any) -> int | None:
+        """Store one turn; None when this platform message was stored before (a redelivery)."""
+        message_id = await self.run(self.sql.add_message, conversation_id, role, text, tokens, **fields)
+        if message_id is not None:
+            self.windows.append(conversation_id, StoredMessage(
+                message_id, role, text, tokens, fields.get("author_id"), fields.get("author_name"), fields.get("exact", True)
+            ))
+        return message_id
+
+    async def begin_answer(self, conversation_id: int, model: str) -> int:
+        return await self.run(self.sql.begin_answer, conversation_id, model)
+
+    async def save_partial(self, message_id: int, text: str) -> None:
+        await self.run(self.sql.save_partial, message_id, text)
+
+    async def complete_answer(self, message_id: int, text: str, tokens: int, **fields: Any) -> None:
+        conversation = await self.run(self.sql.complete_answer, message_id, text, tokens, **fields)
+        if conversation is not None:
+            exact = fields.get("exact", True)
+            self.windows.append(conversation, StoredMessage(message_id, "assistant", text, tokens, None, None, exact))
+
+    async def recover_interrupted(self) -> int:
+        return await self.run(self.sql.recover_interrupted)
+
+    async def record_reply_parts(self, workspace_id: int, message_id: int, platform_ids: list[str]) -> None:
+        await self.run(self.sql.record_reply_parts, workspace_id, message_id, platform_ids)
+
+    async def record_moderation(
+        self, key: ConversationKey, direction: str, decision: str, categories: list[str], text: str | None
+    ) -> None:
+        workspace = await self.workspace_id(key.platform, key.workspace)
+        conversation = await self.conversation_id(key)
+        await self.run(self.sql.record_moderation, workspace, conversation, direction, decision, categories, text)
+
+    async def record_usage(self, workspace_id: int, user_id: str, day: str, model: str, prompt: int, completion: int) -> None:
+        await self.run(self.sql.record_usage, workspace_id, user_id, day, model, prompt, completion)
+
+    async def day_usage(self, workspace_id: int, day: str) -> dict[str, int]:
+        return await self.run(self.sql.day_usage, workspace_id, day)
+
+    # -- what platforms and commands ask --
+
+    async def first_delivery(self, platform: str, event_id: str) -> bool:
+        """Record a platform event id; False when it was seen before (a retry or a redelivery)."""
+        return await self.run(self.sql.first_delivery, platform, event_id)
+
+    async def record_feedback(self, workspace_id: int, platform_id: str, user_id: str, value: int | None) -> bool:
+        return await self.run(self.sql.record_feedback, workspace_id, platform_id, user_id, value)
+
+    async def set_setting(self, workspace_id: int, name: str, value: str | None, *, channel: str = "") -> str | None:
+        self._settings.clear()  # rare; channel entries layer on workspace ones, so drop them all
+        return await self.run(self.sql.set_setting, workspace_id, name, value, channel=channel)
+
+    async def set_setting_audited(
+        self, workspace_id: int, name: str, value: str | None, *, actor_id: str, channel: str = ""
+    ) -> str | None:
+        self._settings.clear()
+        return await self.run(self.sql.set_setting_audited, workspace_id, name, value, actor_id=actor_id, channel=channel)
+
+    async def is_participant(self, key: ConversationKey, user_id: str) -> bool:
+        return await self.run(self.sql.is_participant, key, user_id)
+
+    async def forget_conversation(self, key: ConversationKey) -> int:
+        """Erase a conversation's stored messages; returns how many were removed."""
+        removed, conversation = await self.run(self.sql.forget_conversation, key)
+        if conversation is not None:
+            self.windows.drop(conversation)
+        return removed
+
+    async def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
+        removed, conversations = await self.run(self.sql.forget_channel, platform, workspace, channel)
+        for conversation in conversations:
+            self.windows.drop(conversation)
+        return removed
+
+    async def delete_workspace(self, platform: str, external_id: str) -> bool:
+        """Erase everything stored for a workspace (the app was uninstalled or the bot left the server)."""
+        deleted = await self.run(self.sql.delete_workspace, platform, external_id)
+        self._workspaces.clear()
+        self._conversations.clear()
+        self._settings.clear()
+        self.windows.clear()
+        return deleted
+
+    async def usage_rows(self, since_day: str, workspace: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+        return await self.run(self.sql.usage_rows, since_day, workspace)
+
+    async def feedback_totals(self, workspace_id: int, since: str) -> tuple[int, int]:
+        return await self.run(self.sql.feedback_totals, workspace_id, since)
+
+    async def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
+        return await self.run(self.sql.latest_thread, platform, workspace, channel)
+
+    # -- periodic upkeep, in short batches so turns' statements interleave --
+
+    async def purge(self, older_than: str) -> int:
+        """Delete message text older than the cutoff, a batch at a time; the windows are reloaded afterwards."""
+        removed = 0
+        while True:
+            batch = await self.run(self.sql.purge_batch, older_than)
+            removed += batch
+            if batch < PURGE_BATCH:
+                break
+        if removed:
+            self.windows.clear()
+        return removed
+
+    async def purge_events(self, older_than: str) -> int:
+        removed = 0
+        while True:
+            batch = await self.run(self.sql.purge_events, older_than)
+            removed += batch
+            if batch < PURGE_BATCH:
+                return removed
