@@ -14,6 +14,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -73,6 +74,9 @@ class SlackService:
                 AsyncServerErrorRetryHandler(max_retry_count=2),
             ],
         )
+        # Bolt reads SLACK_BOT_TOKEN from the environment itself and then warns that the client's token wins: the
+        # client carries that same token, so the warning would only mislead the operator at every start.
+        logging.getLogger("slack_bolt.AsyncApp").addFilter(_not_token_skipped)
         self.app = AsyncApp(
             client=self.client,
             signing_secret=settings.slack_signing_secret or "socket-mode",
@@ -266,6 +270,10 @@ class SlackService:
                 continue
             name = (await self.users.get(key.workspace, user)).name
             await self.engine.handle(Inbound(key, ts, user, name, html.unescape(text), addressed=False), ContextOnly())
+
+
+def _not_token_skipped(record: logging.LogRecord) -> bool:
+    return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
 def _ts_order(ts: str) -> tuple[int, int]:
