@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from chatbots.cli import open_engine
 from chatbots.config import ConfigError, Settings
@@ -121,6 +122,7 @@ class Bot:
     async def _listen(self, app: web.Application, host: str, port: int) -> int:
         """Serve app on host:port (0: any free port); returns the port."""
         # A body not read by its handler (a refused request) is drained for at most 2 s, then the connection closes.
+        logging.getLogger("aiohttp.server").addFilter(_not_a_malformed_request)
         runner = web.AppRunner(app, access_log=None, lingering_time=LINGER)
         self._runners.append(runner)
         await runner.setup()
@@ -191,3 +193,8 @@ def _bears(request: web.Request, token: str) -> bool:
         return False
     scheme, _, presented = values[0].partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+def _not_a_malformed_request(record: logging.LogRecord) -> bool:
+    """aiohttp answers a request it cannot parse with 400 and logs a traceback: the sender's fault, not news."""
+    return not (record.exc_info and isinstance(record.exc_info[1], HttpProcessingError))

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 MAX_BODY = 1024 * 1024
 """Bytes. Slack truncates message text at 40,000 characters; its largest event, message_changed, carries the old
@@ -110,4 +111,6 @@ class RequestGate:
                     body += chunk
         except TimeoutError:
             raise Refusal(408, "request body too slow") from None
+        except (ConnectionResetError, HttpProcessingError):  # the sender left midway, or broke the chunked encoding
+            raise Refusal(400, "malformed or incomplete request body") from None
         return bytes(body)
