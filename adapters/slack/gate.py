@@ -102,15 +102,17 @@ class RequestGate:
 
     async def _read(self, request: web.Request) -> bytes:
         """The body, bounded in size while it arrives and in the time it may take."""
-        body = bytearray()
+        chunks: list[bytes] = []  # joined once at the end: growing one buffer would copy it over and over
+        size = 0
         try:
             async with asyncio.timeout(self.body_timeout):
                 async for chunk in request.content.iter_any():
-                    if len(body) + len(chunk) > self.max_body:
+                    size += len(chunk)
+                    if size > self.max_body:
                         raise Refusal(413, "request body too large")
-                    body += chunk
+                    chunks.append(chunk)
         except TimeoutError:
             raise Refusal(408, "request body too slow") from None
         except (ConnectionResetError, HttpProcessingError):  # the sender left midway, or broke the chunked encoding
             raise Refusal(400, "malformed or incomplete request body") from None
-        return bytes(body)
+        return b"".join(chunks)
