@@ -129,9 +129,8 @@ class Bot:
         runner = web.AppRunner(app, access_log=None, lingering_time=LINGER, read_bufsize=READ_BUFFER)
         self._runners.append(runner)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr,no-any-return]
+        await web.TCPSite(runner, host, port).start()
+        return int(runner.addresses[0][1])
 
     async def _purge_periodically(self, days: int) -> None:
         """Enforce CHATBOTS_RETENTION_DAYS: at start, then every hour."""

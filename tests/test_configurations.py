@@ -130,6 +130,8 @@ async def test_a_missing_or_refused_variable_stops_the_bot_with_one_line_naming_
         "a bot token given as the app token": (socket | {"SLACK_APP_TOKEN": "xoxb-not-an-app-token"} | model,
                                                "SLACK_APP_TOKEN"),
         "a refused discord token": (discord | {"DISCORD_BOT_TOKEN": "not-the-token"} | model, "DISCORD_BOT_TOKEN"),
+        "an unreachable slack api": (socket | {"SLACK_API_URL": f"http://127.0.0.1:{free_port()}/api/"} | model,
+                                     "SLACK_API_URL"),
     }
 
     async def attempt(name: str, env: dict[str, str]) -> tuple[str, int, str]:

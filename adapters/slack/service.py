@@ -273,6 +273,7 @@ class SlackService:
 
 
 def _not_token_skipped(record: logging.LogRecord) -> bool:
+    """Drops Bolt's "`token` will be unused" warning (see SlackService.__init__)."""
     return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
