@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import signal
 import sqlite3
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from chatbots.cli import open_engine
 from chatbots.config import ConfigError, Settings
@@ -23,6 +25,12 @@ log = logging.getLogger(__name__)
 
 PLATFORM_VARIABLES = "SLACK_BOT_TOKEN (with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN) or DISCORD_BOT_TOKEN"
 PURGE_EVERY = 3600.0
+LINGER = 2.0
+"""Seconds a refused request's unread body is drained (so the sender can read the refusal) before closing."""
+READ_BUFFER = 16 * 1024
+"""Bytes of a request body buffered before the socket stops being read (aiohttp's default: 64 KiB, buffering up
+to twice that). Small, so a crowd of senders whose bodies are never read costs little: 150 refused senders of
+2 MiB bodies add about 20 MiB, against about 55 MiB with the default."""
 SHUTDOWN_GRACE = 20.0
 """Seconds replies in flight get to finish after SIGTERM (Heroku allows 30 before SIGKILL)."""
 
@@ -45,6 +53,9 @@ class Bot:
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         if not settings.slack_bot_token and not settings.discord_bot_token:
+            if settings.slack_app_token or settings.slack_signing_secret:
+                raise ConfigError("SLACK_BOT_TOKEN is not set: the bot token (xoxb-...) is needed beside "
+                                  "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET")
             raise ConfigError(f"no platform is configured: set {PLATFORM_VARIABLES}")
         self.settings = settings
         self.engine = engine or open_engine(settings)
@@ -53,16 +64,23 @@ class Bot:
         except ConfigError:
             self.engine.store.close()
             raise
-        self.web = web.Application(client_max_size=2 * 1024 * 1024)
+        self.web = web.Application()  # handlers read bodies themselves, each within its own bounds
         self.web.router.add_get("/healthz", self._health)
-        self.web.router.add_get("/metrics", self._metrics)
+        self.metrics_web: web.Application | None = None
+        """`/metrics` on its own port (CHATBOTS_METRICS_PORT), for a scraper inside the network."""
+        if settings.metrics_port:
+            self.metrics_web = web.Application()
+            self.metrics_web.router.add_get("/metrics", self._metrics)
+        elif settings.metrics_token:
+            self.web.router.add_get("/metrics", self._metrics)
         for service in self.services:
             service.add_routes(self.web)
             service.observers.append(self._counter_for(service.name))
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
         self._purger: asyncio.Task[None] | None = None
         self.stopping = False
         self.port = 0
+        self.metrics_port = 0
 
     async def _health(self, request: web.Request) -> web.Response:
         """200 while serving; 503 once shutting down, so a load balancer stops sending work."""
@@ -79,15 +97,20 @@ class Bot:
         return count
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        """Prometheus scrape endpoint."""
+        """Prometheus scrape endpoint: with CHATBOTS_METRICS_TOKEN set, only for requests bearing it."""
+        token = self.settings.metrics_token
+        if token is not None and not _bears(request, token):
+            return web.Response(status=401, text="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         return web.Response(body=self.engine.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     async def start(self, host: str = "0.0.0.0") -> None:
-        self._runner = web.AppRunner(self.web, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, self.settings.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = await self._listen(self.web, host, self.settings.port)
+        if self.metrics_web is not None:
+            try:
+                self.metrics_port = await self._listen(self.metrics_web, host, self.settings.metrics_port or 0)
+            except OSError as error:
+                raise ConfigError(f"cannot listen on CHATBOTS_METRICS_PORT {self.settings.metrics_port}: "
+                                  f"{error.strerror}") from None
         for service in self.services:
             await service.start()
         settings = self.settings
@@ -97,6 +120,17 @@ class Bot:
                         "`chatbots doctor` checks it (or set CHATBOTS_MODERATION_BASE_URL, or CHATBOTS_MODERATION=off)")
         self._purger = asyncio.create_task(self._upkeep_periodically(self.settings.retention_days))
         log.info("serving %s on port %d", ", ".join(s.name for s in self.services), self.port)
+        if self.metrics_web is not None:
+            log.info("serving /metrics on port %d", self.metrics_port)
+
+    async def _listen(self, app: web.Application, host: str, port: int) -> int:
+        """Serve app on host:port (0: any free port); returns the port."""
+        logging.getLogger("aiohttp.server").addFilter(_not_a_malformed_request)
+        runner = web.AppRunner(app, access_log=None, lingering_time=LINGER, read_bufsize=READ_BUFFER)
+        self._runners.append(runner)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        return int(runner.addresses[0][1])
 
     async def _upkeep_periodically(self, days: int | None) -> None:
         """Forget old event ids, and enforce CHATBOTS_RETENTION_DAYS: at start, then every hour."""
@@ -115,8 +149,8 @@ class Bot:
         if self._purger is not None:
             self._purger.cancel()
         await asyncio.gather(*(service.stop(grace) for service in self.services))
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in self._runners:
+            await runner.cleanup()
         await self.engine.close()
 
     async def serve_until_stopped(self) -> None:
@@ -156,3 +190,17 @@ async def run(settings: Settings) -> int:
     await bot.serve_until_stopped()
     await bot.stop()
     return 0
+
+
+def _bears(request: web.Request, token: str) -> bool:
+    """Whether the request carries exactly one `Authorization: Bearer <token>`, compared in constant time."""
+    values = request.headers.getall("Authorization", [])
+    if len(values) != 1:
+        return False
+    scheme, _, presented = values[0].partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+def _not_a_malformed_request(record: logging.LogRecord) -> bool:
+    """aiohttp answers a request it cannot parse with 400 and logs a traceback: the sender's fault, not news."""
+    return not (record.exc_info and isinstance(record.exc_info[1], HttpProcessingError))

@@ -396,7 +396,7 @@ async def platform_bot(sides: list[Any], model: FakeModelServer, **extra_env: st
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         env = {"OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "x", "CHATBOTS_DB": str(Path(folder) / "b.db"),
-               **extra_env}
+               "CHATBOTS_LOG_LEVEL": "WARNING", **extra_env}
         for side in sides:
             env.update(side.env())
         async with bot_process(env, port) as bot:

@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    load_dotenv(override=False)  # a .env file fills in what the environment does not set
+    load_dotenv(".env", override=False)  # the working directory's .env fills in what the environment leaves unset
     try:
         settings = Settings.from_env()
         if getattr(args, "model", None):

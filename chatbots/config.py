@@ -11,6 +11,8 @@ T = TypeVar("T")
 
 
 REDACTABLE = frozenset({"emails", "phones", "cards", "keys"})
+METRICS_TOKEN_MIN = 16
+"""Characters: a shorter bearer token on a public port could be guessed."""
 
 
 class ConfigError(Exception):
@@ -54,6 +56,10 @@ class Settings:
     discord_bot_token: str | None = None
     discord_api_url: str | None = None
     discord_gateway_url: str | None = None
+    metrics_token: str | None = None
+    """`GET /metrics` on PORT answers only requests bearing this token."""
+    metrics_port: int | None = None
+    """`GET /metrics` is served on this port instead, for a scraper inside the network; PORT has none."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +107,16 @@ class Settings:
         level = (text("CHATBOTS_LOG_LEVEL") or "INFO").upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(f"CHATBOTS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        metrics_token = text("CHATBOTS_METRICS_TOKEN")
+        if metrics_token is not None and len(metrics_token) < METRICS_TOKEN_MIN:
+            raise ConfigError(f"CHATBOTS_METRICS_TOKEN must be at least {METRICS_TOKEN_MIN} characters "
+                              "(for example the output of `openssl rand -hex 32`)")
+        port, metrics_port = number("PORT", int, defaults.port, 1), number("CHATBOTS_METRICS_PORT", int, None, 1)
+        for name, value in (("PORT", port), ("CHATBOTS_METRICS_PORT", metrics_port)):
+            if value is not None and value > 65535:
+                raise ConfigError(f"{name} must be at most 65535, got {value}")
+        if metrics_port == port:
+            raise ConfigError("CHATBOTS_METRICS_PORT must differ from PORT: it keeps /metrics off the public port")
         return cls(
             openai_api_key=text("OPENAI_API_KEY"),
             openai_base_url=base_url,
@@ -128,10 +144,12 @@ class Settings:
             slack_app_token=text("SLACK_APP_TOKEN"),
             slack_signing_secret=text("SLACK_SIGNING_SECRET"),
             slack_api_url=text("SLACK_API_URL"),
-            port=number("PORT", int, defaults.port, 1),
+            port=port,
             discord_bot_token=text("DISCORD_BOT_TOKEN"),
             discord_api_url=text("DISCORD_API_URL"),
             discord_gateway_url=text("DISCORD_GATEWAY_URL"),
+            metrics_token=metrics_token,
+            metrics_port=metrics_port,
         )
 
     def require_model_access(self) -> None:

@@ -21,6 +21,8 @@ from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 from tests.slack_rig import slack_rig
 
+METRICS_TOKEN = "observability-metrics-token"
+
 
 def sample(metrics_text: str, name: str, **labels: str) -> float:
     """The value of one Prometheus sample in exposition text (0 when absent)."""
@@ -33,7 +35,7 @@ def sample(metrics_text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_count_replies_errors_latency_tokens_moderation_and_refusals(settings: Settings) -> None:
-    async with slack_rig(replace(settings, moderation=True)) as rig:
+    async with slack_rig(replace(settings, moderation=True, metrics_token=METRICS_TOKEN)) as rig:
         rig.slack.add_user("UADMIN", name="boss", is_admin=True)
         rig.model.flag_words = {"forbidden-topic"}
         await rig.reply_in("C1", await rig.mention("hello"))
@@ -46,7 +48,8 @@ async def test_metrics_count_replies_errors_latency_tokens_moderation_and_refusa
         await rig.reply_in("C1", await rig.mention("two"))
         await rig.wait_outcomes(6)  # five turns and the command, each fully handled
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{rig.bot.port}/metrics") as response:
+            bearer = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+            async with session.get(f"http://127.0.0.1:{rig.bot.port}/metrics", headers=bearer) as response:
                 assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
                 text = await response.text()
     assert sample(text, "chatbots_turns_total", platform="slack", outcome="answered") == 2

@@ -34,7 +34,7 @@ def bot_env(slack: FakeSlack, model: FakeModelServer, db: Path) -> dict[str, str
     return {
         "OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "sk-test", "CHATBOTS_MODERATION": "off",
         "SLACK_BOT_TOKEN": "xoxb-lifecycle", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.api_url,
-        "CHATBOTS_DB": str(db),
+        "CHATBOTS_DB": str(db), "CHATBOTS_LOG_LEVEL": "WARNING",
     }
 
 

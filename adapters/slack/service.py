@@ -14,6 +14,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -21,7 +22,6 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
-from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from chatbots.commands import Caller, Commands
@@ -31,6 +31,7 @@ from chatbots.types import ConversationKey, Inbound
 
 from ..tasks import TurnTasks
 from .events import PLATFORM, SlackMessage, text_fields, translate
+from .gate import Refusal, RequestGate
 from .reply import SlackReply, SlackTarget, WorkspaceFeatures
 from .users import SlackUser, UserDirectory
 
@@ -73,6 +74,9 @@ class SlackService:
                 AsyncServerErrorRetryHandler(max_retry_count=2),
             ],
         )
+        # Bolt reads SLACK_BOT_TOKEN from the environment itself and then warns that the client's token wins: the
+        # client carries that same token, so the warning would only mislead the operator at every start.
+        logging.getLogger("slack_bolt.AsyncApp").addFilter(_not_token_skipped)
         self.app = AsyncApp(
             client=self.client,
             signing_secret=settings.slack_signing_secret or "socket-mode",
@@ -88,7 +92,8 @@ class SlackService:
         self.app.event("app_uninstalled")(self._on_uninstall)
         self.app.event("tokens_revoked")(self._on_uninstall)
         self.commands = Commands.for_engine(engine)
-        self.verifier = SignatureVerifier(settings.slack_signing_secret or "")
+        self.gate = None if self.socket_mode else RequestGate(settings.slack_signing_secret or "")
+        """HTTP mode only: Socket Mode has no public endpoint and needs no signing secret."""
         self.users = UserDirectory(self.client)
         self.features = WorkspaceFeatures()
         self.turns = TurnTasks()
@@ -99,7 +104,7 @@ class SlackService:
         self._closed = asyncio.Event()
 
     def add_routes(self, app: web.Application) -> None:
-        if not self.socket_mode:
+        if self.gate is not None:
             app.router.add_post(EVENTS_PATH, self._handle_http)
 
     async def start(self) -> None:
@@ -109,11 +114,27 @@ class SlackService:
             identity = await self.client.auth_test()
         except SlackApiError as error:
             raise ConfigError(f"SLACK_BOT_TOKEN was refused by Slack ({error.response.get('error')})") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise ConfigError(f"cannot reach the Slack API ({type(error).__name__}): check SLACK_API_URL and the network") from None
         self.bot_user_id = identity["user_id"]
         if self.socket_mode:
-            self._socket = AsyncSocketModeHandler(self.app, self.settings.slack_app_token)
-            await self._socket.connect_async()
+            await self._connect_socket()
         log.info("slack connected (%s mode)", "socket" if self.socket_mode else "http")
+
+    async def _connect_socket(self) -> None:
+        """Socket Mode. The first URL is asked for here rather than in slack_sdk's connect loop, which logs a
+        traceback and retries forever when the app token is wrong: the operator needs one clear line instead."""
+        token = self.settings.slack_app_token or ""
+        try:
+            opened = await self.client.apps_connections_open(app_token=token)
+        except SlackApiError as error:
+            raise ConfigError(f"SLACK_APP_TOKEN was refused by Slack ({error.response.get('error')}): it must be the "
+                              "app-level token (xapp-...) with the connections:write scope") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise ConfigError(f"cannot reach the Slack API ({type(error).__name__}): check SLACK_API_URL and the network") from None
+        self._socket = AsyncSocketModeHandler(self.app, token)
+        self._socket.client.wss_uri = opened["url"]
+        await self._socket.connect_async()
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -128,15 +149,18 @@ class SlackService:
         self._closed.set()
 
     async def _handle_http(self, request: web.Request) -> web.Response:
-        """Verify the signature before parsing anything, so unsigned junk costs nothing and gets a 401."""
+        """Check the signature before parsing anything (headers before the body), so junk costs next to nothing."""
         if not self.turns.accepting:
             return web.Response(status=503, text="shutting down")
+        assert self.gate is not None
         try:
-            body = (await request.read()).decode()
+            raw = await self.gate.admit(request)
+        except Refusal as refusal:
+            return refusal.response()
+        try:
+            body = raw.decode()
         except UnicodeDecodeError:  # Slack always sends UTF-8
             return web.Response(status=400, text="malformed request body")
-        if not self.verifier.is_valid_request(body, dict(request.headers)):
-            return web.Response(status=401, text="invalid signature")
         try:
             bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=dict(request.headers))
             response = await self.app.async_dispatch(bolt_request)
@@ -245,6 +269,11 @@ class SlackService:
                 continue
             name = (await self.users.get(key.workspace, user)).name
             await self.engine.handle(Inbound(key, ts, user, name, html.unescape(text), addressed=False), ContextOnly())
+
+
+def _not_token_skipped(record: logging.LogRecord) -> bool:
+    """Drops Bolt's "`token` will be unused" warning (see SlackService.__init__)."""
+    return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
 def _ts_order(ts: str) -> tuple[int, int]:
