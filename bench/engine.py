@@ -34,7 +34,7 @@ ANSWER = "This is a fairly ordinary answer of a few dozen tokens, streamed in fi
 class InstantModel:
     """Answers at once in 50 chunks, with usage, like a very fast server."""
 
-    async def stream(self, model: str, messages: list[Message]) -> AsyncIterator[str | Usage]:
+    async def stream(self, model: str, messages: list[Message], max_output: int | None = None) -> AsyncIterator[str | Usage]:
         size = -(-len(ANSWER) // 50)
         for start in range(0, len(ANSWER), size):
             yield ANSWER[start : start + size]

@@ -114,12 +114,13 @@ async def test_model_set_is_checked_against_the_servers_list(rig: SlackRig) -> N
 
 
 async def test_over_the_daily_cap_the_model_is_not_called_and_the_reset_is_named(rig: SlackRig) -> None:
-    await rig.command("limit user 20", user="UADMIN")
+    await rig.command("limit user 2000", user="UADMIN")
+    rig.model.answer_tokens = 100_000  # the first answer talks until its limit: all the allowance it may have
     ts = await rig.mention("first question")
     await rig.reply_in("C1", ts)
     ts = await rig.mention("second question")
     [refusal] = await rig.reply_in("C1", ts)
-    assert "daily allowance of 20 tokens" in refusal.text and "midnight UTC" in refusal.text
+    assert "You've used your daily allowance of 2,000 tokens" in refusal.text and "midnight UTC" in refusal.text
     assert len(rig.model.requests) == 1
 
 
@@ -152,10 +153,12 @@ async def test_daily_caps_reset_at_utc_midnight(settings: Settings) -> None:
     now = [datetime(2026, 11, 25, 23, 50, tzinfo=timezone.utc)]
     async with slack_rig(settings, "http", clock=lambda: now[0]) as rig:
         rig.slack.add_user("UADMIN", name="boss", is_admin=True)
-        await rig.command("limit workspace 20", user="UADMIN")
+        await rig.command("limit workspace 2000", user="UADMIN")
+        rig.model.answer_tokens = 100_000
         await rig.reply_in("C1", await rig.mention("use it up"))
         [refusal] = await rig.reply_in("C1", await rig.mention("more"))
         assert "in 10 min" in refusal.text
+        rig.model.answer_tokens = None
         now[0] += timedelta(minutes=11)
         [answer] = await rig.reply_in("C1", await rig.mention("new day"))
         assert answer.text == "echo: new day"
