@@ -186,22 +186,27 @@ class Commands:
             )
 
     async def _room_left(self, caller: Caller, settings: dict[str, str]) -> str:
-        """A warning to add when these settings' instructions leave the conversation under a quarter of the model's
-        window ("" when they leave enough); raises CommandError when they leave it almost nothing."""
+        """A note to add when these settings' instructions leave the conversation under a quarter of the model's
+        window ("" when they leave enough); raises CommandError when they surely leave it almost nothing."""
         model = settings.get("model") or self.engine.settings.model
         instructions = system_instructions(settings, self.engine.settings.default_instructions)
-        room, context = await self.engine.conversation_room(model, instructions, TOKENIZER_WAIT)
+        room, context, exact = await self.engine.conversation_room(model, instructions, TOKENIZER_WAIT)
+        if room >= context // 4:
+            return ""
+        if not exact:  # the tokenizer was slow to load: a bound cannot justify refusing
+            return (
+                f"\nNote: by a rough count the instructions in force here may leave less than a quarter of `{model}`'s "
+                f"{context:,}-token window for the conversation; if so, answers will see little of the thread's history."
+            )
         if room < MIN_CONVERSATION_ROOM:
             raise CommandError(
                 f"With those instructions `{model}` would have {max(room, 0):,} of its {context:,}-token window left for "
                 "the conversation and the question, too little to answer anything. Shorten them. Nothing was changed."
             )
-        if room < context // 4:
-            return (
-                f"\nNote: the instructions in force here leave {room:,} of `{model}`'s {context:,}-token window for the "
-                "conversation, less than a quarter: answers will see little of the thread's history."
-            )
-        return ""
+        return (
+            f"\nNote: the instructions in force here leave {room:,} of `{model}`'s {context:,}-token window for the "
+            "conversation, less than a quarter: answers will see little of the thread's history."
+        )
 
     async def model(self, caller: Caller, rest: str) -> str:
         words = rest.split()

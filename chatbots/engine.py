@@ -161,11 +161,11 @@ class Engine:
         context = self.context_tokens(counter)
         return context - self.output_reserve(context) - REPLY_PRIMING - self._instructions_size(model, instructions, counter)
 
-    async def conversation_room(self, model: str, instructions: str, wait: float) -> tuple[int, int]:
-        """(tokens left for a conversation's turns under these instructions, the model's window).
+    async def conversation_room(self, model: str, instructions: str, wait: float) -> tuple[int, int, bool]:
+        """(tokens left for a conversation's turns under these instructions, the model's window, whether exact).
 
         Counted exactly when the upper bound leaves less than a quarter of the window, if the tokenizer loads
-        within wait seconds (commands must answer quickly); otherwise the bound, which never understates the cost."""
+        within wait seconds (commands must answer quickly); otherwise the bound, which never overstates the room."""
         counter = self.counter(model)
         context = self.context_tokens(counter)
         room = self._history_budget(model, instructions, counter)
@@ -174,7 +174,7 @@ class Engine:
                 async with asyncio.timeout(wait):
                     await counter.load()
             room = self._history_budget(model, instructions, counter)
-        return room, context
+        return room, context, counter.exact or room >= context // 4
 
     async def handle(self, message: Inbound, reply: Reply) -> TurnResult:
         new_turn_id()  # every log line of this turn, and of tasks it starts, carries it
