@@ -214,3 +214,14 @@ async def test_long_instructions_never_cut_a_first_message_that_fits(
     assert (await restarted.handle(said(question, 1), reply)).status == "answered"
     assert model_server.requests[-1]["messages"][-1]["content"] == question
     assert TRUNCATION_NOTICE not in reply.text
+
+
+async def test_for_a_model_whose_tokenizer_is_unknown_the_prompt_is_reserved_at_its_byte_size(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer
+) -> None:
+    engine = make_engine(model="local-llm")  # counted with a default encoding that may undercount its own
+    await admin(engine, "limit user 1100")  # less than the prompt and the default limit of 1,024
+    await engine.handle(said("héllo wörld", 1), RecordingReply())
+    [system, user] = model_server.requests[-1]["messages"]
+    prompt = len(system["content"].encode()) + 4 + len("Ada: héllo wörld".encode()) + 4 + 3
+    assert sent_limit(model_server.requests[-1]) == 1100 - prompt
