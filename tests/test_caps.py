@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 from chatbots.commands import Caller, Commands
-from chatbots.engine import BUSY_NOTICE, MAX_WAITING_TURNS, TRUNCATION_NOTICE, Engine, TurnResult
+from chatbots.engine import BUSY_NOTICE, MAX_WAITING_TURNS, NO_ROOM_NOTICE, TRUNCATION_NOTICE, Engine, TurnResult
 from chatbots.limits import MIN_ANSWER_TOKENS, Caps, UsageLimits
 from chatbots.types import ConversationKey, Inbound
 from tests.fakes.model_server import FakeModelServer
@@ -225,3 +225,13 @@ async def test_for_a_model_whose_tokenizer_is_unknown_the_prompt_is_reserved_at_
     [system, user] = model_server.requests[-1]["messages"]
     prompt = len(system["content"].encode()) + 4 + len("Ada: héllo wörld".encode()) + 4 + 3
     assert sent_limit(model_server.requests[-1]) == 1100 - prompt
+
+
+async def test_instructions_filling_the_window_get_a_clear_reply_and_no_model_call(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer
+) -> None:
+    await admin(make_engine(), "instructions set " + "Answer politely and briefly. " * 190)  # ~950 tokens
+    small = make_engine(context_tokens=1024)  # the window shrank afterwards (CHATBOTS_CONTEXT_TOKENS changed)
+    reply = RecordingReply()
+    assert (await small.handle(said("hi", 1), reply)).status == "no_room"
+    assert reply.notice == NO_ROOM_NOTICE and not model_server.requests
