@@ -47,10 +47,10 @@ class Caps:
 
     @classmethod
     def from_settings(cls, settings: dict[str, str]) -> Caps:
-        def cap(name: str, maximum: int) -> int:
-            return parse_count(settings.get(name), maximum) or 0
+        def cap(name: str) -> int:
+            return parse_count(settings.get(name), 10**18) or 0  # commands stored it; only garbage reads as none
 
-        return cls(cap("limit_user", MAX_CAP), cap("limit_workspace", MAX_CAP), cap("limit_rate", MAX_RATE))
+        return cls(cap("limit_user"), cap("limit_workspace"), cap("limit_rate"))
 
     @property
     def daily(self) -> bool:

@@ -51,7 +51,7 @@ async def test_ten_requests_at_once_cannot_overrun_a_daily_cap(
     make_engine: Callable[..., Engine], model_server: FakeModelServer
 ) -> None:
     model_server.answer_tokens = 5000  # a talkative model: only the limit it is sent stops it
-    engine = make_engine(max_output_tokens=1000)
+    engine = make_engine(max_output_tokens=1000, stall_timeout=60)  # held requests wait as long as the test needs
     await admin(engine, "limit user 3000")
     for _ in range(10):
         model_server.queue(hold=True)  # every admitted request stays in flight until all ten were decided
