@@ -23,7 +23,7 @@ from pathlib import Path
 from chatbots.config import Settings
 from chatbots.engine import Engine
 from chatbots.model import Message, OpenAIChat
-from chatbots.store import Store
+from chatbots.store import SQLiteDatabase, Store
 from chatbots.types import ConversationKey, Inbound, Usage
 from tests.fakes.model_server import FakeModelServer
 
@@ -34,7 +34,7 @@ ANSWER = "This is a fairly ordinary answer of a few dozen tokens, streamed in fi
 class InstantModel:
     """Answers at once in 50 chunks, with usage, like a very fast server."""
 
-    async def stream(self, model: str, messages: list[Message]) -> AsyncIterator[str | Usage]:
+    async def stream(self, model: str, messages: list[Message], max_output: int | None = None) -> AsyncIterator[str | Usage]:
         size = -(-len(ANSWER) // 50)
         for start in range(0, len(ANSWER), size):
             yield ANSWER[start : start + size]
@@ -52,7 +52,7 @@ class NullReply:
 
 def build_database(path: Path, total: int, hot: int) -> None:
     """Fill the database with `total` messages: `hot` in the measured thread, the rest in 10,000 others."""
-    store = Store.open(path)
+    store = SQLiteDatabase.open(path)
     hot_id = store.conversation_id(KEY)
     others = [store.conversation_id(ConversationKey("bench", f"T{n % 50}", f"C{n}", "t")) for n in range(10_000)]
     text = "a typical chat message of a dozen words or so, asking about something at work"

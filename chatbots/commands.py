@@ -7,15 +7,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from .engine import Engine
-from .limits import Caps
+from .limits import MAX_CAP, MAX_RATE, direct_caps, is_direct, parse_count
 from .pricing import PriceList, parse_prices
-from .prompt import DEFAULT_INSTRUCTIONS
+from .prompt import DEFAULT_INSTRUCTIONS, system_instructions
 from .types import ConversationKey
 
 MAX_INSTRUCTIONS = 8_000
 """Characters of system instructions: enough for a detailed brief, small enough to leave room for the thread."""
 MODEL_LIST_TIMEOUT = 2.0
 """Seconds to wait for the model server's list; commands must answer within the platforms' 3 s."""
+TOKENIZER_WAIT = 1.5
+"""Seconds a command waits for the tokenizer to check instructions against the model's window."""
+MIN_CONVERSATION_ROOM = 256
+"""Tokens the instructions must leave for the conversation itself; with less they are refused."""
 
 USAGE = {
     "help": "`help` — what I do here and the commands you can use",
@@ -52,13 +56,14 @@ class CommandError(Exception):
     """Bad command text: the message is a usage line for the person."""
 
 
-def _number(word: str | None, what: str) -> int:
-    if word is None or not word.strip().isdigit():
-        raise CommandError(f"{what} needs a whole number of 0 or more, like `limit user 50000`.\n{USAGE['limit']}")
-    value = int(word)
-    if value > 10**12:
-        raise CommandError(f"{value:,} is larger than any sensible limit.")
-    return value
+def _number(word: str, what: str, maximum: int) -> int:
+    """A number typed in a command: ASCII digits only, at most maximum, else a clear error."""
+    if word.isascii() and word.isdigit():
+        value = parse_count(word, maximum)
+        if value is None:
+            raise CommandError(f"{what} can be at most {maximum:,}. Nothing was changed.")
+        return value
+    raise CommandError(f"{what} needs a whole number of 0 or more in digits 0-9, like `limit user 50000`.\n{USAGE['limit']}")
 
 
 def _mention(key: ConversationKey, user_id: str) -> str:
@@ -143,8 +148,9 @@ class Commands:
             self._require_admin(caller)
             text = words[1].strip() if len(words) > 1 else ""
             self._check_instructions(text)
+            room = await self._room_left(caller, {**settings, "instructions": text})
             old = await self._change(caller, "instructions", text)
-            return "Workspace instructions updated" + (" (they replace the previous ones)." if old else ".") + f"\n>>> {text}"
+            return "Workspace instructions updated" + (" (they replace the previous ones)." if old else ".") + room + f"\n>>> {text}"
         if verb == "clear":
             self._require_admin(caller)
             old = await self._change(caller, "instructions", None)
@@ -162,8 +168,9 @@ class Commands:
         if verb == "set":
             text = words[1].strip() if len(words) > 1 else ""
             self._check_instructions(text)
+            room = await self._room_left(caller, {**(await self._settings(caller)), "channel_instructions": text})
             await self._change(caller, "instructions", text, channel=channel)
-            return f"Channel instructions set; they apply here after the workspace's.\n>>> {text}"
+            return f"Channel instructions set; they apply here after the workspace's.{room}\n>>> {text}"
         if verb == "clear":
             old = await self._change(caller, "instructions", None, channel=channel)
             return "Channel instructions cleared." if old else "This channel had no instructions to clear."
@@ -177,6 +184,29 @@ class Commands:
                 f"Those instructions are {len(text):,} characters; the limit is {MAX_INSTRUCTIONS:,}. "
                 "Shorten them and try again — nothing was changed."
             )
+
+    async def _room_left(self, caller: Caller, settings: dict[str, str]) -> str:
+        """A note to add when these settings' instructions leave the conversation under a quarter of the model's
+        window ("" when they leave enough); raises CommandError when they surely leave it almost nothing."""
+        model = settings.get("model") or self.engine.settings.model
+        instructions = system_instructions(settings, self.engine.settings.default_instructions)
+        room, context, exact = await self.engine.conversation_room(model, instructions, TOKENIZER_WAIT)
+        if room >= context // 4:
+            return ""
+        if not exact:  # the tokenizer was slow to load: a bound cannot justify refusing
+            return (
+                f"\nNote: by a rough count the instructions in force here may leave less than a quarter of `{model}`'s "
+                f"{context:,}-token window for the conversation; if so, answers will see little of the thread's history."
+            )
+        if room < MIN_CONVERSATION_ROOM:
+            raise CommandError(
+                f"With those instructions `{model}` would have {max(room, 0):,} of its {context:,}-token window left for "
+                "the conversation and the question, too little to answer anything. Shorten them. Nothing was changed."
+            )
+        return (
+            f"\nNote: the instructions in force here leave {room:,} of `{model}`'s {context:,}-token window for the "
+            "conversation, less than a quarter: answers will see little of the thread's history."
+        )
 
     async def model(self, caller: Caller, rest: str) -> str:
         words = rest.split()
@@ -193,8 +223,9 @@ class Commands:
         if offered is not None and name not in offered:
             listed = ", ".join(f"`{m}`" for m in sorted(offered)[:20])
             raise CommandError(f"The model server doesn't offer `{name}`. It offers: {listed}. Nothing was changed.")
+        room = await self._room_left(caller, {**(await self._settings(caller)), "model": name})
         old = await self._change(caller, "model", name)
-        return f"Model changed from `{old or self.engine.settings.model}` to `{name}`."
+        return f"Model changed from `{old or self.engine.settings.model}` to `{name}`.{room}"
 
     async def _offered_models(self) -> set[str] | None:
         lister = getattr(self.engine.model, "list_models", None)
@@ -213,24 +244,33 @@ class Commands:
             raise CommandError(f"Usage: {USAGE['limit']}")
         self._require_admin(caller)
         which = words[0].lower()
-        value = _number(words[1], f"`limit {which}`")
-        old = await self._change(caller, f"limit_{which}", str(value) if value else None)
+        value = _number(words[1], f"`limit {which}`", MAX_RATE if which == "rate" else MAX_CAP)
+        old = parse_count(await self._change(caller, f"limit_{which}", str(value) if value else None), 10**100)
         what = {"user": "Daily tokens per person", "workspace": "Daily tokens for the workspace", "rate": "Requests per person per minute"}[which]
-        before = f"{int(old):,}" if old else "no limit"
-        return f"{what}: {f'{value:,}' if value else 'no limit'} (was {before})."
+        before = f"{old:,}" if old else "no limit"
+        return f"{what}: {f'{value:,}' if value else 'no limit'} (was {before})." + self._operator_note(caller)
+
+    def _operator_note(self, caller: Caller) -> str:
+        """In DMs, the operator's caps (CHATBOTS_DM_LIMIT_*) apply too, whatever admins set here."""
+        operator = direct_caps(self.engine.settings)
+        if not is_direct(caller.key) or not (operator.user_daily or operator.per_minute):
+            return ""
+        parts = [f"{operator.user_daily:,} tokens per person a day"] if operator.user_daily else []
+        parts += [f"{operator.per_minute:,} requests per person a minute"] if operator.per_minute else []
+        return f"\nIn direct messages the bot's operator also allows at most {' and '.join(parts)}; the stricter limit applies."
 
     async def limits(self, caller: Caller, rest: str) -> str:
-        caps = Caps.from_settings(await self._settings(caller))
+        caps = await self.engine.caps(caller.key)
 
         def shown(value: int, unit: str) -> str:
             return f"{value:,} {unit}" if value else "no limit"
 
         return "\n".join([
-            "Limits in this workspace (daily limits reset at midnight UTC):",
+            "Limits in force here (daily limits reset at midnight UTC):",
             f"• per person: {shown(caps.user_daily, 'tokens a day')}",
             f"• whole workspace: {shown(caps.workspace_daily, 'tokens a day')}",
             f"• rate: {shown(caps.per_minute, 'requests per person per minute')}",
-        ])
+        ]) + self._operator_note(caller)
 
     async def usage(self, caller: Caller, rest: str) -> str:
         key = caller.key
@@ -248,8 +288,7 @@ class Commands:
         mine = [r for r in rows if r["user_id"] == caller.user_id]
         my_today, _ = total([r for r in mine if r["day"] == today])
         my_month, _ = total(mine)
-        caps = Caps.from_settings(await self._settings(caller))
-        remaining = await self.engine.limits.remaining(await self._workspace(caller), caller.user_id, caps)
+        remaining = await self.engine.limits.remaining(await self._workspace(caller), caller.user_id, await self.engine.caps(caller.key))
         own = f"You: {my_today:,} tokens today, {my_month:,} in the last 30 days."
         own += f" You can use {remaining:,} more today." if remaining is not None else " No daily cap applies to you."
         if not admin:

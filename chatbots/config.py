@@ -39,6 +39,10 @@ class Settings:
     """Platform user ids that may change settings in any workspace, besides the platforms' own admins."""
     prices: str | None = None
     """CHATBOTS_PRICES overrides, parsed by pricing.parse_prices."""
+    dm_limit_user: int | None = None
+    """Daily tokens per person in direct messages (both platforms); the stricter of this and an admin's cap applies."""
+    dm_limit_rate: int | None = None
+    """Requests per person per minute in direct messages; the stricter of this and an admin's cap applies."""
     moderation: bool = True
     moderation_base_url: str | None = None
     moderation_api_key: str | None = None
@@ -132,6 +136,8 @@ class Settings:
             allow_bots=flag("CHATBOTS_ALLOW_BOTS"),
             admins=frozenset(part.strip() for part in (text("CHATBOTS_ADMINS") or "").split(",") if part.strip()),
             prices=text("CHATBOTS_PRICES"),
+            dm_limit_user=number("CHATBOTS_DM_LIMIT_USER", int, None, 1),
+            dm_limit_rate=number("CHATBOTS_DM_LIMIT_RATE", int, None, 1),
             moderation=(text("CHATBOTS_MODERATION") or "on").lower() not in ("off", "false", "0", "no"),
             moderation_base_url=moderation_url,
             moderation_api_key=text("CHATBOTS_MODERATION_API_KEY"),

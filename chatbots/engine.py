@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from .config import Settings
-from .limits import Caps, Refused, UsageLimits
+from .limits import Admission, Caps, Refused, UsageLimits, caps_for
 from .logs import new_turn_id
 from .metrics import Metrics
 from .model import ChatModel, Message, ModelError
@@ -23,7 +23,7 @@ from .moderation import (
     Moderator,
     Verdict,
 )
-from .prompt import DEFAULT_INSTRUCTIONS, build_messages, counted_text, labelled
+from .prompt import build_messages, counted_text, labelled, system_instructions
 from .redact import redactor
 from .store import Store
 from .tokens import (
@@ -32,6 +32,8 @@ from .tokens import (
     TokenCounter,
     Tokenizers,
     byte_bound,
+    knows_tokenizer,
+    surely_over,
 )
 from .types import ConversationKey, Inbound, Reply, Usage
 from .window import StoredMessage
@@ -47,6 +49,19 @@ EMPTY_NOTICE = "Your message has no text for me to answer. Ask me something!"
 EMPTY_ANSWER_NOTICE = "The model sent back an empty answer. Please try rephrasing."
 STORAGE_NOTICE = "I can't save messages right now (my database is unavailable), so I can't answer. An admin has been told in the logs."
 INTERNAL_ERROR_NOTICE = "Something went wrong on my side while answering. Please try again."
+BUSY_NOTICE = "There are too many messages waiting in this conversation; try again in a moment."
+NO_ROOM_NOTICE = (
+    "The instructions set for this workspace or channel fill this model's whole context window, so I can't read your "
+    "message. An admin can shorten them (`/chatbot instructions`)."
+)
+CUT_MARGIN = 8
+"""Tokens kept spare when cutting a message: pieces counted apart may merge or split where they join."""
+MAX_WAITING_TURNS = 20
+"""Turns one conversation may have waiting behind the one being answered; more are turned away with BUSY_NOTICE."""
+
+
+class ConversationBusy(Exception):
+    """The conversation's queue is full: the turn is refused before it is accepted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +70,7 @@ class TurnResult:
 
     status: str
     """'answered', 'failed', 'refused' (over a cap), 'flagged' (moderation), 'moderation_unavailable',
-    'stored' (context only), 'duplicate' or 'empty'."""
+    'stored' (context only), 'duplicate', 'empty', 'busy' (queue full) or 'no_room' (instructions fill the window)."""
     answer: str = ""
     usage: Usage | None = None
 
@@ -69,8 +84,6 @@ class Engine:
         self.metrics = Metrics()
         self.moderator = Moderator.from_settings(settings)
         self.redact = redactor(settings.redact)
-        self.expected_output = settings.max_output_tokens or 1024
-        """Tokens reserved against caps for an answer not yet written."""
         self.tokenizers = tokenizers if tokenizers is not None else Tokenizers()
         self._counters: dict[str, TokenCounter] = {}
         self._instruction_tokens: dict[tuple[str, str], int] = {}
@@ -100,13 +113,22 @@ class Engine:
             return min(self.settings.max_output_tokens, context // 2)
         return min(4096, context // 8)
 
+    async def caps(self, key: ConversationKey) -> Caps:
+        """The caps in force in a conversation (in DMs the operator's CHATBOTS_DM_LIMIT_* too)."""
+        return caps_for(key, await self.store.settings_for(key), self.settings)
+
     @contextlib.asynccontextmanager
     async def _in_order(self, key: ConversationKey) -> AsyncIterator[None]:
-        """One turn at a time per conversation, in arrival order; other conversations run alongside."""
+        """One turn at a time per conversation, in arrival order; other conversations run alongside.
+
+        At most MAX_WAITING_TURNS wait: a flood into one conversation is turned away at the door (ConversationBusy),
+        and every turn already waiting keeps its place."""
         entry = self._queues.get(key)
         if entry is None:
             entry = self._queues[key] = (asyncio.Lock(), [0])
         lock, waiting = entry
+        if waiting[0] > MAX_WAITING_TURNS:  # one being answered, MAX_WAITING_TURNS behind it
+            raise ConversationBusy
         waiting[0] += 1
         try:
             async with lock:
@@ -120,10 +142,7 @@ class Engine:
         """The model and system instructions that apply here: the workspace's, then the channel's on top."""
         found = await self.store.settings_for(key)
         model = found.get("model") or self.settings.model
-        parts = [found.get("instructions") or self.settings.default_instructions or DEFAULT_INSTRUCTIONS]
-        if found.get("channel_instructions"):
-            parts.append(found["channel_instructions"])
-        return model, "\n\n".join(parts)
+        return model, system_instructions(found, self.settings.default_instructions)
 
     def _instructions_size(self, model: str, instructions: str, counter: TokenCounter) -> int:
         cache_key = (model, instructions)
@@ -142,19 +161,40 @@ class Engine:
         context = self.context_tokens(counter)
         return context - self.output_reserve(context) - REPLY_PRIMING - self._instructions_size(model, instructions, counter)
 
+    async def conversation_room(self, model: str, instructions: str, wait: float) -> tuple[int, int, bool]:
+        """(tokens left for a conversation's turns under these instructions, the model's window, whether exact).
+
+        Counted exactly when the upper bound leaves less than a quarter of the window, if the tokenizer loads
+        within wait seconds (commands must answer quickly); otherwise the bound, which never overstates the room."""
+        counter = self.counter(model)
+        context = self.context_tokens(counter)
+        room = self._history_budget(model, instructions, counter)
+        if room < context // 4 and not counter.exact:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await counter.load()
+            room = self._history_budget(model, instructions, counter)
+        return room, context, counter.exact or room >= context // 4
+
     async def handle(self, message: Inbound, reply: Reply) -> TurnResult:
         new_turn_id()  # every log line of this turn, and of tasks it starts, carries it
         started = time.monotonic()
-        async with self._in_order(message.key):
-            try:
-                result = await self._turn(message, reply, started)
-            except sqlite3.Error as error:
-                # A locked, full or read-only database: say so in chat and keep serving other turns.
-                log.error("database unavailable during a turn: %s", type(error).__name__)
-                self.metrics.errors.labels("storage").inc()
-                if message.addressed is not False:
-                    await _quietly(reply.fail(STORAGE_NOTICE), "fail")
-                result = TurnResult("storage_error")
+        try:
+            async with self._in_order(message.key):
+                try:
+                    result = await self._turn(message, reply, started)
+                except sqlite3.Error as error:
+                    # A locked, full or read-only database: say so in chat and keep serving other turns.
+                    log.error("database unavailable during a turn: %s", type(error).__name__)
+                    self.metrics.errors.labels("storage").inc()
+                    if message.addressed is not False:
+                        await _quietly(reply.fail(STORAGE_NOTICE), "fail")
+                    result = TurnResult("storage_error")
+        except ConversationBusy:
+            log.info("conversation queue full; turn turned away")
+            if message.addressed is not False:
+                await _quietly(reply.fail(BUSY_NOTICE), "fail")
+            result = TurnResult("busy")
         platform = message.key.platform
         self.metrics.turns.labels(platform, result.status).inc()
         if result.status in ("answered", "failed", "flagged"):
@@ -169,11 +209,22 @@ class Engine:
             return TurnResult("empty")
         model, instructions = await self._instructions(message.key)
         counter = self.counter(model)
-        budget = self._history_budget(model, instructions, counter)
+        workspace_id = await self.store.workspace_id(message.key.platform, message.key.workspace)
+        caps = await self.caps(message.key)
+        if message.addressed is not False:
+            try:  # before moderation or the model cost anything: a flood over the rate stops here
+                await self.limits.precheck(workspace_id, message.author_id, caps)
+            except Refused as refusal:
+                return await self._refused(message, reply, refusal)
 
         if self.redact is not None:
             message = replace(message, text=self.redact(message.text))
-        text, truncated = await self._fit(message, counter, budget)
+        fitted = await self._fit(message, counter, model, instructions)
+        if fitted is None:
+            if message.addressed is not False:
+                await _quietly(reply.fail(NO_ROOM_NOTICE), "fail")
+            return TurnResult("no_room")
+        text, truncated = fitted
         moderated = self.moderator is not None and (await self.store.settings_for(message.key)).get("moderation", "on") == "on"
         if moderated:
             assert self.moderator is not None
@@ -199,21 +250,16 @@ class Engine:
         if message.addressed is None and not _continues_exchange(window, message.author_id):
             return TurnResult("stored")
         prompt = build_messages(instructions, window)
-        prompt_estimate = sum(turn.tokens for turn in window) + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
 
         def exact_prompt_tokens() -> int:
             """For servers that report no usage: the prompt counted for real (only bounded sizes recounted)."""
             turns = sum(turn.tokens if turn.exact else counter.count_message(counted_text(turn)) for turn in window)
             return turns + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
 
-        workspace_id = await self.store.workspace_id(message.key.platform, message.key.workspace)
-        caps = Caps.from_settings(await self.store.settings_for(message.key))
         try:
-            admission = await self.limits.admit(workspace_id, message.author_id, caps, prompt_estimate + self.expected_output)
+            admission = await self._admit(workspace_id, message.author_id, caps, model, instructions, window, exact_prompt_tokens)
         except Refused as refusal:
-            self.metrics.refusals.labels(message.key.platform).inc()
-            await _quietly(reply.fail(str(refusal)), "fail")
-            return TurnResult("refused")
+            return await self._refused(message, reply, refusal)
         if moderated:
             assert self.moderator is not None
             key = message.key
@@ -221,7 +267,8 @@ class Engine:
         usage: Usage | None = None
         try:
             usage, result = await self._answer(
-                conversation, workspace_id, model, prompt, exact_prompt_tokens, truncated, reply, message.key.platform, started
+                conversation, workspace_id, model, prompt, exact_prompt_tokens, truncated, reply, message.key.platform, started,
+                admission.output_limit,
             )
             return result
         finally:
@@ -230,9 +277,38 @@ class Engine:
                 self.metrics.tokens.labels(message.key.platform, "prompt").inc(usage.prompt_tokens)
                 self.metrics.tokens.labels(message.key.platform, "completion").inc(usage.completion_tokens)
 
+    async def _refused(self, message: Inbound, reply: Reply, refusal: Refused) -> TurnResult:
+        self.metrics.refusals.labels(message.key.platform).inc()
+        await _quietly(reply.fail(str(refusal)), "fail")
+        return TurnResult("refused")
+
+    async def _admit(
+        self, workspace_id: int, user_id: str, caps: Caps, model: str, instructions: str, window: list[StoredMessage],
+        exact_prompt_tokens: Callable[[], int],
+    ) -> Admission:
+        """Reserve the prompt and the answer's output limit under the caps; the limit is what the model is sent.
+
+        Under a daily cap the prompt is reserved at an upper bound of what the server will count: exact for OpenAI
+        models (counted for real when a bound would shrink or refuse the request), UTF-8 bytes for models whose
+        tokenizer is only guessed. With no cap the limit is CHATBOTS_MAX_OUTPUT_TOKENS, or none."""
+        counter = self.counter(model)
+        if not caps.daily:
+            return await self.limits.admit(workspace_id, user_id, caps, 0, self.settings.max_output_tokens)
+        wanted = self.settings.max_output_tokens or self.output_reserve(self.context_tokens(counter))
+        if not knows_tokenizer(model):
+            turns = sum(byte_bound(counted_text(turn)) + MESSAGE_OVERHEAD for turn in window)
+            prompt = turns + byte_bound(instructions) + MESSAGE_OVERHEAD + REPLY_PRIMING
+        else:
+            prompt = sum(turn.tokens for turn in window) + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
+            room = await self.limits.room(workspace_id, user_id, caps)
+            if room is not None and prompt + wanted > room and not (counter.exact and all(turn.exact for turn in window)):
+                await counter.load()  # the bound decides something: count for real
+                prompt = exact_prompt_tokens()
+        return await self.limits.admit(workspace_id, user_id, caps, prompt, wanted)
+
     async def _answer(
         self, conversation: int, workspace_id: int, model: str, prompt: list[Message], prompt_tokens: Callable[[], int],
-        truncated: bool, reply: Reply, platform: str, started: float,
+        truncated: bool, reply: Reply, platform: str, started: float, output_limit: int | None,
     ) -> tuple[Usage | None, TurnResult]:
         """Stream the model's answer into the reply and store it; returns the usage to count against caps.
 
@@ -247,7 +323,7 @@ class Engine:
         usage: Usage | None = None
         saved_at = time.monotonic()
         try:
-            async with contextlib.aclosing(self.model.stream(model, prompt)) as stream:
+            async with contextlib.aclosing(self.model.stream(model, prompt, output_limit)) as stream:
                 async for part in stream:
                     if isinstance(part, Usage):
                         usage = part
@@ -308,18 +384,26 @@ class Engine:
         log.debug("counted %d turns exactly", corrected)
         return (await self.store.window(conversation, budget)).messages
 
-    async def _fit(self, message: Inbound, counter: TokenCounter, budget: int) -> tuple[str, bool]:
-        """The message as the model will read it: whole, or cut to the window with a visible mark."""
-        room = budget - MESSAGE_OVERHEAD - 32  # the speaker's name and the truncation mark
+    async def _fit(self, message: Inbound, counter: TokenCounter, model: str, instructions: str) -> tuple[str, bool] | None:
+        """The message as the model will read it: whole, or cut to the window with a visible mark.
+
+        Whole whenever it really fits: bounds decide only when they say it fits, and otherwise the tokenizer loads
+        and both the message and the instructions (whose bound shrank the budget) are counted for real. None when
+        the instructions leave no room for any message at all."""
         text = message.text
-        if byte_bound(text) <= room:
+        as_read = labelled(text, message.author_name, message.author_id)  # its size is counted with the speaker's name
+        budget = self._history_budget(model, instructions, counter)
+        if byte_bound(as_read) + MESSAGE_OVERHEAD <= budget:
             return text, False  # fits whatever the tokenizer would say
         await counter.load()
-        too_long_to_count = len(text) > max(room, 1) * 16  # no token is longer than this on average
-        if not too_long_to_count and counter.count(text) <= room:
+        budget = self._history_budget(model, instructions, counter)  # the instructions' size is exact now too
+        if not surely_over(as_read, budget - MESSAGE_OVERHEAD) and counter.count_message(as_read) <= budget:
             return text, False
-        mark_tokens = counter.count(TRUNCATION_MARK)
-        return counter.truncate(text, max(room - mark_tokens, 1)) + TRUNCATION_MARK, True
+        label = len(as_read) - len(text)
+        room = budget - MESSAGE_OVERHEAD - counter.count(as_read[:label]) - counter.count(TRUNCATION_MARK) - CUT_MARGIN
+        if room < 1:
+            return None
+        return counter.truncate(text, room) + TRUNCATION_MARK, True
 
     async def _failed(
         self, answer_row: int, model: str, parts: list[str], reply: Reply, notice: str, status: str = "failed"

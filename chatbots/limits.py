@@ -1,8 +1,10 @@
-"""Usage caps and rate limits: reserve before the model is called, settle with the real usage after.
+"""Usage caps and rate limits. A daily cap is a ceiling: no set of requests, however concurrent, overruns it.
 
-Reservations live in memory so concurrent requests see each other before any of them finishes: ten
-simultaneous mentions from a user with room for one answer cannot all pass. Daily totals are read from the
-store once per workspace and day, then kept current here (one process owns a database).
+A request is admitted only if what was used today, plus what answers still being written have reserved, plus
+this request's prompt and its output limit fit under every daily cap that applies. The output limit, sent to
+the model, is shrunk to what is left, and the real usage replaces the reservation when the answer ends.
+Reservations live in memory so concurrent requests see each other before any of them finishes (one process
+owns a database). Daily totals are read from the store once per workspace and day, then kept current here.
 """
 
 from __future__ import annotations
@@ -12,8 +14,28 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from .clock import Clock
+from .config import Settings
 from .store import Store
-from .types import Usage
+from .types import ConversationKey, Usage
+
+MIN_ANSWER_TOKENS = 32
+"""The smallest output limit worth sending: with less room left a request is refused, not answered with a stub."""
+MAX_CAP = 10**12
+"""Largest daily token cap a command accepts (matches the Discord command's range)."""
+MAX_RATE = 10_000
+"""Largest requests-per-minute cap a command accepts."""
+MAX_TRACKED_DAYS = 10_000
+"""Workspace-days of usage totals kept in memory at most."""
+_MINUTE = timedelta(minutes=1)
+
+
+def parse_count(text: str | None, maximum: int) -> int | None:
+    """A whole number of 0 or more in ASCII digits (no signs, spaces, superscripts or other scripts' digits), at most
+    maximum; None otherwise. The length is checked first, so a huge digit string costs nothing to refuse."""
+    if text is None or not 0 < len(text) <= len(str(maximum)) or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +47,48 @@ class Caps:
 
     @classmethod
     def from_settings(cls, settings: dict[str, str]) -> Caps:
-        return cls(
-            int(settings.get("limit_user") or 0),
-            int(settings.get("limit_workspace") or 0),
-            int(settings.get("limit_rate") or 0),
+        def cap(name: str) -> int:
+            return parse_count(settings.get(name), 10**18) or 0  # commands stored it; only garbage reads as none
+
+        return cls(cap("limit_user"), cap("limit_workspace"), cap("limit_rate"))
+
+    @property
+    def daily(self) -> bool:
+        return bool(self.user_daily or self.workspace_daily)
+
+    def stricter(self, other: Caps) -> Caps:
+        """Both sets layered: for each cap the lower one that is set wins."""
+
+        def lower(a: int, b: int) -> int:
+            return min(a, b) if a and b else a or b
+
+        return Caps(
+            lower(self.user_daily, other.user_daily),
+            lower(self.workspace_daily, other.workspace_daily),
+            lower(self.per_minute, other.per_minute),
         )
+
+
+def is_direct(key: ConversationKey) -> bool:
+    """A direct-message conversation, as both adapters key them.
+
+    Discord DMs share the workspace "dm" (there is no server); Slack DMs are IM channels, whose ids start with D,
+    in the team's own workspace. Derived from the key, so every message and command in a DM is seen as one.
+    """
+    if key.platform == "discord":
+        return key.workspace == "dm"
+    return key.platform == "slack" and key.channel.startswith("D")
+
+
+def direct_caps(settings: Settings) -> Caps:
+    """The caps an operator sets for every direct-message conversation (CHATBOTS_DM_LIMIT_*)."""
+    return Caps(user_daily=settings.dm_limit_user or 0, per_minute=settings.dm_limit_rate or 0)
+
+
+def caps_for(key: ConversationKey, stored: dict[str, str], settings: Settings) -> Caps:
+    """The caps in force in a conversation: the workspace's, and in DMs the operator's too (the stricter wins)."""
+    caps = Caps.from_settings(stored)
+    return caps.stricter(direct_caps(settings)) if is_direct(key) else caps
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +97,8 @@ class Admission:
     user_id: str
     day: str
     reserved: int
+    output_limit: int | None
+    """The most tokens the answer may use, to send to the model; None when no cap applies and none is configured."""
 
 
 class Refused(Exception):
@@ -50,83 +111,157 @@ def _until(now: datetime, then: datetime) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
+@dataclass(frozen=True, slots=True)
+class _Room:
+    scope: str
+    """'user' or 'workspace'."""
+    cap: int
+    left: int
+    """What the cap leaves after today's usage and the reservations of answers in progress (may be negative)."""
+    held: int
+    """Of what is used, the part reserved by answers still being written."""
+
+
 class UsageLimits:
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
         self._used: dict[tuple[int, str], dict[str, int]] = {}
+        """Tokens per user, per (workspace, day); only today's days are kept."""
         self._reserved: dict[tuple[int, str, str], int] = {}
+        """Tokens held by answers in progress, per (workspace, day, user); released when each answer ends."""
         self._recent: dict[tuple[int, str], deque[datetime]] = {}
+        """Request times within the last minute, per (workspace, user); idle entries are swept once a minute."""
+        self._swept = datetime.min.replace(tzinfo=timezone.utc)
 
     async def used_today(self, workspace_id: int, day: str) -> dict[str, int]:
-        """Tokens per user today in a workspace (loaded once a day, then kept current)."""
+        """Tokens per user on a day in a workspace (loaded once a day, then kept current)."""
         found = self._used.get((workspace_id, day))
         if found is None:
-            if len(self._used) > 10_000:
-                self._used.clear()
-            found = self._used[(workspace_id, day)] = await self.store.day_usage(workspace_id, day)
+            loaded = await self.store.day_usage(workspace_id, day)
+            for key in [key for key in self._used if key[1] < day]:
+                del self._used[key]  # a new day has begun; only answers that began yesterday still settle there
+            if len(self._used) > MAX_TRACKED_DAYS:
+                self._used.clear()  # very many busy workspaces: the store holds every total anyway
+            found = self._used.setdefault((workspace_id, day), loaded)  # a concurrent load may have won: keep that one
         return found
 
-    async def admit(self, workspace_id: int, user_id: str, caps: Caps, estimate: int) -> Admission:
-        """Reserve estimate tokens for one reply, or raise Refused naming the limit and its reset."""
+    def _rate_refusal(self, workspace_id: int, user_id: str, caps: Caps, now: datetime) -> Refused | None:
+        self._sweep(now)
+        recent = self._recent.get((workspace_id, user_id))
+        if recent is None:
+            return None
+        while recent and now - recent[0] >= _MINUTE:
+            recent.popleft()
+        if caps.per_minute and len(recent) >= caps.per_minute:
+            wait = int((recent[-caps.per_minute] + _MINUTE - now).total_seconds()) + 1
+            return Refused(
+                f"You're sending requests faster than allowed here ({caps.per_minute} per minute). Try again in {wait} s."
+            )
+        return None
+
+    def _sweep(self, now: datetime) -> None:
+        """Drop the request times of people idle for a minute, so many people over time cost no memory."""
+        if now - self._swept < _MINUTE:
+            return
+        self._swept = now
+        self._recent = {key: times for key, times in self._recent.items() if times and now - times[-1] < _MINUTE}
+
+    def _rooms(self, workspace_id: int, user_id: str, caps: Caps, day: str, used: dict[str, int]) -> list[_Room]:
+        rooms = []
+        if caps.user_daily:
+            held = self._reserved.get((workspace_id, day, user_id), 0)
+            rooms.append(_Room("user", caps.user_daily, caps.user_daily - used.get(user_id, 0) - held, held))
+        if caps.workspace_daily:
+            held = sum(tokens for (ws, held_day, _), tokens in self._reserved.items() if ws == workspace_id and held_day == day)
+            rooms.append(_Room("workspace", caps.workspace_daily, caps.workspace_daily - sum(used.values()) - held, held))
+        return rooms
+
+    def _short(self, room: _Room, need: int, now: datetime) -> Refused | None:
+        """Why a request needing this many tokens does not fit under a cap: the cap is too small, or used up."""
+        if room.cap < need:
+            whose = "per person here" if room.scope == "user" else "for this whole workspace"
+            return Refused(
+                f"This conversation needs about {need:,} tokens for even a short answer, more than the daily "
+                f"allowance of {room.cap:,} tokens {whose}. A new thread (or `/chatbot forget`) needs fewer; "
+                "an admin can also raise the allowance."
+            )
+        if room.left >= need:
+            return None
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+        reset = f"It resets at midnight UTC (in {_until(now, midnight)})."
+        left = (
+            f": {room.left:,} left, too few for this request (about {need:,} tokens with a short answer)"
+            if room.left > 0 else ""
+        )
+        held = " (counting answers still being written)" if room.held else ""
+        if room.scope == "user":
+            return Refused(f"You've used your daily allowance of {room.cap:,} tokens in this workspace{left}{held}. {reset}")
+        return Refused(f"This workspace has used its daily allowance of {room.cap:,} tokens{left}{held}. {reset}")
+
+    async def precheck(self, workspace_id: int, user_id: str, caps: Caps) -> None:
+        """Refuse early, before any moderation or model call, when the rate is reached or no daily room is left."""
+        now = self.clock()
+        refusal = self._rate_refusal(workspace_id, user_id, caps, now)
+        if refusal is not None:
+            raise refusal
+        if caps.daily:
+            day = now.date().isoformat()
+            used = await self.used_today(workspace_id, day)
+            for room in self._rooms(workspace_id, user_id, caps, day, used):
+                if refusal := self._short(room, MIN_ANSWER_TOKENS, now):
+                    raise refusal
+
+    async def room(self, workspace_id: int, user_id: str, caps: Caps) -> int | None:
+        """Tokens a request may still spend under the tightest daily cap, reservations included (None: no daily cap)."""
+        if not caps.daily:
+            return None
+        day = self.clock().date().isoformat()
+        used = await self.used_today(workspace_id, day)
+        rooms = self._rooms(workspace_id, user_id, caps, day, used)
+        return max(0, min(room.left for room in rooms))
+
+    async def admit(self, workspace_id: int, user_id: str, caps: Caps, prompt: int, output: int | None) -> Admission:
+        """Reserve this request's prompt and output limit, shrinking the limit to what the caps leave, or raise Refused.
+
+        prompt must be an upper bound of what the server will count; output is the limit wanted (None: none).
+        """
         now = self.clock()
         day = now.date().isoformat()
+        used = await self.used_today(workspace_id, day) if caps.daily else {}
+        # From here to the reservation nothing awaits, so concurrent requests are admitted one after another.
+        refusal = self._rate_refusal(workspace_id, user_id, caps, now)
+        if refusal is not None:
+            raise refusal
+        limit = output
+        need = prompt + MIN_ANSWER_TOKENS
+        for room in self._rooms(workspace_id, user_id, caps, day, used):
+            if refusal := self._short(room, need, now):
+                raise refusal
+            limit = room.left - prompt if limit is None else min(limit, room.left - prompt)
         if caps.per_minute:
-            recent = self._recent.setdefault((workspace_id, user_id), deque())
-            while recent and now - recent[0] >= timedelta(minutes=1):
-                recent.popleft()
-            if len(recent) >= caps.per_minute:
-                wait = int((recent[0] + timedelta(minutes=1) - now).total_seconds()) + 1
-                raise Refused(
-                    f"You're sending requests faster than this workspace allows ({caps.per_minute} per minute). "
-                    f"Try again in {wait} s."
-                )
-        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
-        used = await self.used_today(workspace_id, day)
-        if caps.user_daily:
-            mine = used.get(user_id, 0) + self._reserved.get((workspace_id, day, user_id), 0)
-            if mine >= caps.user_daily:
-                raise Refused(
-                    f"You've used your daily allowance of {caps.user_daily:,} tokens in this workspace. "
-                    f"It resets at midnight UTC (in {_until(now, midnight)})."
-                )
-        if caps.workspace_daily:
-            everyone = sum(used.values()) + sum(
-                tokens for (ws, reserved_day, _), tokens in self._reserved.items() if ws == workspace_id and reserved_day == day
-            )
-            if everyone >= caps.workspace_daily:
-                raise Refused(
-                    f"This workspace has used its daily allowance of {caps.workspace_daily:,} tokens. "
-                    f"It resets at midnight UTC (in {_until(now, midnight)})."
-                )
-        if caps.per_minute:
-            self._recent[(workspace_id, user_id)].append(now)
+            self._recent.setdefault((workspace_id, user_id), deque()).append(now)
+        reserved = prompt + (limit or 0)
         slot = (workspace_id, day, user_id)
-        self._reserved[slot] = self._reserved.get(slot, 0) + estimate
-        return Admission(workspace_id, user_id, day, estimate)
+        self._reserved[slot] = self._reserved.get(slot, 0) + reserved
+        return Admission(workspace_id, user_id, day, reserved, limit)
 
     async def settle(self, admission: Admission, model: str, usage: Usage | None) -> None:
         """Release the reservation and count what the reply really used (nothing, if it failed before usage)."""
         slot = (admission.workspace_id, admission.day, admission.user_id)
+        used = await self.used_today(admission.workspace_id, admission.day) if usage is not None else None
         left = self._reserved.get(slot, 0) - admission.reserved
         if left > 0:
             self._reserved[slot] = left
         else:
             self._reserved.pop(slot, None)
-        if usage is None:
+        if usage is None or used is None:
             return
+        used[admission.user_id] = used.get(admission.user_id, 0) + usage.total  # counted before the write can fail
         await self.store.record_usage(
             admission.workspace_id, admission.user_id, admission.day, model, usage.prompt_tokens, usage.completion_tokens
         )
-        used = await self.used_today(admission.workspace_id, admission.day)
-        used[admission.user_id] = used.get(admission.user_id, 0) + usage.total
 
     async def remaining(self, workspace_id: int, user_id: str, caps: Caps) -> int | None:
         """Tokens this user may still use today (None when no daily cap applies)."""
-        used = await self.used_today(workspace_id, self.clock().date().isoformat())
-        limits = []
-        if caps.user_daily:
-            limits.append(caps.user_daily - used.get(user_id, 0))
-        if caps.workspace_daily:
-            limits.append(caps.workspace_daily - sum(used.values()))
-        return max(0, min(limits)) if limits else None
+        return await self.room(workspace_id, user_id, caps)

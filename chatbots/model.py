@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, ClassVar, Protocol
 
@@ -29,8 +30,15 @@ Message = dict[str, str]
 """One chat message in the OpenAI wire format: {"role": ..., "content": ...}."""
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-_REASONING_FAMILIES = ("o1", "o3", "o4", "gpt-5")
-"""OpenAI models that reject max_tokens and want max_completion_tokens instead."""
+LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
+"""The names servers know an output limit by. OpenAI wants max_completion_tokens (its reasoning models reject
+max_tokens, and it refuses both at once); many local servers know only max_tokens, and some (Ollama) silently ignore
+a name they do not know, which would leave an answer unbounded. So OpenAI gets the first name alone, other servers
+both; a 400 or 422 that names one drops it for that model on that server, and the request is sent again."""
+_UNKNOWN_FIELD_HINTS = ("unsupported", "unrecognized", "unknown", "extra", "not permitted", "not supported",
+                        "not allowed", "same time", "combination", "invalid_parameter")
+"""Words of an error that refuses a parameter itself (not, say, a limit too large for the window)."""
+MAX_REMEMBERED_MODELS = 256
 _RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
 COALESCE = 0.05
 """Seconds a flowing stream waits to gather more tokens per read (see OpenAIChat._batches)."""
@@ -58,8 +66,10 @@ class ModelError(Exception):
 
 
 class ChatModel(Protocol):
-    def stream(self, model: str, messages: list[Message]) -> AsyncGenerator[str | Usage, None]:
-        """Yield the answer's text as it arrives, then a Usage if the server reported one."""
+    def stream(self, model: str, messages: list[Message], max_output: int | None = None) -> AsyncGenerator[str | Usage, None]:
+        """Yield the answer's text as it arrives, then a Usage if the server reported one.
+
+        max_output bounds the answer's tokens (the server is told); None leaves it to the server."""
         ...
 
 
@@ -105,6 +115,22 @@ def retry_delay(attempt: int, headers: Any) -> float | None:
     return min(0.5 * 2**attempt, 8.0) * (1 - 0.25 * random.random())
 
 
+def _rejected_field(error_body: bytes, sent: tuple[str, ...]) -> str | None:
+    """Which output-limit name a 400/422 refuses, if it refuses one: the error's param, else the first name it mentions."""
+    text = error_body.decode("utf-8", "replace")
+    if not any(hint in text.lower() for hint in _UNKNOWN_FIELD_HINTS):
+        return None
+    try:
+        error = json.loads(text).get("error")
+        param = error.get("param") if isinstance(error, dict) else None
+    except (ValueError, AttributeError):
+        param = None
+    if param in sent:
+        return param
+    found = [(text.find(name), name) for name in sent if name in text]
+    return min(found)[1] if found else None
+
+
 def _parse(payloads: list[bytes]) -> list[dict[str, Any]]:
     """The JSON objects among a read's event payloads, parsed as one array: a third of the CPU of one parse each.
 
@@ -142,6 +168,11 @@ class OpenAIChat:
         self.max_output_tokens = max_output_tokens
         self.batch_above = batch_above
         self._session: aiohttp.ClientSession | None = None
+        host = urllib.parse.urlsplit(base_url).hostname
+        self._default_fields = LIMIT_FIELDS[:1] if host == "api.openai.com" else LIMIT_FIELDS
+        self._fields: dict[str, tuple[str, ...]] = {}
+        """Per model, the output-limit names this server took (see LIMIT_FIELDS)."""
+        self._warned_ignored: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIChat:
@@ -165,22 +196,33 @@ class OpenAIChat:
         if self._session is not None:
             await self._session.close()
 
-    def request_body(self, model: str, messages: list[Message]) -> dict[str, Any]:
+    def limit_fields(self, model: str) -> tuple[str, ...]:
+        """The names an output limit is sent under to this server for this model."""
+        return self._fields.get(model, self._default_fields)
+
+    def request_body(
+        self, model: str, messages: list[Message], max_output: int | None = None, fields: tuple[str, ...] | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": model,
             "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if self.max_output_tokens is not None:
-            name = model.rsplit("/", 1)[-1]
-            body["max_completion_tokens" if name.startswith(_REASONING_FAMILIES) else "max_tokens"] = self.max_output_tokens
+        limit = max_output if max_output is not None else self.max_output_tokens
+        if limit is not None:
+            for name in fields or self.limit_fields(model):
+                body[name] = limit
         return body
 
-    async def _open(self, model: str, body: bytes) -> aiohttp.ClientResponse:
-        """POST the request, retrying 408/409/429/5xx and connection failures with backoff."""
-        attempt = 0
+    async def _open(self, model: str, messages: list[Message], limit: int | None) -> aiohttp.ClientResponse:
+        """POST the request, retrying 408/409/429/5xx and connection failures with backoff.
+
+        A 400/422 refusing the output limit's name is sent again under the other name (twice at most)."""
+        attempt = renamed = 0
+        fields = self.limit_fields(model)
         while True:
+            body = json.dumps(self.request_body(model, messages, limit, fields)).encode()
             try:
                 async with asyncio.timeout(self.stall_timeout):
                     response = await self._http().post(self.url, data=body, headers={"Content-Type": "application/json"})
@@ -190,9 +232,24 @@ class OpenAIChat:
                 failure, headers = UNREACHABLE, None
             else:
                 if response.status == 200:
+                    if limit is not None and fields != self.limit_fields(model):
+                        if len(self._fields) >= MAX_REMEMBERED_MODELS:
+                            self._fields.clear()
+                        self._fields[model] = fields
                     return response
                 failure, headers = _notice_for_status(response.status, model), response.headers
+                rejected = None
+                if response.status in (400, 422) and limit is not None and renamed < 2:
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        async with asyncio.timeout(self.stall_timeout):
+                            rejected = _rejected_field(await response.content.read(65_536), fields)
                 response.release()
+                if rejected is not None:
+                    other = next(name for name in LIMIT_FIELDS if name != rejected)
+                    fields = tuple(name for name in fields if name != rejected) or (other,)
+                    renamed += 1
+                    log.info("model server refused the output limit as %s; sending it as %s", rejected, "+".join(fields))
+                    continue
                 if response.status not in _RETRYABLE:
                     raise failure
             delay = retry_delay(attempt, headers)
@@ -202,9 +259,10 @@ class OpenAIChat:
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def stream(self, model: str, messages: list[Message]) -> AsyncGenerator[str | Usage, None]:
+    async def stream(self, model: str, messages: list[Message], max_output: int | None = None) -> AsyncGenerator[str | Usage, None]:
+        limit = max_output if max_output is not None else self.max_output_tokens
         try:
-            response = await self._open(model, json.dumps(self.request_body(model, messages)).encode())
+            response = await self._open(model, messages, limit)
             OpenAIChat.in_flight += 1
             try:
                 async for events in self._batches(response):
@@ -224,7 +282,10 @@ class OpenAIChat:
                             if texts:
                                 yield "".join(texts)
                                 texts.clear()
-                            yield Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+                            reported = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+                            if limit is not None and reported.completion_tokens > limit:
+                                self._ignored(model)
+                            yield reported
                     if texts:
                         yield "".join(texts)
             finally:
@@ -236,6 +297,13 @@ class OpenAIChat:
         except (aiohttp.ClientError, ValueError, TypeError, AttributeError) as error:
             log.warning("model stream broke: %s", type(error).__name__)
             raise BROKEN_STREAM from None
+
+    def _ignored(self, model: str) -> None:
+        """The server wrote past the output limit it was sent: caps may be overrun with it. Said once per model."""
+        if model not in self._warned_ignored and len(self._warned_ignored) < MAX_REMEMBERED_MODELS:
+            self._warned_ignored.add(model)
+            log.warning("the model server ignored the output limit (sent as %s); daily caps can be overrun with it",
+                        "+".join(self.limit_fields(model)))
 
     async def _batches(self, response: aiohttp.ClientResponse) -> AsyncIterator[list[dict[str, Any]]]:
         """The server-sent events' JSON payloads, a batch per read, with a deadline on each read.

@@ -11,6 +11,14 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 
+def system_instructions(stored: dict[str, str], default: str | None) -> str:
+    """The instructions in force: the workspace's own (else the operator's default), then the channel's on top."""
+    parts = [stored.get("instructions") or default or DEFAULT_INSTRUCTIONS]
+    if stored.get("channel_instructions"):
+        parts.append(stored["channel_instructions"])
+    return "\n\n".join(parts)
+
+
 def speaker_label(name: str | None, author_id: str | None) -> str:
     return (name or author_id or "someone").replace("\n", " ")[:80]
 

@@ -28,6 +28,8 @@ MESSAGE_OVERHEAD = 4
 """Tokens the chat format adds around each message (role and separators)."""
 REPLY_PRIMING = 3
 """Tokens the chat format adds before the assistant's answer."""
+MAX_TOKEN_BYTES = 128
+"""No token of o200k_base or cl100k_base spans more UTF-8 bytes: text of N bytes has at least N / 128 tokens."""
 
 _DOWNLOAD_URLS = {
     "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
@@ -59,13 +61,23 @@ DEFAULT_LIMITS = ModelLimits(8_192, "o200k_base")
 """Conservative for unknown models: most local servers run with 4k-32k windows."""
 
 
-def limits_for(model: str) -> ModelLimits:
+def _known_prefix(model: str) -> str:
     name = model.rsplit("/", 1)[-1].lower()  # "openai/gpt-4o" style names from proxies
     best = ""
     for prefix in _KNOWN_MODELS:
         if name.startswith(prefix) and len(prefix) > len(best):
             best = prefix
+    return best
+
+
+def limits_for(model: str) -> ModelLimits:
+    best = _known_prefix(model)
     return _KNOWN_MODELS[best] if best else DEFAULT_LIMITS
+
+
+def knows_tokenizer(model: str) -> bool:
+    """Whether counts for this model are its server's own (an OpenAI model), not a guess with a default encoding."""
+    return bool(_known_prefix(model))
 
 
 class Encoder(Protocol):
@@ -127,6 +139,12 @@ def _load(name: str) -> Encoder:
 def byte_bound(text: str) -> int:
     """An upper bound on text's tokens in any byte-level BPE encoding (and on the rough estimate)."""
     return len(text.encode("utf-8", "surrogatepass"))
+
+
+def surely_over(text: str, tokens: int) -> bool:
+    """Whether text certainly has more than this many tokens, judged from its length alone (no token is longer
+    than MAX_TOKEN_BYTES), so a huge text need not be tokenized to know it does not fit."""
+    return len(text) > max(tokens, 0) * MAX_TOKEN_BYTES  # characters <= bytes, so this undercounts bytes safely
 
 
 class Size(NamedTuple):
@@ -192,8 +210,8 @@ class TokenCounter:
         """The longest prefix of text that fits in max_tokens."""
         if max_tokens <= 0:
             return ""
-        # Tokenizing megabytes is slow and pointless: no token is shorter than one character.
-        text = text[: max_tokens * 16]
+        # Tokenizing megabytes is slow and pointless: max_tokens tokens never span more characters than this.
+        text = text[: max_tokens * MAX_TOKEN_BYTES]
         encoding = self._tokenizers.load_now(self.limits.encoding)
         tokens = encoding.encode_ordinary(text)
         if len(tokens) <= max_tokens:

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from dataclasses import replace
+
 from chatbots.config import Settings
 from chatbots.pricing import PriceList
 from tests.fakes.slack import channel_message, next_ts, reaction_added
@@ -114,12 +116,13 @@ async def test_model_set_is_checked_against_the_servers_list(rig: SlackRig) -> N
 
 
 async def test_over_the_daily_cap_the_model_is_not_called_and_the_reset_is_named(rig: SlackRig) -> None:
-    await rig.command("limit user 20", user="UADMIN")
+    await rig.command("limit user 2000", user="UADMIN")
+    rig.model.answer_tokens = 100_000  # the first answer talks until its limit: all the allowance it may have
     ts = await rig.mention("first question")
     await rig.reply_in("C1", ts)
     ts = await rig.mention("second question")
     [refusal] = await rig.reply_in("C1", ts)
-    assert "daily allowance of 20 tokens" in refusal.text and "midnight UTC" in refusal.text
+    assert "You've used your daily allowance of 2,000 tokens" in refusal.text and "midnight UTC" in refusal.text
     assert len(rig.model.requests) == 1
 
 
@@ -152,10 +155,12 @@ async def test_daily_caps_reset_at_utc_midnight(settings: Settings) -> None:
     now = [datetime(2026, 11, 25, 23, 50, tzinfo=timezone.utc)]
     async with slack_rig(settings, "http", clock=lambda: now[0]) as rig:
         rig.slack.add_user("UADMIN", name="boss", is_admin=True)
-        await rig.command("limit workspace 20", user="UADMIN")
+        await rig.command("limit workspace 2000", user="UADMIN")
+        rig.model.answer_tokens = 100_000
         await rig.reply_in("C1", await rig.mention("use it up"))
         [refusal] = await rig.reply_in("C1", await rig.mention("more"))
         assert "in 10 min" in refusal.text
+        rig.model.answer_tokens = None
         now[0] += timedelta(minutes=11)
         [answer] = await rig.reply_in("C1", await rig.mention("new day"))
         assert answer.text == "echo: new day"
@@ -191,6 +196,12 @@ async def test_usage_report_shows_tokens_cost_top_users_feedback_and_own_allowan
         ("frobnicate", "I don't know `frobnicate`"),
         ("limit user", "Usage: `limit user N`"),
         ("limit user lots", "needs a whole number"),
+        ("limit user ²", "needs a whole number of 0 or more in digits 0-9"),
+        ("limit user ٣", "needs a whole number of 0 or more in digits 0-9"),
+        ("limit user -5", "needs a whole number"),
+        ("limit user 1e5", "needs a whole number"),
+        ("limit user " + "9" * 5000, "can be at most 1,000,000,000,000"),
+        ("limit rate 10001", "can be at most 10,000"),
         ("limit galaxy 5", "Usage: `limit user N`"),
         ("instructions set", "Give the instructions after `set`"),
         ("instructions set " + "x" * 50_000, "50,000 characters; the limit is 8,000"),
@@ -220,3 +231,27 @@ async def test_settings_in_one_workspace_never_affect_another(http_rig: SlackRig
     ts = await http_rig.mention("other team", team="T2")
     [answer] = await http_rig.reply_in("C1", ts)
     assert answer.text == "echo: other team"
+
+
+POLITE = "Answer politely and briefly. "  # 5 tokens
+
+
+async def test_instructions_leaving_the_conversation_under_a_quarter_of_the_window_are_flagged(settings: Settings) -> None:
+    async with slack_rig(replace(settings, context_tokens=2048), "http") as rig:
+        rig.slack.add_user("UADMIN", name="boss", is_admin=True)
+        assert "Note:" not in await rig.command("instructions set " + POLITE * 100, user="UADMIN")
+        answer = await rig.command("instructions set " + POLITE * 260, user="UADMIN")  # ~1,300 tokens of 2,048
+        assert "Workspace instructions updated" in answer
+        assert "window for the conversation, less than a quarter" in answer
+        channel = await rig.command("instructions channel set " + POLITE * 20, user="UADMIN")  # the two add up
+        assert "Channel instructions set" in channel and "less than a quarter" in channel
+
+
+async def test_instructions_that_leave_no_room_for_the_conversation_are_refused(settings: Settings) -> None:
+    async with slack_rig(replace(settings, context_tokens=1536), "http") as rig:
+        rig.slack.add_user("UADMIN", name="boss", is_admin=True)
+        answer = await rig.command("instructions set " + POLITE * 260, user="UADMIN")
+        assert "too little to answer anything" in answer and "Nothing was changed" in answer
+        assert not await audit_rows(rig)
+        await rig.command("instructions set " + POLITE * 150, user="UADMIN")
+        assert "too little to answer anything" in await rig.command("instructions channel set " + POLITE * 150, user="UADMIN")

@@ -87,12 +87,13 @@ async def test_a_server_admin_sets_instructions_that_reach_the_model_in_that_ser
 
 async def test_channel_scope_and_limits_through_typed_options(rig: DiscordRig) -> None:
     await slash(rig, "instructions", admin=True, action="set", text="Talk about trains.", scope="channel")
-    assert "Daily tokens per person: 20" in await slash(rig, "limit", admin=True, kind="user", value=20)
-    assert "20 tokens a day" in await slash(rig, "limits", user=BOB)
+    assert "Daily tokens per person: 2,000" in await slash(rig, "limit", admin=True, kind="user", value=2000)
+    assert "2,000 tokens a day" in await slash(rig, "limits", user=BOB)
+    rig.model.answer_tokens = 100_000  # the first answer talks until its limit: all the allowance it may have
     await rig.ask("first")
     await rig.mention("second")
     assert await rig.next_outcome() == "turn:refused"
-    assert "daily allowance of 20 tokens" in rig.fake.bot_contents(GENERAL)[-1]
+    assert "daily allowance of 2,000 tokens" in rig.fake.bot_contents(GENERAL)[-1]
     assert rig.model.requests[-1]["messages"][0]["content"].endswith("Talk about trains.")
 
 
@@ -102,7 +103,8 @@ async def test_thumbs_on_replies_are_feedback_in_the_usage_report(rig: DiscordRi
     await rig.fake.send_reaction_add(GENERAL, reply_id, ALICE, "👍")
     await rig.fake.send_reaction_add(GENERAL, reply_id, BOB, "👎")
     await rig.fake.send_reaction_add(GENERAL, reply_id, BOB, "🎉")
-    assert (await rig.wait_outcomes(4))[1:] == ["feedback", "feedback", "ignored"]
+    votes = [o for o in await rig.wait_outcomes(4) if not o.startswith("turn:")]
+    assert sorted(votes) == ["feedback", "feedback", "ignored"]
     report = await slash(rig, "usage", admin=True)
     assert "👍 1 · 👎 1 (50% positive)" in report and f"<@{ALICE}>" in report
 

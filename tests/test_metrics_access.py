@@ -52,6 +52,7 @@ async def test_with_a_port_metrics_are_served_there_and_not_on_the_public_port(s
     metrics_port = free_port()
     async with slack_rig(replace(settings, metrics_port=metrics_port)) as rig:
         await rig.reply_in("C1", await rig.mention("hello"))
+        await rig.wait_outcomes(1)  # the turn is counted once it is stored, just after its reply shows
         public, _, _ = await get(rig.bot.port)
         private, text, _ = await get(metrics_port)
     assert public == 404

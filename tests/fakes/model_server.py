@@ -40,6 +40,14 @@ class FakeModelServer:
     chunk_delay: float = 0.0
     default_chunks: int = 5
     moderation_status: int | None = None
+    answer_tokens: int | None = None
+    """A talkative model: with nothing queued it answers this many one-token words, or fewer if it honours a limit."""
+    limit_fields: tuple[str, ...] = ("max_completion_tokens", "max_tokens")
+    """The output-limit names it honours."""
+    unknown_limit_field: str = "ignore"
+    """What it does with a limit name it does not know: 'ignore' it (like Ollama) or 'reject' it with a 400."""
+    exclusive_limits: bool = False
+    """Refuse both names at once with a 400, like OpenAI."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     moderation_requests: list[dict[str, Any]] = field(default_factory=list)
     request_times: list[float] = field(default_factory=list)
@@ -99,12 +107,21 @@ class FakeModelServer:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         await self._record(body)
+        refused = self._refused_limit(body)
+        if refused is not None:
+            return web.json_response(refused, status=400)
+        limit = min((body[name] for name in self.limit_fields if name in body), default=None)
         step = self._script.popleft() if self._script else Scripted()
         if step.status is not None:
             headers = {"Retry-After": str(step.retry_after)} if step.retry_after is not None else {}
             error = {"error": {"message": f"fake failure {step.status}", "type": "server_error", "code": None}}
             return web.json_response(error, status=step.status, headers=headers)
-        text = step.text if step.text is not None else "echo: " + _last_user_text(body)
+        if step.text is None and self.answer_tokens is not None:
+            words = self.answer_tokens if limit is None else min(self.answer_tokens, limit)
+            text = "tok " * words  # one token a word: the usage below counts them
+        else:
+            text = step.text if step.text is not None else "echo: " + _last_user_text(body)
+            words = None
         pieces = _split(text, step.chunks or self.default_chunks)
         if not body.get("stream"):
             return web.json_response(_completion(body, text))
@@ -126,12 +143,25 @@ class FakeModelServer:
             await _send(response, _chunk(body, {"content": piece}))
         await _send(response, _chunk(body, {}, finish="stop"))
         if step.usage and (body.get("stream_options") or {}).get("include_usage"):
-            usage = {"prompt_tokens": 11 * len(body["messages"]), "completion_tokens": len(pieces)}
+            usage = {"prompt_tokens": 11 * len(body["messages"]), "completion_tokens": len(pieces) if words is None else words}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             await _send(response, {**_chunk(body, None), "choices": [], "usage": usage})
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    def _refused_limit(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The 400 body this server sends for the output-limit names in a request, if it refuses them."""
+        sent = [name for name in ("max_completion_tokens", "max_tokens") if name in body]
+        if self.exclusive_limits and len(sent) == 2:
+            message = "Setting 'max_tokens' and 'max_completion_tokens' at the same time is not supported."
+            return {"error": {"message": message, "type": "invalid_request_error", "param": "max_tokens",
+                              "code": "invalid_parameter_combination"}}
+        unknown = [name for name in sent if name not in self.limit_fields]
+        if unknown and self.unknown_limit_field == "reject":
+            detail = [{"type": "extra_forbidden", "loc": ["body", unknown[0]], "msg": "Extra inputs are not permitted"}]
+            return {"object": "error", "message": json.dumps(detail), "type": "BadRequestError", "param": None, "code": 400}
+        return None
 
     async def _models(self, request: web.Request) -> web.Response:
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in self.models]
