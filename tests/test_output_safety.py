@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.slack.mrkdwn import MrkdwnPages, to_mrkdwn
@@ -209,9 +209,8 @@ async def still_responsive(rig: SlackRig) -> None:
     ts = await rig.mention("still there?")
     replies = await rig.reply_in("C1", ts)
     assert replies[-1].text == "echo: still there?"
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{rig.bot.port}/healthz") as response:
-            assert response.status == 200
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{rig.bot.port}/healthz") as response:
+        assert response.status == 200
 
 
 @pytest.mark.parametrize("streaming", [True, False], ids=["native-streaming", "post-and-update"])

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-import adapters.slack.mrkdwn as mrkdwn
 import adapters.slack.reply as slack_reply
-import chatbots.paging as paging
 from adapters.discord.events import readable_text
+from adapters.slack import mrkdwn
 from adapters.slack.events import translate
 from adapters.slack.mrkdwn import SOFT_LINE, to_mrkdwn
 from adapters.slack.safe_markdown import GuardState, guard
+from chatbots import paging
 from chatbots.config import Settings
 from chatbots.redact import redactor
 from tests.discord_rig import GENERAL, discord_rig
