@@ -15,8 +15,8 @@ _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def printable(text: str) -> str:
-    """Text fit to send: control characters other than newline and tab removed (a carriage return too, so
-    "\r\n" reads as "\n"), and lone surrogates, which no platform can encode, replaced by U+FFFD."""
+    """Text fit to send: control characters but newline and tab removed (carriage returns too, so Windows line
+    ends read as newlines), and lone surrogates, which no platform can encode, replaced by U+FFFD."""
     text = _UNPRINTABLE.sub("", text)
     return _LONE_SURROGATE.sub("\ufffd", text) if not text.isascii() else text
 

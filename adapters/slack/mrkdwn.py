@@ -3,7 +3,8 @@
 The model's text is untrusted. Every "&", "<" and ">" of it is escaped, so the only control sequences in the
 result are the links made here (``<https://...>``, checked to hold no "<", ">" or "|"): no text can mention
 anyone (<!channel>, <!here>, <@U…>, <!subteam^…>) or hide where a link goes. Conversion is one pass per line,
-linear in the text, with no markers written into it, so no input can collide with the machinery or stall it.
+linear in the text; code spans and links are kept by position, never looked up by a marker in the text, so no
+input can collide with the machinery or stall it.
 """
 
 from __future__ import annotations
