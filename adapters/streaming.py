@@ -5,9 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from abc import ABC, abstractmethod
 
 log = logging.getLogger(__name__)
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]+")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """Text fit to send: control characters but newline and tab removed (carriage returns too, so Windows line
+    ends read as newlines), and lone surrogates, which no platform can encode, replaced by U+FFFD."""
+    text = _UNPRINTABLE.sub("", text)
+    return _LONE_SURROGATE.sub("\ufffd", text) if not text.isascii() else text
 
 
 class ThrottledReply(ABC):
@@ -23,7 +34,8 @@ class ThrottledReply(ABC):
     """An answer that starts sooner than this needs no "thinking" indicator: one platform call saved."""
 
     def __init__(self) -> None:
-        self._pieces: list[str] = []
+        self._text = ""
+        self._pieces: list[str] = []  # appended since the text was last read
         self._dirty = asyncio.Event()
         self._render_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
@@ -32,7 +44,11 @@ class ThrottledReply(ABC):
 
     @property
     def text(self) -> str:
-        return "".join(self._pieces)
+        """Everything appended so far; pieces are folded in once, not joined again for every render."""
+        if self._pieces:
+            self._text += "".join(self._pieces)
+            self._pieces.clear()
+        return self._text
 
     async def start(self) -> None:
         self._thinker = asyncio.create_task(self._think_unless_quick())
@@ -51,7 +67,7 @@ class ThrottledReply(ABC):
             await asyncio.wait({self._thinker})
 
     async def append(self, text: str) -> None:
-        self._pieces.append(text)
+        self._pieces.append(printable(text))
         self._dirty.set()
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_periodically())
@@ -67,9 +83,10 @@ class ThrottledReply(ABC):
         await self._stop_flusher()
         await self._settle_thinking()
         shown = self.text  # never trimmed: streamed platforms have already shown this exact prefix
-        notice = self.format_notice(notice)
+        notice = self.format_notice(printable(notice))
         async with self._render_lock:
-            await self._render(f"{shown}\n\n{notice}" if shown.strip() else notice, final=True)
+            # Always shown + more: renders keep what they already did and work on what is new.
+            await self._render(f"{shown}\n\n{notice}" if shown.strip() else shown + notice, final=True)
         return self.message_ids()
 
     async def _flush_periodically(self) -> None:

@@ -170,7 +170,7 @@ async def test_mrkdwn_and_long_answers_when_streaming_is_not_available(settings:
         ts = await rig.mention("write a lot")
         replies = await rig.wait_for_text(ts, "Paragraph 39")
         assert len(replies) >= 4 and all(len(m.text) <= 4000 for m in replies)
-        assert replies[0].text.startswith("*Plan*\n\nUse *bold* and <https://example.com/docs|docs>.")
+        assert replies[0].text.startswith("*Plan*\n\nUse *bold* and docs (<https://example.com/docs>).")  # the target shows
         shown = "\n\n".join(m.text for m in replies)
         for n in range(40):
             assert f"Paragraph {n}: " in shown, "nothing is cut off"

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import discord
 
-from chatbots.paging import split_message
+from chatbots.paging import FILLER, Pager
 
 from ..streaming import ThrottledReply
 from .access import REPLY_NEEDS_HISTORY, ChannelAccess, How
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 TEXT_LIMIT = 2000
 """Characters per Discord message; longer answers continue in follow-up messages."""
+NO_PINGS = discord.AllowedMentions.none()
 TYPING_REFRESH = 8.0
 """Seconds between typing triggers: Discord shows one for about 10 s, or until the bot posts."""
 
@@ -27,7 +28,9 @@ TYPING_REFRESH = 8.0
 class DiscordReply(ThrottledReply):
     """The answer to one message: the first part replies to it, later parts follow as plain messages.
 
-    Mentions in the model's text never ping anyone: the client sends every message with allowed_mentions none.
+    Mentions in the model's text never ping anyone: every message is sent and edited with allowed_mentions
+    none (the client's default too), so @everyone, roles and people in an answer show but notify no one.
+    Embeds are suppressed, so Discord never fetches a link the model chose to preview it.
     """
 
     def __init__(self, source: discord.Message, access: ChannelAccess, how: How = How.REPLY, interval: float = 1.0) -> None:
@@ -37,8 +40,11 @@ class DiscordReply(ThrottledReply):
         self.access = access
         self.interval = interval
         self._reference = source.to_reference(fail_if_not_exists=False) if how is How.REPLY else None
+        self._pager = Pager(TEXT_LIMIT)
+        self._paged = 0  # characters of the answer handed to the pager
         self._posted: list[discord.Message] = []
         self._shown: list[str] = []
+        self._settled = 0  # leading messages posted with their final text
         self._ids: list[str] = []
         self._typing: asyncio.Task[None] | None = None
         self._stop_typing = asyncio.Event()
@@ -79,8 +85,11 @@ class DiscordReply(ThrottledReply):
         often has one call fewer to make.
         """
         await self.close()
-        parts = split_message(text, TEXT_LIMIT) or (["…"] if final else [])
-        for index, part in enumerate(parts):
+        self._pager.settle(text[self._paged :])
+        self._paged = len(text)
+        parts = self._pager.parts(at_least=len(self._posted)) or ([FILLER] if final else [])
+        for index in range(self._settled, len(parts)):
+            part = parts[index]
             if self.access.is_refused(self.channel.id):
                 return  # said once in the log; the channel refuses the bot, so stop here
             if index < len(self._posted):
@@ -92,11 +101,15 @@ class DiscordReply(ThrottledReply):
             if not final and index + 1 < len(parts):
                 self._render_again()
                 return
+        while self._settled < min(self._pager.finished, len(self._shown)) and self._shown[self._settled] == parts[self._settled]:
+            self._settled += 1
 
     async def _post(self, part: str) -> None:
         reference = self._reference if not self._posted else None
         try:
-            sent = await self.channel.send(part, reference=reference, mention_author=False)
+            sent = await self.channel.send(
+                part, reference=reference, mention_author=False, allowed_mentions=NO_PINGS, suppress_embeds=True
+            )
         except discord.Forbidden as error:
             if error.code == REPLY_NEEDS_HISTORY and reference is not None:
                 self.access.cannot_read_history(self.channel.id, self.guild_id)
@@ -110,7 +123,7 @@ class DiscordReply(ThrottledReply):
 
     async def _edit(self, index: int, part: str, final: bool) -> None:
         try:
-            self._posted[index] = await self._posted[index].edit(content=part)
+            self._posted[index] = await self._posted[index].edit(content=part, allowed_mentions=NO_PINGS, suppress=True)
             self._shown[index] = part
         except discord.Forbidden as error:
             self.access.refused(self.channel, self.guild_id, error)
@@ -118,6 +131,6 @@ class DiscordReply(ThrottledReply):
             if not final:
                 raise  # the final render retries with the whole text
             # The last word must land: post the final text as a new message rather than lose it.
-            sent = await self.channel.send(part)
+            sent = await self.channel.send(part, allowed_mentions=NO_PINGS, suppress_embeds=True)
             self._posted[index], self._shown[index] = sent, part
             self._ids.append(str(sent.id))

@@ -10,7 +10,9 @@ from typing import Any
 from chatbots.types import ConversationKey, Inbound
 
 PLATFORM = "slack"
-_USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+# A label stops at the next "<" as well as ">": a scan that could run on past the next mention would make the
+# search quadratic in the text.
+_USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^<>]*)?>")
 _ANSWERABLE_SUBTYPES = {None, "file_share", "thread_broadcast", "me_message"}
 
 
@@ -29,7 +31,7 @@ class SlackMessage:
 
 def _clean(text: str, bot_user_id: str) -> str:
     """The message as a person reads it: without the bot's own mention, with Slack's escapes undone."""
-    text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text)
+    text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^<>]*)?>", "", text)
     return html.unescape(text).strip()
 
 

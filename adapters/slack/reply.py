@@ -6,12 +6,13 @@ import logging
 from dataclasses import dataclass, field
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_client import AsyncSlackResponse, AsyncWebClient
 
-from chatbots.paging import FENCE, open_fence, split_message
+from chatbots.paging import FENCE, FILLER, open_fence
 
 from ..streaming import ThrottledReply
-from .mrkdwn import to_mrkdwn
+from .mrkdwn import MrkdwnPages
+from .safe_markdown import GuardState, guard
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,8 @@ TEXT_LIMIT = 3_900
 """Characters per posted message: Slack shows up to 4,000 before it truncates the text."""
 STREAM_LIMIT = 11_000
 """Characters per streamed message; each streaming call takes at most 12,000."""
+MIN_ROOM = 64
+"""Less room than this left in a streamed message: start the next one."""
 THINKING = "is thinking…"
 
 
@@ -50,9 +53,12 @@ class SlackReply(ThrottledReply):
         self._stream_ts: str | None = None
         self._sent = 0  # characters of the answer already streamed
         self._part = ""  # text of the current streamed message
+        self._guard = GuardState()
         # post-and-update state
+        self._pages: MrkdwnPages | None = None
         self._posted: list[str] = []
         self._shown: list[str] = []
+        self._settled = 0  # leading messages posted with their final text
         self._ids: list[str] = []
 
     def message_ids(self) -> list[str]:
@@ -84,41 +90,51 @@ class SlackReply(ThrottledReply):
         await self._render_updates(text, final)
         return True
 
-    # -- native streaming: chat.startStream / appendStream / stopStream, Markdown as written --
+    # -- native streaming: chat.startStream / appendStream / stopStream, Markdown made safe (safe_markdown) --
 
     async def _render_stream(self, text: str, final: bool) -> bool:
         """Stream what is new; returns False when there was nothing whole to show yet."""
-        pending = text[self._sent :]
+        start, stop = self._sent, len(text)
         if not final:
             # Hold back a half-written word, so a message boundary can never fall inside one.
-            cut = max(pending.rfind(" "), pending.rfind("\n")) + 1
-            pending = pending[:cut]
-            if not pending:
+            stop = max(text.rfind(" ", start), text.rfind("\n", start)) + 1
+            if stop <= start:
                 return bool(self._ids)
-        while pending:
+        while start < stop:
             room = STREAM_LIMIT - len(self._part)
-            if len(pending) <= room:
-                if final and self._stream_ts is not None:
-                    # The last words ride on the stop call itself: one call fewer per reply.
-                    await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts, markdown_text=pending)
-                    self._sent += len(pending)
-                    self._stream_ts = None
-                    return True
-                await self._stream_out(pending)
-                self._sent += len(pending)
-                pending = ""
-                break
-            cut = max(pending.rfind(" ", 0, room), pending.rfind("\n", 0, room)) + 1 or room
-            await self._stream_out(pending[:cut])
-            self._sent += cut
-            pending = pending[cut:]
-            await self._next_stream_part()
+            if room < MIN_ROOM:
+                await self._next_stream_part()
+                continue
+            end, markdown, state = self._next_piece(text, start, stop, room)
+            if end == stop and final and self._stream_ts is not None:
+                # The last words ride on the stop call itself: one call fewer per reply.
+                await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts, markdown_text=markdown)
+                self._sent, self._guard, self._stream_ts = end, state, None
+                return True
+            await self._stream_out(markdown)
+            self._sent, self._guard, start = end, state, end
+            if end < stop:
+                await self._next_stream_part()
         if final and self._stream_ts is not None:
             await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts)
             self._stream_ts = None
         elif final and not self._ids:
             await self._render_updates(text, final)  # an empty answer: post the (empty-answer) notice plainly
         return True
+
+    def _next_piece(self, text: str, start: int, stop: int, room: int) -> tuple[int, str, GuardState]:
+        """The next piece of text[start:stop] that fits in room once made safe: (its end, its Markdown, state)."""
+        budget = room
+        while True:
+            end = stop
+            if stop - start > budget:
+                end = max(text.rfind(" ", start, start + budget), text.rfind("\n", start, start + budget)) + 1
+                if end <= start:
+                    end = start + budget
+            markdown, state = guard(text, start, end, self._guard)
+            if len(markdown) <= room:
+                return end, markdown, state
+            budget = room // 2  # each break adds one character at most, so half the room always fits
 
     async def _stream_out(self, markdown: str) -> None:
         if not markdown:
@@ -151,18 +167,27 @@ class SlackReply(ThrottledReply):
     # -- post and update: chat.postMessage, then chat.update, in mrkdwn --
 
     async def _render_updates(self, text: str, final: bool) -> None:
-        parts = split_message(to_mrkdwn(text), TEXT_LIMIT) or ([] if not final else ["…"])
-        for index, part in enumerate(parts):
+        if self._pages is None:
+            self._pages = MrkdwnPages(TEXT_LIMIT)
+        parts = self._pages.messages(text, at_least=len(self._posted)) or ([FILLER] if final else [])
+        for index in range(self._settled, len(parts)):
+            part = parts[index]
             if index < len(self._posted):
                 if part != self._shown[index]:
                     await self._update(index, part, final)
             else:
-                response = await self.client.chat_postMessage(
-                    channel=self.target.channel, thread_ts=self.target.thread_ts, text=part, unfurl_links=False
-                )
+                response = await self._post(part)
                 self._posted.append(response["ts"])
                 self._shown.append(part)
                 self._ids.append(response["ts"])
+        while self._settled < min(self._pages.finished, len(self._shown)) and self._shown[self._settled] == parts[self._settled]:
+            self._settled += 1
+
+    async def _post(self, part: str) -> AsyncSlackResponse:
+        # No previews: Slack would fetch whatever address the model wrote.
+        return await self.client.chat_postMessage(
+            channel=self.target.channel, thread_ts=self.target.thread_ts, text=part, unfurl_links=False, unfurl_media=False
+        )
 
     async def _update(self, index: int, part: str, final: bool) -> None:
         try:
@@ -172,9 +197,7 @@ class SlackReply(ThrottledReply):
             if not final:
                 raise
             # The last word must land: post the final text as a new message rather than lose it.
-            response = await self.client.chat_postMessage(
-                channel=self.target.channel, thread_ts=self.target.thread_ts, text=part, unfurl_links=False
-            )
+            response = await self._post(part)
             self._posted[index], self._shown[index] = response["ts"], part
             self._ids.append(response["ts"])
 
