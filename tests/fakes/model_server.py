@@ -40,6 +40,8 @@ class FakeModelServer:
     chunk_delay: float = 0.0
     default_chunks: int = 5
     moderation_status: int | None = None
+    moderation_body: Any = None
+    """When set, /moderations answers 200 with exactly this JSON (for malformed-response tests)."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     moderation_requests: list[dict[str, Any]] = field(default_factory=list)
     request_times: list[float] = field(default_factory=list)
@@ -142,6 +144,8 @@ class FakeModelServer:
         self.moderation_requests.append(body)
         if self.moderation_status is not None:
             return web.json_response({"error": {"message": "moderation down"}}, status=self.moderation_status)
+        if self.moderation_body is not None:
+            return web.json_response(self.moderation_body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         results = []
         for item in inputs:
