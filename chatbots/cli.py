@@ -84,8 +84,10 @@ MAX_DAYS = 36_500
 
 
 def _check_days(days: int, name: str) -> None:
-    if not 1 <= days <= MAX_DAYS:
-        raise ConfigError(f"{name} must be between 1 and {MAX_DAYS}, got {days}")
+    if days < 1:
+        raise ConfigError(f"{name} must be at least 1")
+    if days > MAX_DAYS:
+        raise ConfigError(f"{name} must be at most {MAX_DAYS}, got {days}")
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> str:
@@ -171,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    load_dotenv(override=False)  # a .env file fills in what the environment does not set
+    load_dotenv(".env", override=False)  # the working directory's .env fills in what the environment does not set
     try:
         settings = Settings.from_env()
         if getattr(args, "model", None):

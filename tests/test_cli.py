@@ -140,7 +140,7 @@ def test_days_past_a_century_are_one_line_not_a_date_overflow(
     command: str, operator_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main([command, "--days", "99999999"]) == 2
-    assert capsys.readouterr().err.strip() == "chatbots: --days must be between 1 and 36500, got 99999999"
+    assert capsys.readouterr().err.strip() == "chatbots: --days must be at most 36500, got 99999999"
 
 
 def test_a_retention_past_a_century_is_one_line_naming_the_variable(
@@ -148,7 +148,7 @@ def test_a_retention_past_a_century_is_one_line_naming_the_variable(
 ) -> None:
     monkeypatch.setenv("CHATBOTS_RETENTION_DAYS", "99999999")
     assert main(["purge"]) == 2
-    assert capsys.readouterr().err.strip() == "chatbots: CHATBOTS_RETENTION_DAYS must be between 1 and 36500, got 99999999"
+    assert capsys.readouterr().err.strip() == "chatbots: CHATBOTS_RETENTION_DAYS must be at most 36500, got 99999999"
 
 
 async def test_a_report_whose_reader_went_away_ends_quietly(model_server: FakeModelServer, tmp_path: Path) -> None:
@@ -163,3 +163,19 @@ async def test_a_report_whose_reader_went_away_ends_quietly(model_server: FakeMo
         os.close(writer)
     _, err = await process.communicate()
     assert process.returncode == 1 and not err.decode().strip(), err.decode()
+
+
+async def test_the_working_directorys_env_file_fills_in_what_the_environment_does_not_set(
+    model_server: FakeModelServer, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("CHATBOTS_DB=from-dotenv.db\nCHATBOTS_RETENTION_DAYS=3\n")
+    env = _env(model_server, tmp_path / "unused.db", CHATBOTS_RETENTION_DAYS="5")
+    del env["CHATBOTS_DB"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chatbots.cli", "purge", env=env, cwd=tmp_path,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert "older than 5 days" in out.decode(), "the environment wins over .env"
+    assert (tmp_path / "from-dotenv.db").exists() and not (tmp_path / "chatbots.db").exists()

@@ -1,7 +1,9 @@
 """A database that is locked or unusable gives a clear message, never a crash or a traceback in chat.
 
-The operator commands run as real processes, each fault with every command at once, so the suite waits for
-the bot's busy timeout (5 s, on the locked file) only once.
+Every operator command meets each fault: a file another process holds a write lock on, a read-only file, a
+damaged file and a missing folder. Real processes, all at once (so the bot's 5 s busy timeout on the locked
+file is waited out once), for each command that waits on the lock and for `chatbots run` on each fault; the
+rest run in this process, which is quicker and fails the same way on a traceback.
 """
 
 from __future__ import annotations
@@ -87,7 +89,17 @@ class Ran:
     err: str
 
 
-async def _chatbots(args: list[str], env: dict[str, str], cwd: Path) -> Ran:
+def clean_env(db: Path, model_url: str, command: str) -> dict[str, str]:
+    """The process environment without the developer's settings, pointed at db; a platform only for `run`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATBOTS_", "SLACK_", "DISCORD_"))}
+    env |= {"CHATBOTS_DB": str(db), "OPENAI_BASE_URL": model_url, "OPENAI_API_KEY": "sk-test", "CHATBOTS_MODERATION": "off"}
+    if command == "run":
+        env |= {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "PORT": str(free_port()),
+                "SLACK_API_URL": f"http://127.0.0.1:{free_port()}/api/"}
+    return env
+
+
+async def _process(args: list[str], env: dict[str, str], cwd: Path) -> Ran:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "chatbots.cli", *args, env=env, cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -102,21 +114,12 @@ async def _chatbots(args: list[str], env: dict[str, str], cwd: Path) -> Ran:
     return Ran(process.returncode, out.decode(), err.decode())
 
 
-async def _commands_on(databases: dict[str, tuple[Path, tuple[str, ...]]], cwd: Path) -> dict[str, dict[str, Ran]]:
-    """The named commands on each database, all at once, from a clean environment (and no .env file)."""
+async def _processes(runs: list[tuple[str, str, Path]], cwd: Path) -> dict[tuple[str, str], Ran]:
+    """(fault, command, database) -> what `python -m chatbots.cli COMMAND` did, all started at once."""
     async with FakeModelServer() as model_server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATBOTS_", "SLACK_", "DISCORD_"))}
-        env |= {
-            "OPENAI_BASE_URL": model_server.base_url, "OPENAI_API_KEY": "sk-test", "CHATBOTS_MODERATION": "off",
-            "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "SLACK_API_URL": f"http://127.0.0.1:{free_port()}/api/",
-        }
-        runs = [(fault, name, _chatbots(COMMANDS[name], env | {"CHATBOTS_DB": str(db), "PORT": str(free_port())}, cwd))
-                for fault, (db, names) in databases.items() for name in names]
-        ran = await asyncio.gather(*(run for _, _, run in runs))
-    found: dict[str, dict[str, Ran]] = {fault: {} for fault in databases}
-    for (fault, name, _), outcome in zip(runs, ran):
-        found[fault][name] = outcome
-    return found
+        ran = await asyncio.gather(*(_process(COMMANDS[name], clean_env(db, model_server.base_url, name), cwd)
+                                     for _, name, db in runs))
+    return {(fault, name): outcome for (fault, name, _), outcome in zip(runs, ran)}
 
 
 def existing_database(folder: Path) -> Path:
@@ -157,41 +160,50 @@ def read_only(path: Path) -> Iterator[None]:
             path.chmod(0o644)
 
 
-@pytest.fixture(scope="module")
-def faults(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Ran]]:
-    """Operator commands against each broken database, run once for the tests below.
+@dataclass(frozen=True)
+class Faults:
+    databases: dict[str, Path]
+    processes: dict[tuple[str, str], Ran]
+    """(fault, command) -> the real process's outcome."""
 
-    All at once: the commands on the locked file wait out the bot's busy timeout (5 s) while the others run.
-    Every command meets the locked and the damaged file (each fails at a different query); the read-only file
-    fails the same writes as the locked one, and a missing folder fails every command in Store.open.
-    """
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
+    """The broken databases, and the real processes run against them (once, for every test below)."""
     root = tmp_path_factory.mktemp("faults")
-    locked, read_only_db, damaged = (existing_database(root / name) for name in ("locked", "read-only", "damaged"))
-    damage(damaged)
-    databases = {
-        "locked": (locked, tuple(COMMANDS)),
-        "damaged": (damaged, tuple(COMMANDS)),
-        "read-only": (read_only_db, (*WRITERS, "usage", "doctor")),
-        "missing folder": (root / "gone" / "bot.db", ("run", "purge", "usage", "doctor")),
-    }
-    other = sqlite3.connect(locked)
+    databases = {name: existing_database(root / name) for name in ("locked", "read-only", "damaged")}
+    damage(databases["damaged"])
+    databases["missing folder"] = root / "gone" / "bot.db"
+    runs = [("locked", name, databases["locked"]) for name in (*WRITERS, "doctor")]
+    runs += [(fault, "run", databases[fault]) for fault in ("read-only", "damaged", "missing folder")]
+    other = sqlite3.connect(databases["locked"])
     other.execute("BEGIN IMMEDIATE")  # another writer, holding its lock past the bot's busy timeout
     try:
-        with read_only(read_only_db):
-            found = asyncio.run(_commands_on(databases, root))
+        with read_only(databases["read-only"]):
+            yield Faults(databases, asyncio.run(_processes(runs, root)))
     finally:
         other.rollback()
         other.close()
     assert not (root / "gone").exists(), "a missing folder is named, not created"
-    return found
 
 
-def assert_no_traceback(ran: dict[str, Ran]) -> None:
-    for name, outcome in ran.items():
-        assert "Traceback" not in outcome.err + outcome.out, (name, outcome)
+def in_process(
+    name: str, db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cwd: Path
+) -> Ran:
+    env = clean_env(db, f"http://127.0.0.1:{free_port()}/v1", name)
+    with monkeypatch.context() as patch:
+        for key in os.environ.keys() - env.keys():
+            patch.delenv(key)
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.chdir(cwd)
+        code = main(COMMANDS[name])
+    out, err = capsys.readouterr()
+    return Ran(code, out, err)
 
 
 def assert_one_line(outcome: Ran, *words: str) -> None:
+    assert "Traceback" not in outcome.out + outcome.err, outcome
     assert outcome.code == 2, outcome
     [line] = outcome.err.strip().splitlines()
     assert line.startswith("chatbots: cannot use the database at ") and "(check CHATBOTS_DB: " in line, line
@@ -200,49 +212,64 @@ def assert_one_line(outcome: Ran, *words: str) -> None:
 
 
 def assert_reads(outcome: Ran) -> None:
-    assert outcome.code == 0 and "chatbots:" not in outcome.err, outcome
+    assert outcome.code == 0 and "chatbots:" not in outcome.err and "Traceback" not in outcome.err, outcome
 
 
 def assert_doctor_fails_the_database_check(outcome: Ran) -> None:
+    assert "Traceback" not in outcome.out + outcome.err, outcome
     assert outcome.code == 1 and re.search(r"^database\s+FAIL", outcome.out, re.MULTILINE), outcome
 
 
+@pytest.mark.parametrize("name", COMMANDS)
 def test_a_locked_database_stops_each_writing_command_with_one_line_and_reports_still_read(
-    faults: dict[str, dict[str, Ran]],
+    name: str, faults: Faults, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    ran = faults["locked"]
-    assert_no_traceback(ran)
-    for name in WRITERS:
-        assert_one_line(ran[name], "database is locked", "another process holds a write lock")
-    for name in READERS:
-        assert_reads(ran[name])
-    assert_doctor_fails_the_database_check(ran["doctor"])
+    if name == "doctor":
+        assert_doctor_fails_the_database_check(faults.processes["locked", name])
+    elif name in WRITERS:
+        assert_one_line(faults.processes["locked", name], "database is locked", "another process holds a write lock")
+    else:  # reading goes on beside a writer (WAL), and takes no wait
+        assert_reads(in_process(name, faults.databases["locked"], monkeypatch, capsys, tmp_path))
 
 
+@pytest.mark.parametrize("name", COMMANDS)
 def test_a_read_only_database_stops_each_writing_command_with_one_line_and_reports_still_read(
-    faults: dict[str, dict[str, Ran]],
+    name: str, faults: Faults, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    ran = faults["read-only"]
-    assert_no_traceback(ran)
-    for name in WRITERS:
-        assert_one_line(ran[name], "readonly", "make the file and its folder writable")
-    assert_reads(ran["usage"])
-    assert_doctor_fails_the_database_check(ran["doctor"])
+    if name == "run":
+        assert_one_line(faults.processes["read-only", "run"], "readonly", "make the file and its folder writable")
+    ran = in_process(name, faults.databases["read-only"], monkeypatch, capsys, tmp_path)
+    if name == "doctor":
+        assert_doctor_fails_the_database_check(ran)
+    elif name in WRITERS:
+        assert_one_line(ran, "readonly", "make the file and its folder writable")
+    else:
+        assert_reads(ran)
 
 
-def test_a_damaged_database_is_one_line_from_every_command(faults: dict[str, dict[str, Ran]]) -> None:
-    ran = faults["damaged"]
-    assert_no_traceback(ran)
-    for name in (*WRITERS, *READERS):
-        assert_one_line(ran[name], "malformed", "restore it from a backup")
-    assert_doctor_fails_the_database_check(ran["doctor"])
+@pytest.mark.parametrize("name", COMMANDS)
+def test_a_damaged_database_is_one_line_from_every_command(
+    name: str, faults: Faults, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    if name == "run":
+        assert_one_line(faults.processes["damaged", "run"], "malformed", "restore it from a backup")
+    ran = in_process(name, faults.databases["damaged"], monkeypatch, capsys, tmp_path)
+    if name == "doctor":
+        assert_doctor_fails_the_database_check(ran)
+    else:
+        assert_one_line(ran, "malformed", "restore it from a backup")
 
 
-def test_a_missing_folder_is_one_line_naming_it(faults: dict[str, dict[str, Ran]]) -> None:
-    ran = faults["missing folder"]
-    assert_no_traceback(ran)
-    folder = Path(ran["run"].err.split("the folder ")[-1].split(" does not exist")[0])
-    assert folder.name == "gone"
-    for name in ("run", "purge", "usage"):
-        assert_one_line(ran[name], f"the folder {folder} does not exist; create it")
-    assert_doctor_fails_the_database_check(ran["doctor"])
+@pytest.mark.parametrize("name", COMMANDS)
+def test_a_missing_folder_is_one_line_naming_it_from_every_command(
+    name: str, faults: Faults, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    db = faults.databases["missing folder"]
+    advice = f"the folder {db.parent} does not exist; create it"
+    if name == "run":
+        assert_one_line(faults.processes["missing folder", "run"], advice)
+    ran = in_process(name, db, monkeypatch, capsys, tmp_path)
+    if name == "doctor":
+        assert_doctor_fails_the_database_check(ran)
+    else:
+        assert_one_line(ran, advice)
