@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -77,6 +79,17 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
         await engine.close()
 
 
+MAX_DAYS = 36_500
+"""A century: further back than anything stored, and well inside what date arithmetic can reach."""
+
+
+def _check_days(days: int, name: str) -> None:
+    if days < 1:
+        raise ConfigError(f"{name} must be at least 1")
+    if days > MAX_DAYS:
+        raise ConfigError(f"{name} must be at most {MAX_DAYS}, got {days}")
+
+
 def _report(settings: Settings, args: argparse.Namespace) -> str:
     from .pricing import PriceList, parse_prices
     from .reports import (
@@ -88,9 +101,8 @@ def _report(settings: Settings, args: argparse.Namespace) -> str:
     )
     from .retention import purge_old
 
-    days = getattr(args, "days", None)
-    if days is not None and days < 1:
-        raise ConfigError("--days must be at least 1")
+    if getattr(args, "days", None) is not None:
+        _check_days(args.days, "--days")
     store = SQLiteDatabase.open(settings.db_path)
     try:
         if args.command == "usage":
@@ -104,6 +116,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> str:
             days = args.days or settings.retention_days
             if not days:
                 raise ConfigError("purge needs --days N or CHATBOTS_RETENTION_DAYS")
+            _check_days(days, "--days" if args.days else "CHATBOTS_RETENTION_DAYS")
             return f"Deleted {purge_old(store, days)} messages older than {days} days; usage totals are kept."
         return feedback_report(store, args.days)
     finally:
@@ -118,7 +131,11 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
         workspace = workspace_filter(store, args.workspace)
         assert workspace is not None
         if args.output:
-            with open(args.output, "w", encoding="utf-8") as out:
+            try:
+                out = open(args.output, "w", encoding="utf-8")
+            except OSError as error:
+                raise ConfigError(f"cannot write --output {args.output}: {error.strerror}") from None
+            with out:
                 count = export_workspace(store, workspace, out)
         else:
             count = export_workspace(store, workspace, sys.stdout)
@@ -128,7 +145,30 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(settings: Settings, args: argparse.Namespace) -> int:
+    """Run one command; its exit code."""
+    if args.command == "chat":
+        return asyncio.run(_chat(settings, args))
+    if args.command == "export":
+        return _export(settings, args)
+    if args.command in ("usage", "audit", "feedback", "moderation-log", "purge"):
+        print(_report(settings, args))
+        return 0
+    if args.command == "doctor":
+        from adapters.doctor import doctor
+
+        code, table = asyncio.run(doctor(settings))
+        print(table)
+        return code
+    if args.command == "run":
+        from adapters.runner import run
+
+        return asyncio.run(run(settings))
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every failure an operator can fix ends in one line on stderr and a non-zero exit, never a traceback."""
     args = _parser().parse_args(argv)
     if args.command is None:
         _parser().print_help()
@@ -139,29 +179,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "model", None):
             settings = replace(settings, model=args.model)
         configure_logging(settings.log_level, settings.log_format)
-        if args.command == "chat":
-            return asyncio.run(_chat(settings, args))
-        if args.command == "export":
-            return _export(settings, args)
-        if args.command in ("usage", "audit", "feedback", "moderation-log", "purge"):
-            print(_report(settings, args))
-            return 0
-        if args.command == "doctor":
-            from adapters.doctor import doctor
-
-            code, table = asyncio.run(doctor(settings))
-            print(table)
-            return code
-        if args.command == "run":
-            from adapters.runner import run
-
-            return asyncio.run(run(settings))
+        try:
+            return _command(settings, args)
+        except sqlite3.Error as error:  # wherever a command meets the file: locked, read-only, damaged, disk full
+            raise StoreError.about(settings.db_path, error) from None
     except (ConfigError, StoreError) as error:
         print(f"chatbots: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`chatbots usage | head`): nothing more to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         return 130
-    return 2
 
 
 if __name__ == "__main__":

@@ -33,6 +33,10 @@ CONTEXT_CHARS = 300
 """Already-approved text sent along with each new increment, so a phrase split across checks is still seen whole."""
 
 
+class NoVerdict(ValueError):
+    """The moderation server answered without a usable verdict (an error status or a malformed body)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     decision: str
@@ -79,16 +83,34 @@ class Moderator:
         try:
             async with self._http().post(self.url, json={"model": self.model, "input": text}) as response:
                 if response.status != 200:
-                    raise ValueError(f"status {response.status}")
-                body = json.loads(await response.read())
-            results = body["results"]
-            flagged = any(result.get("flagged") for result in results)
-            categories = sorted({name for result in results for name, hit in (result.get("categories") or {}).items() if hit})
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, AttributeError) as error:
+                    raise NoVerdict(f"status {response.status}")
+                return parse_verdict(json.loads(await response.read()))
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             decision = "error_blocked" if self.block_on_error else "error_allowed"
-            log.warning("moderation call failed (%s); %s", type(error).__name__, "blocking" if self.block_on_error else "allowing")
+            log.warning("moderation call failed (%s); %s", _reason(error), "blocking" if self.block_on_error else "allowing")
             return Verdict(decision)
-        return Verdict("flagged" if flagged else "passed", tuple(categories))
+
+
+def parse_verdict(body: object) -> Verdict:
+    """The verdict on the one input sent: `results[0].flagged`, a boolean.
+
+    Anything else is no verdict and raises NoVerdict, so CHATBOTS_MODERATION_ON_ERROR decides: an empty or
+    malformed answer must never count as "passed". Categories are detail: only those marked true are kept.
+    """
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list) or not results:
+        raise NoVerdict("results missing, empty or not a list")
+    first = results[0]
+    if not isinstance(first, dict) or not isinstance(first.get("flagged"), bool):
+        raise NoVerdict("results[0].flagged missing or not a boolean")
+    categories = first.get("categories")
+    hits = sorted(str(name) for name, hit in categories.items() if hit is True) if isinstance(categories, dict) else []
+    return Verdict("flagged" if first["flagged"] else "passed", tuple(hits))
+
+
+def _reason(error: Exception) -> str:
+    """Why a call failed, for the log: what was wrong with the response, or the error's kind (never any text)."""
+    return str(error) if isinstance(error, NoVerdict) else type(error).__name__
 
 
 class ModeratedReply:

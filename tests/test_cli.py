@@ -113,3 +113,69 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit:
         main(["--version"])
     assert exit.value.code == 0 and capsys.readouterr().out.startswith("chatbots ")
+
+
+@pytest.fixture
+def operator_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A clean environment for the operator commands, with a database in tmp_path and no .env file."""
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "CHATBOTS_", "SLACK_", "DISCORD_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CHATBOTS_DB", str(tmp_path / "bot.db"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("output", ["missing-folder/out.jsonl", "."])
+def test_an_export_file_that_cannot_be_written_is_one_line(
+    output: str, operator_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", "--workspace", "slack:T1", "--output", str(operator_env / output)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"chatbots: cannot write --output {operator_env / output}: ")
+
+
+@pytest.mark.parametrize("command", ["usage", "feedback", "moderation-log", "purge"])
+def test_days_past_a_century_are_one_line_not_a_date_overflow(
+    command: str, operator_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command, "--days", "99999999"]) == 2
+    assert capsys.readouterr().err.strip() == "chatbots: --days must be at most 36500, got 99999999"
+
+
+def test_a_retention_past_a_century_is_one_line_naming_the_variable(
+    operator_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CHATBOTS_RETENTION_DAYS", "99999999")
+    assert main(["purge"]) == 2
+    assert capsys.readouterr().err.strip() == "chatbots: CHATBOTS_RETENTION_DAYS must be at most 36500, got 99999999"
+
+
+async def test_a_report_whose_reader_went_away_ends_quietly(model_server: FakeModelServer, tmp_path: Path) -> None:
+    reader, writer = os.pipe()
+    os.close(reader)  # like `chatbots usage | head -0`: the first write finds nobody reading
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "chatbots.cli", "usage", env=_env(model_server, tmp_path / "bot.db"), cwd=tmp_path,
+            stdin=asyncio.subprocess.DEVNULL, stdout=writer, stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(writer)
+    _, err = await process.communicate()
+    assert process.returncode == 1 and not err.decode().strip(), err.decode()
+
+
+async def test_the_working_directorys_env_file_fills_in_what_the_environment_does_not_set(
+    model_server: FakeModelServer, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("CHATBOTS_DB=from-dotenv.db\nCHATBOTS_RETENTION_DAYS=3\n")
+    env = _env(model_server, tmp_path / "unused.db", CHATBOTS_RETENTION_DAYS="5")
+    del env["CHATBOTS_DB"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chatbots.cli", "purge", env=env, cwd=tmp_path,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert "older than 5 days" in out.decode(), "the environment wins over .env"
+    assert (tmp_path / "from-dotenv.db").exists() and not (tmp_path / "chatbots.db").exists()

@@ -85,6 +85,40 @@ async def test_moderation_down_blocks_by_default_with_a_clear_message(rig: Slack
     assert log_rows(rig) == [("in", "error_blocked", "", None)]
 
 
+NO_VERDICT = [
+    pytest.param({"results": []}, id="empty-results"),
+    pytest.param({"results": {"flagged": False}}, id="results-not-a-list"),
+    pytest.param({"results": ["passed"]}, id="first-result-not-an-object"),
+    pytest.param({"results": [{"categories": {"harassment": False}}]}, id="flagged-missing"),
+    pytest.param({"results": [{"flagged": "false"}]}, id="flagged-a-string"),
+    pytest.param({"results": [{"flagged": None}]}, id="flagged-null"),
+    pytest.param({"id": "modr-1"}, id="no-results"),
+    pytest.param([{"flagged": False}], id="body-not-an-object"),
+]
+
+
+@pytest.mark.parametrize("body", NO_VERDICT)
+@pytest.mark.parametrize(("policy", "decision"), [(True, "error_blocked"), (False, "error_allowed")])
+async def test_a_response_without_a_verdict_is_a_moderation_error_never_a_pass(
+    body: object, policy: bool, decision: str
+) -> None:
+    from chatbots.moderation import Moderator
+    from tests.fakes.model_server import FakeModelServer
+
+    async with FakeModelServer(moderation_body=body) as server:
+        moderator = Moderator(server.base_url, "sk-test", "omni-moderation-latest", block_on_error=policy)
+        verdict = await moderator.check("hello")
+        await moderator.close()
+    assert verdict.decision == decision and server.moderation_requests
+
+
+async def test_an_empty_moderation_answer_blocks_the_message_by_default(rig: SlackRig) -> None:
+    rig.model.moderation_body = {"results": []}
+    [notice] = await rig.reply_in("C1", await rig.mention("hello?"))
+    assert notice.text == f"_{UNAVAILABLE_NOTICE}_" and not rig.model.requests
+    assert log_rows(rig) == [("in", "error_blocked", "", None)]
+
+
 async def test_moderation_down_can_be_allowed_by_policy(settings: Settings) -> None:
     async with slack_rig(replace(settings, moderation=True, moderation_on_error="allow")) as rig:
         rig.model.moderation_status = 500

@@ -99,9 +99,9 @@ async def test_uninstalling_the_app_erases_that_workspace_only(settings: Setting
         for team in ("T1", "T2"):
             await rig.reply_in("C1", await rig.mention(f"hello from {team}", team=team))
         store = rig.bot.engine.store
-        store.sql.set_setting_audited(store.sql.workspace_id("slack", "T1"), "limit_user", "5", actor_id="UADMIN")
+        await store.set_setting_audited(await store.workspace_id("slack", "T1"), "limit_user", "5", actor_id="UADMIN")
         await rig.deliver(app_uninstalled(), team="T1")
-        assert (await rig.wait_outcomes(3))[2] == "workspace_deleted"
+        assert "workspace_deleted" in await rig.wait_outcomes(3)  # turns may finish storing after it
         texts = [r[0] for r in store.db.execute("SELECT text FROM messages")]
         assert texts == ["hello from T2", "echo: hello from T2"]
         for table in ("settings", "audit"):

@@ -43,6 +43,29 @@ INTERRUPTED_MARK = "\n\n[This answer was interrupted.]"
 class StoreError(Exception):
     """The database cannot be used; the message says what to fix."""
 
+    @classmethod
+    def about(cls, path: str | Path, error: sqlite3.Error) -> StoreError:
+        """One line for the operator: the file, what SQLite said, and what to do, by the kind of failure."""
+        return cls(f"cannot use the database at {path}: {error} (check CHATBOTS_DB: {cls._fix(Path(path), error)})")
+
+    @staticmethod
+    def _fix(path: Path, error: sqlite3.Error) -> str:
+        code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return "another process holds a write lock on it; run one bot per file, and stop the other writer or retry"
+        if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
+            return "this user cannot write it; make the file and its folder writable, or point CHATBOTS_DB elsewhere"
+        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return "it is damaged or not a SQLite database; restore it from a backup, or point CHATBOTS_DB at a new file"
+        if code == sqlite3.SQLITE_FULL:
+            return "the disk is full; free some space"
+        folder = path.absolute().parent
+        if code == sqlite3.SQLITE_CANTOPEN and not folder.is_dir():
+            return f"the folder {folder} does not exist; create it, or point CHATBOTS_DB elsewhere"
+        if code == sqlite3.SQLITE_CANTOPEN and path.is_dir():
+            return f"it is a folder; set CHATBOTS_DB to a file path such as {path / 'chatbots.db'}"
+        return "the file, its folder and their permissions for this user"
+
 
 PURGE_BATCH = 2000
 """Rows deleted per statement by the retention purge: each batch holds the write lock for milliseconds."""
@@ -65,7 +88,7 @@ class SQLiteDatabase:
             db.execute("PRAGMA foreign_keys=ON")
             migrations.apply(db)
         except sqlite3.Error as error:
-            raise StoreError(f"cannot use the database at {path}: {error} (check CHATBOTS_DB, its folder and permissions)") from None
+            raise StoreError.about(path, error) from None
         return cls(db, clock)
 
     def close(self) -> None:

@@ -48,6 +48,8 @@ class FakeModelServer:
     """What it does with a limit name it does not know: 'ignore' it (like Ollama) or 'reject' it with a 400."""
     exclusive_limits: bool = False
     """Refuse both names at once with a 400, like OpenAI."""
+    moderation_body: Any = None
+    """When set, /moderations answers 200 with exactly this JSON (for malformed-response tests)."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     moderation_requests: list[dict[str, Any]] = field(default_factory=list)
     request_times: list[float] = field(default_factory=list)
@@ -172,6 +174,8 @@ class FakeModelServer:
         self.moderation_requests.append(body)
         if self.moderation_status is not None:
             return web.json_response({"error": {"message": "moderation down"}}, status=self.moderation_status)
+        if self.moderation_body is not None:
+            return web.json_response(self.moderation_body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         results = []
         for item in inputs:
