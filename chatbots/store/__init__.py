@@ -203,20 +203,20 @@ class Store:
 
     async def purge(self, older_than: str) -> int:
         """Delete message text older than the cutoff, a batch at a time; the windows are reloaded afterwards."""
-        removed = 0
-        while True:
-            batch = await self.run(self.sql.purge_batch, older_than)
-            removed += batch
-            if batch < PURGE_BATCH:
-                break
+        removed = await self._in_batches(self.sql.purge_batch, older_than)
         if removed:
             self.windows.clear()
         return removed
 
     async def purge_events(self, older_than: str) -> int:
+        """Forget de-duplication records older than the cutoff, a batch at a time."""
+        return await self._in_batches(self.sql.purge_events, older_than)
+
+    async def _in_batches(self, delete: Callable[[str], int], older_than: str) -> int:
+        """Repeat a bounded delete until a batch comes back short; other statements run between batches."""
         removed = 0
         while True:
-            batch = await self.run(self.sql.purge_events, older_than)
+            batch = await self.run(delete, older_than)
             removed += batch
             if batch < PURGE_BATCH:
                 return removed
