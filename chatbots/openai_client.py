@@ -19,6 +19,9 @@ from .config import Settings
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CONNECT_TIMEOUT = 10.0
 """Seconds to open a connection; each call sets its own deadline for the rest."""
+CONNECTION_LIMIT = 200
+"""Connections open at once to one server. Chat streams and moderation calls share them, and each had aiohttp's
+default 100 to itself: moderating a new message must not queue behind a hundred open answers."""
 
 
 def extra_headers(settings: Settings) -> dict[str, str]:
@@ -58,7 +61,8 @@ class OpenAIClient:
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
             headers.update(self.headers)  # after the key: a gateway may want its own Authorization
             self._session = aiohttp.ClientSession(
-                headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
+                connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT), headers=headers,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
             )
         return self._session
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -13,9 +13,11 @@ from multidict import CIMultiDictProxy
 
 from adapters.doctor import doctor
 from chatbots.config import ConfigError, Settings
+from chatbots.engine import Engine
 from chatbots.model import OpenAIChat
 from chatbots.moderation import Moderator
 from chatbots.types import Usage
+from tests.fakes.model_server import FakeModelServer
 from tests.fakes.slack import serve
 
 GATEWAY_SECRET = "gw-secret-value-123"
@@ -144,3 +146,14 @@ async def test_doctor_never_prints_a_header_value(recorder: tuple[Recorder, str]
     code, text = await doctor(settings)
 
     assert code == 1 and "not-listed-[redacted]" in text and GATEWAY_SECRET not in text
+
+
+async def test_an_engine_moderates_over_its_chat_session_when_both_are_one_server(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer
+) -> None:
+    shared = make_engine(moderation=True)
+    apart = make_engine(moderation=True, moderation_base_url=model_server.base_url.replace("127.0.0.1", "localhost"))
+
+    assert isinstance(shared.model, OpenAIChat) and isinstance(apart.model, OpenAIChat)
+    assert shared.moderator is not None and shared.moderator.client is shared.model.client
+    assert apart.moderator is not None and apart.moderator.client is not apart.model.client
