@@ -11,6 +11,8 @@ T = TypeVar("T")
 
 
 REDACTABLE = frozenset({"emails", "phones", "cards", "keys"})
+HEADER_NAME_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+"""The characters an HTTP header name may hold (RFC 9110 token)."""
 METRICS_TOKEN_MIN = 16
 """Characters: a shorter bearer token on a public port could be guessed."""
 
@@ -23,6 +25,12 @@ class ConfigError(Exception):
 class Settings:
     openai_api_key: str | None = None
     openai_base_url: str | None = None
+    openai_org_id: str | None = None
+    """Sent as OpenAI-Organization to the chat server."""
+    openai_project_id: str | None = None
+    """Sent as OpenAI-Project to the chat server."""
+    model_headers: tuple[tuple[str, str], ...] = ()
+    """CHATBOTS_MODEL_HEADERS: extra headers for gateways and Azure-style deployments, sent to the chat server."""
     model: str = "gpt-4o-mini"
     default_instructions: str | None = None
     """System instructions for workspaces that have not set their own."""
@@ -124,6 +132,9 @@ class Settings:
         return cls(
             openai_api_key=text("OPENAI_API_KEY"),
             openai_base_url=base_url,
+            openai_org_id=text("OPENAI_ORG_ID"),
+            openai_project_id=text("OPENAI_PROJECT_ID"),
+            model_headers=parse_headers(text("CHATBOTS_MODEL_HEADERS")),
             model=text("CHATBOTS_MODEL") or defaults.model,
             default_instructions=text("CHATBOTS_INSTRUCTIONS"),
             db_path=text("CHATBOTS_DB") or defaults.db_path,
@@ -164,3 +175,20 @@ class Settings:
             raise ConfigError(
                 "OPENAI_API_KEY is not set (or set OPENAI_BASE_URL to an OpenAI-compatible server that needs no key)"
             )
+
+
+def parse_headers(raw: str | None) -> tuple[tuple[str, str], ...]:
+    """`Name: value; Name2: value2` as (name, value) pairs. The error names the entry by position, never its value."""
+    if raw is None:
+        return ()
+    headers: list[tuple[str, str]] = []
+    for number, entry in enumerate((part.strip() for part in raw.split(";")), start=1):
+        if not entry:
+            continue
+        name, colon, value = entry.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not name or not value or not set(name) <= HEADER_NAME_CHARS or any(c < " " for c in value):
+            raise ConfigError(f"CHATBOTS_MODEL_HEADERS must read `Name: value; Name2: value2`; entry {number} does not "
+                              "(a header name, a colon, a value without control characters)")
+        headers.append((name, value))
+    return tuple(headers)

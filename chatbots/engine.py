@@ -82,7 +82,7 @@ class Engine:
         self.settings = settings
         self.limits = UsageLimits(store, store.clock)
         self.metrics = Metrics()
-        self.moderator = Moderator.from_settings(settings)
+        self.moderator = Moderator.from_settings(settings, getattr(model, "client", None))
         self.redact = redactor(settings.redact)
         self.tokenizers = tokenizers if tokenizers is not None else Tokenizers()
         self._counters: dict[str, TokenCounter] = {}

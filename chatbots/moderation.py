@@ -1,7 +1,8 @@
 """Moderation of what goes in and out, and a Reply that only ever shows text that passed.
 
 The moderation server is configured apart from the chat server (CHATBOTS_MODERATION_BASE_URL / _API_KEY /
-_MODEL) because many OpenAI-compatible chat servers have no /moderations endpoint.
+_MODEL) because many OpenAI-compatible chat servers have no /moderations endpoint. On the chat server's base URL
+and key it shares the chat's OpenAIClient (and its extra headers); elsewhere it has an OpenAIClient of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from .config import Settings
-from .model import DEFAULT_BASE_URL
+from .openai_client import DEFAULT_BASE_URL, OpenAIClient, extra_headers
 from .types import Reply
 
 log = logging.getLogger(__name__)
@@ -49,42 +50,48 @@ class Verdict:
 
 
 class Moderator:
-    def __init__(self, base_url: str, api_key: str | None, model: str, *, block_on_error: bool, timeout: float = 10.0) -> None:
-        self.url = base_url.rstrip("/") + "/moderations"
-        self.api_key = api_key
+    """Calls /moderations on one server; a failure is a verdict too (CHATBOTS_MODERATION_ON_ERROR)."""
+
+    def __init__(self, base_url: str, api_key: str | None, model: str, *, block_on_error: bool, timeout: float = 10.0,
+                 client: OpenAIClient | None = None) -> None:
+        self.client = client or OpenAIClient(base_url, api_key)
+        self._owns_client = client is None
+        """A client shared with the chat is closed by the chat, not here."""
+        self.url = self.client.url("moderations")
+        self.api_key = self.client.api_key
         self.model = model
         self.block_on_error = block_on_error
         self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Moderator | None:
+    def from_settings(cls, settings: Settings, chat: OpenAIClient | None = None) -> Moderator | None:
+        """The configured moderator, sharing `chat` (the chat server's client) when it is the same server and key."""
         if not settings.moderation:
             return None
-        return cls(
-            settings.moderation_base_url or settings.openai_base_url or DEFAULT_BASE_URL,
-            settings.moderation_api_key or settings.openai_api_key,
-            settings.moderation_model,
-            block_on_error=settings.moderation_on_error == "block",
-        )
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            self._session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout))
-        return self._session
+        chat_base = settings.openai_base_url or DEFAULT_BASE_URL
+        base = settings.moderation_base_url or chat_base
+        key = settings.moderation_api_key or settings.openai_api_key
+        client = None
+        if isinstance(chat, OpenAIClient) and chat.serves(base, key):
+            client = chat
+        elif base.rstrip("/") == chat_base.rstrip("/"):
+            client = OpenAIClient(base, key, extra_headers(settings))
+        moderator = cls(base, key, settings.moderation_model, block_on_error=settings.moderation_on_error == "block",
+                        client=client)
+        moderator._owns_client = client is None or client is not chat
+        return moderator
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._owns_client:
+            await self.client.close()
 
     async def check(self, text: str) -> Verdict:
         """One moderation call. A failure is a verdict too, following CHATBOTS_MODERATION_ON_ERROR."""
         try:
-            async with self._http().post(self.url, json={"model": self.model, "input": text}) as response:
-                if response.status != 200:
-                    raise NoVerdict(f"status {response.status}")
-                return parse_verdict(json.loads(await response.read()))
+            status, body = await self.client.post_json("moderations", {"model": self.model, "input": text}, self.timeout)
+            if status != 200:
+                raise NoVerdict(f"status {status}")
+            return parse_verdict(json.loads(body))
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             decision = "error_blocked" if self.block_on_error else "error_allowed"
             log.warning("moderation call failed (%s); %s", _reason(error), "blocking" if self.block_on_error else "allowing")

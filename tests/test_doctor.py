@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from adapters.doctor import SLACK_BOT_SCOPES, doctor
+from adapters.doctor import doctor
+from adapters.slack.checks import SLACK_BOT_SCOPES
 from chatbots.config import Settings
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.model_server import FakeModelServer
@@ -284,7 +285,7 @@ async def test_a_database_in_a_missing_folder_fails_naming_chatbots_db(base: Set
 
 async def test_a_database_another_process_keeps_locked_fails(base: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     await run(base)  # create and migrate it
-    monkeypatch.setattr("adapters.doctor.DB_BUSY_TIMEOUT", 0.05)
+    monkeypatch.setattr("chatbots.checks.DB_BUSY_TIMEOUT", 0.05)
     other = sqlite3.connect(base.db_path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
     try:

@@ -1,0 +1,88 @@
+"""Slack's `chatbots doctor` check: the bot token, its scopes, and Socket Mode's app token or HTTP mode's secret."""
+
+from __future__ import annotations
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from chatbots.checks import OK, SKIPPED, Check, CheckFailed, Row, describe, safe_url
+from chatbots.config import Settings
+
+SLACK_BOT_SCOPES = frozenset({
+    "app_mentions:read", "assistant:write", "channels:history", "chat:write", "commands",
+    "groups:history", "im:history", "mpim:history", "reactions:read", "users:read",
+})
+"""The bot scopes both manifests in adapters/slack/manifests/ ask for (a test keeps the two in step)."""
+
+SLACK_TOKEN_REFUSED = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive",
+                       "org_login_required", "ekm_access_denied", "team_access_not_granted"}
+
+
+def checks(settings: Settings, timeout: float) -> list[Check]:
+    return [Check("slack", lambda: slack(settings, timeout), "check that SLACK_API_URL (or slack.com) is reachable from here")]
+
+
+async def slack(settings: Settings, timeout: float) -> Row:
+    if not settings.slack_bot_token:
+        return Row("slack", SKIPPED, "SLACK_BOT_TOKEN not set")
+    base_url = settings.slack_api_url or AsyncWebClient.BASE_URL
+    if not base_url.endswith("/"):
+        base_url += "/"
+    client = AsyncWebClient(token=settings.slack_bot_token, base_url=base_url, timeout=max(1, int(timeout)))
+    try:
+        identity = await client.auth_test()
+    except SlackApiError as error:
+        code = error.response.get("error") or f"HTTP {error.response.status_code}"
+        if code in SLACK_TOKEN_REFUSED:
+            raise CheckFailed(f"SLACK_BOT_TOKEN was refused ({code})",
+                              "copy SLACK_BOT_TOKEN again from the app's OAuth & Permissions page (Bot User OAuth Token, "
+                              "xoxb-...); reinstall the app to the workspace if it was removed") from None
+        raise CheckFailed(f"auth.test failed ({code})", "check SLACK_BOT_TOKEN and SLACK_API_URL") from None
+    except TimeoutError:
+        raise
+    except (aiohttp.ClientError, OSError) as error:
+        raise CheckFailed(f"cannot reach Slack at {safe_url(base_url)} ({describe(error)})",
+                          "check SLACK_API_URL (unset means Slack's own) and the network") from None
+    who = (f"team {identity.get('team')} ({identity.get('team_id')}), "
+           f"bot user {identity.get('user')} ({identity.get('user_id')})")
+    problems: list[str] = []
+    fixes: list[str] = []
+    if not settings.slack_bot_token.startswith("xoxb-"):
+        problems.append("SLACK_BOT_TOKEN is not a bot token")
+        fixes.append("use the Bot User OAuth Token (xoxb-...) as SLACK_BOT_TOKEN, not a user or app token")
+    granted = next((value for name, value in (identity.headers or {}).items() if name.lower() == "x-oauth-scopes"), None)
+    if granted is not None:
+        missing = sorted(SLACK_BOT_SCOPES - {scope.strip() for scope in granted.split(",")})
+        if missing:
+            problems.append(f"missing scopes {', '.join(missing)}")
+            fixes.append(f"add the bot scopes {', '.join(missing)} (OAuth & Permissions, or re-create the app from "
+                         "adapters/slack/manifests/) and reinstall the app to the workspace")
+    if settings.slack_app_token:
+        mode = "Socket Mode"
+        try:
+            await client.apps_connections_open(app_token=settings.slack_app_token)
+            mode += " (app token works)"
+        except SlackApiError as error:
+            code = error.response.get("error") or f"HTTP {error.response.status_code}"
+            problems.append(f"SLACK_APP_TOKEN was refused ({code})")
+            if code == "missing_scope":
+                fixes.append("give the app-level token the connections:write scope (Basic Information > App-Level "
+                             "Tokens) and put it in SLACK_APP_TOKEN")
+            elif code == "not_allowed_token_type":
+                fixes.append("SLACK_APP_TOKEN must be an app-level token (xapp-...) from Basic Information > "
+                             "App-Level Tokens, with connections:write")
+            else:
+                fixes.append("create an app-level token with connections:write (Basic Information > App-Level "
+                             "Tokens) and put it in SLACK_APP_TOKEN; enable Socket Mode for the app")
+    else:
+        mode = "HTTP mode"
+        if not settings.slack_signing_secret:
+            problems.append("SLACK_SIGNING_SECRET not set")
+            fixes.append("set SLACK_SIGNING_SECRET (Basic Information > Signing Secret), or SLACK_APP_TOKEN for "
+                         "Socket Mode")
+        else:
+            mode += " (signing secret set)"
+    if problems:
+        raise CheckFailed(f"{who}, {mode}: " + "; ".join(problems), "; ".join(fixes))
+    return Row("slack", OK, f"{who}, {mode}")
