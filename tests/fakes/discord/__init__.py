@@ -16,7 +16,7 @@ Overview (details in each docstring):
 
 * world: ``add_guild / add_role / add_channel / set_overwrite / add_member / add_user / dm_channel``;
   changes made after the client connected are dispatched (GUILD_CREATE, CHANNEL_CREATE, ...).
-* gateway: ``send_message / send_dm / send_message_update / send_message_delete / send_reaction_add /
+* gateway: ``send_message / send_dm / send_message_update / send_reaction_add /
   send_reaction_remove / send_interaction / send_guild_delete / dispatch``; ``disconnect_gateway``,
   ``gateway_offline()``, ``send_reconnect``, ``invalidate_session``; ``refuse_privileged``.
 * REST record: ``calls`` / ``calls_matching``; message model: ``messages / bot_messages / bot_contents /

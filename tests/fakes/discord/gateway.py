@@ -143,13 +143,6 @@ class Gateway:
         await self._flush(seq)
         return payload
 
-    async def send_message_delete(self, channel_id: int, message_id: int) -> None:
-        """Delete a stored message and dispatch MESSAGE_DELETE."""
-        self._message(channel_id, message_id)
-        self._deleted.add(message_id)
-        seq = self._emit("MESSAGE_DELETE", self._delete_payload(channel_id, message_id), self._message_intent(channel_id))
-        await self._flush(seq)
-
     async def send_reaction_add(self, channel_id: int, message_id: int, user_id: int, emoji: str) -> dict[str, Any]:
         """Dispatch MESSAGE_REACTION_ADD; ``emoji`` is unicode ("👍") or custom ("name:id" / "<:name:id>")."""
         msg = self._message(channel_id, message_id)

@@ -149,10 +149,6 @@ class DiscordState:
         """Sent in READY; a distinct path so tests can see the client resumed where it was told to."""
         return f"ws://127.0.0.1:{self._port}/resume"
 
-    @property
-    def bot_user(self) -> dict[str, Any]:
-        return copy.deepcopy(self._users[self.bot_id])
-
     # ---------------------------------------------------------------- world building
 
     def add_user(self, user_id: int, name: str, *, bot: bool = False, global_name: str | None = None) -> dict[str, Any]:
@@ -414,10 +410,6 @@ class DiscordState:
             return
         async with self._cond:
             self._cond.notify_all()
-
-    def _notify_soon(self) -> None:
-        if self._cond is not None:
-            self._spawn(self._notify())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -33,7 +33,6 @@ from .payloads import (
     reaction_added,
     slash_command_form,
     tokens_revoked,
-    url_verification,
 )
 from .records import Call, PostedMessage, next_ts
 from .signing import post_signed, serve, sign_request
@@ -60,7 +59,6 @@ __all__ = [
     "sign_request",
     "slash_command_form",
     "tokens_revoked",
-    "url_verification",
 ]
 
 

@@ -49,11 +49,6 @@ def event_callback(
     }
 
 
-def url_verification(challenge: str = "fake-challenge") -> dict[str, Any]:
-    """The body Slack sends when the Request URL is saved in the app settings."""
-    return {"token": "fake-verification-token", "challenge": challenge, "type": "url_verification"}
-
-
 def _rich_text(text: str) -> list[dict[str, Any]]:
     return [
         {

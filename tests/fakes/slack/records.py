@@ -107,10 +107,6 @@ class PostedMessage:
     def is_bot(self) -> bool:
         return self.bot_id is not None
 
-    @property
-    def is_reply(self) -> bool:
-        return self.thread_ts is not None and self.thread_ts != self.ts
-
     def to_api(self) -> dict[str, Any]:
         """The message object as conversations.replies / chat.* responses show it."""
         data: dict[str, Any] = {"type": "message", "text": self.text, "ts": self.ts}

@@ -12,7 +12,7 @@ from aiohttp import web
 
 
 class SocketMode:
-    """Serves the Socket Mode websocket and pushes events, slash commands and interactive payloads."""
+    """Serves the Socket Mode websocket and pushes events and slash commands to the bot."""
 
 
     async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
@@ -91,10 +91,6 @@ class SocketMode:
         """Push a slash command (see ``slash_command_form``); in Socket Mode it arrives as JSON."""
         return await self.socket_send("slash_commands", dict(form))
 
-    async def socket_send_interactive(self, payload: dict[str, Any]) -> str:
-        """Push an interactive payload (block_actions, view_submission, shortcut...)."""
-        return await self.socket_send("interactive", payload)
-
     async def wait_ack(self, envelope_id: str, timeout: float = 5.0) -> dict[str, Any] | None:
         """Wait for the app to ack ``envelope_id``; return the ack's payload (None if it had none)."""
         ack = await self.wait_for(lambda: self.acks.get(envelope_id), timeout, f"ack of envelope {envelope_id}")
@@ -104,8 +100,3 @@ class SocketMode:
         """Send Slack's disconnect message; slack_sdk answers by opening a new connection."""
         for ws in [s for s in self._sockets if not s.closed]:
             await ws.send_json({"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}})
-
-    async def socket_drop(self) -> None:
-        """Close every connection abruptly from the server side (a network blip)."""
-        for ws in list(self._sockets):
-            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)

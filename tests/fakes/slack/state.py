@@ -7,12 +7,15 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from .records import Call, DEFAULT_APP_ID, DEFAULT_BOT_ID, DEFAULT_BOT_USER_ID, DEFAULT_SCOPES, DEFAULT_TEAM_ID, Handler, PostedMessage, _ApiError, _Fault, _ts_key, next_ts
+
+if TYPE_CHECKING:
+    from . import FakeSlack
 
 
 class SlackState:
@@ -126,11 +129,6 @@ class SlackState:
     def api_url(self) -> str:
         """Base URL for ``AsyncWebClient(base_url=...)``; the trailing slash matters."""
         return f"http://127.0.0.1:{self.port}/api/"
-
-    @property
-    def ws_url(self) -> str:
-        """Socket Mode URL, shaped like Slack's wss://.../link/?ticket=...&app_id=..."""
-        return self._new_ws_url("fake-ticket")
 
     def _new_ws_url(self, ticket: str) -> str:
         return f"ws://127.0.0.1:{self.port}/link/?ticket={ticket}&app_id={self.app_id}"
