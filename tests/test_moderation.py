@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -161,11 +160,12 @@ async def test_the_first_check_waits_for_a_whole_word_instead_of_spending_an_int
     async with FakeModelServer() as server:
         moderator = Moderator(server.base_url, "sk-test", "omni-moderation-latest", block_on_error=True)
         shown = RecordingReply()
-        reply = ModeratedReply(shown, moderator, record_nothing)
-        await reply.append("Hel")
-        await asyncio.sleep(0)  # let the checker look at the fragment
-        assert not server.moderation_requests, "a fragment alone is not worth a check"
-        await reply.append("lo world ")
+        reply = ModeratedReply(shown, moderator, record_nothing, interval=60.0)
+        async with reply._lock:  # the background checker waits; the test takes each decision itself
+            await reply.append("Hel")
+            assert await reply._check_pending() is False and reply.checks == 0, "a fragment alone is not worth a check"
+            await reply.append("lo world ")
+            assert await reply._check_pending() is True and reply.checks == 1
         await reply.append("and more")
         await reply.finish()
         await moderator.close()
