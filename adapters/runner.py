@@ -13,7 +13,7 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from chatbots.cli import open_engine
+from chatbots.app import open_engine
 from chatbots.config import ConfigError, Settings
 from chatbots.engine import Engine
 from chatbots.metrics import CONTENT_TYPE
@@ -58,7 +58,7 @@ class Bot:
                                   "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET")
             raise ConfigError(f"no platform is configured: set {PLATFORM_VARIABLES}")
         self.settings = settings
-        self.engine = engine or open_engine(settings)
+        self.engine = engine or open_engine(settings, recover=True)  # the answering process
         try:
             self.services = platform_services(settings, self.engine)
         except ConfigError:
