@@ -8,7 +8,6 @@ import logging
 import signal
 import sqlite3
 import sys
-from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -17,9 +16,9 @@ from chatbots.app import open_engine
 from chatbots.config import ConfigError, Settings
 from chatbots.engine import Engine
 from chatbots.metrics import CONTENT_TYPE
-from chatbots.retention import upkeep
+from chatbots.types import Outcome
 
-from .service import PlatformService
+from .service import Observer, PlatformService
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class Bot:
         try:
             self.services = platform_services(settings, self.engine)
         except ConfigError:
-            self.engine.store.close()
+            self.engine.discard()
             raise
         self.web = web.Application()  # handlers read bodies themselves, each within its own bounds
         self.web.router.add_get("/healthz", self._health)
@@ -88,11 +87,11 @@ class Bot:
         platforms = [service.name for service in self.services]
         return web.json_response({"status": status, "platforms": platforms}, status=503 if self.stopping else 200)
 
-    def _counter_for(self, platform: str) -> Callable[[str], None]:
+    def _counter_for(self, platform: str) -> Observer:
         events = self.engine.metrics.events
 
-        def count(outcome: str) -> None:
-            events.labels(platform, outcome.split(":", 1)[0]).inc()
+        def count(outcome: Outcome) -> None:
+            events.labels(platform, outcome.kind).inc()
 
         return count
 
@@ -136,7 +135,7 @@ class Bot:
         """Forget old event ids, and enforce CHATBOTS_RETENTION_DAYS: at start, then every hour."""
         while True:
             try:
-                removed = await upkeep(self.engine.store, days)
+                removed = await self.engine.upkeep(days)
             except sqlite3.Error as error:
                 log.warning("upkeep skipped, the database is unavailable: %s", type(error).__name__)
             else:

@@ -17,7 +17,7 @@ import aiohttp
 
 from .config import Settings
 from .model import DEFAULT_BASE_URL
-from .types import Reply
+from .types import Decision, Reply
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,15 @@ class NoVerdict(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    decision: str
-    """'passed', 'flagged', 'error_blocked' or 'error_allowed'."""
+    decision: Decision
     categories: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decision", Decision(self.decision))  # a plain "flagged" reads as the same Decision
 
     @property
     def blocked(self) -> bool:
-        return self.decision in ("flagged", "error_blocked")
+        return self.decision in (Decision.FLAGGED, Decision.ERROR_BLOCKED)
 
 
 class Moderator:
@@ -201,4 +203,4 @@ class ModeratedReply:
 
     def _halt_notice(self) -> str:
         assert self.halted is not None
-        return FLAGGED_OUTPUT_NOTICE if self.halted.decision == "flagged" else UNAVAILABLE_NOTICE
+        return FLAGGED_OUTPUT_NOTICE if self.halted.decision == Decision.FLAGGED else UNAVAILABLE_NOTICE

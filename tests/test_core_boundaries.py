@@ -85,3 +85,14 @@ def test_the_layer_checks_see_function_level_and_relative_imports(tmp_path: Path
     module.write_text("def f():\n    from ..discord import reply\n    import adapters.runner\n")
     names = _imports(module, "adapters.slack")
     assert "adapters.discord.reply" in names and "adapters.runner" in names
+
+
+def test_adapters_reach_the_store_only_through_the_engine() -> None:
+    """The Engine's small platform API (first_delivery, in_conversation, record_vote, erase_workspace) is the way in."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in ADAPTERS.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr in ("store", "sql")
+    ]
+    assert not offenders
