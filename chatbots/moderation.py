@@ -7,7 +7,6 @@ _MODEL) because many OpenAI-compatible chat servers have no /moderations endpoin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from .config import Settings
+from .flush import PeriodicFlush
 from .model import DEFAULT_BASE_URL
 from .types import Decision, Reply
 
@@ -131,9 +131,10 @@ class ModeratedReply:
         self.approved = ""
         self.halted: Verdict | None = None
         self._pending: list[str] = []
-        self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._checker: asyncio.Task[None] | None = None
+        self._checker = PeriodicFlush(
+            self._check_pending, lambda: self.interval, self._lock, until=lambda: self.halted is not None
+        )
         self.checks = 0
 
     async def start(self) -> None:
@@ -143,18 +144,7 @@ class ModeratedReply:
         if self.halted:
             return
         self._pending.append(text)
-        self._dirty.set()
-        if self._checker is None:
-            self._checker = asyncio.create_task(self._check_periodically())
-
-    async def _check_periodically(self) -> None:
-        while not self.halted:
-            await self._dirty.wait()
-            self._dirty.clear()
-            async with self._lock:
-                checked = await self._check_pending()
-            if checked:
-                await asyncio.sleep(self.interval)  # the call budget, not a wait for another task
+        self._checker.poke()
 
     async def _check_pending(self, final: bool = False) -> bool:
         """Moderate everything not yet shown; pass it on, or halt. False when it waited for a whole word instead.
@@ -183,11 +173,7 @@ class ModeratedReply:
         return True
 
     async def _drain(self) -> None:
-        if self._checker is not None:
-            async with self._lock:
-                self._checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checker
+        await self._checker.stop()
         async with self._lock:
             await self._check_pending(final=True)
 
