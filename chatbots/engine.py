@@ -14,6 +14,7 @@ from typing import TypeVar
 from .config import Settings
 from .limits import Admission, Caps, Refused, UsageLimits, caps_for
 from .logs import new_turn_id
+from .lru import LRU
 from .metrics import Metrics
 from .model import ChatModel, Message, ModelError
 from .moderation import (
@@ -57,6 +58,8 @@ NO_ROOM_NOTICE = (
 )
 CUT_MARGIN = 8
 """Tokens kept spare when cutting a message: pieces counted apart may merge or split where they join."""
+INSTRUCTION_SIZES = 1000
+"""Exact token counts of instructions kept, per (model, instructions): one per workspace or channel in use."""
 MAX_WAITING_TURNS = 20
 """Turns one conversation may have waiting behind the one being answered; more are turned away with BUSY_NOTICE."""
 
@@ -85,7 +88,7 @@ class Engine:
         self.redact = redactor(settings.redact)
         self.tokenizers = tokenizers if tokenizers is not None else Tokenizers()
         self._counters: dict[str, TokenCounter] = {}
-        self._instruction_tokens: dict[tuple[str, str], int] = {}
+        self._instruction_tokens: LRU[tuple[str, str], int] = LRU(INSTRUCTION_SIZES)
         self._queues: dict[ConversationKey, tuple[asyncio.Lock, list[int]]] = {}
 
     async def close(self) -> None:
@@ -177,9 +180,8 @@ class Engine:
             size = counter.size(instructions)
             if not size.exact:
                 return size.tokens  # cheap to bound again; only exact counts are worth keeping
-            if len(self._instruction_tokens) > 1000:
-                self._instruction_tokens.clear()
-            found = self._instruction_tokens[cache_key] = size.tokens
+            found = size.tokens
+            self._instruction_tokens.put(cache_key, found)
         return found
 
     def _history_budget(self, model: str, instructions: str, counter: TokenCounter) -> int:
