@@ -62,8 +62,9 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
 
     engine = open_engine(settings)
     try:
+        # Written before any turn: a database that cannot be written stops the command here, with one line.
+        workspace = await engine.store.workspace_id(console.PLATFORM, console.WORKSPACE)
         if args.system is not None:
-            workspace = await engine.store.workspace_id(console.PLATFORM, console.WORKSPACE)
             await engine.store.set_setting(workspace, "instructions", args.system.strip() or None)
         return await console.chat(engine, new=args.new, prompt=args.prompt, stdin=sys.stdin, out=sys.stdout)
     finally:
