@@ -8,18 +8,17 @@ import logging
 import signal
 import sqlite3
 import sys
-from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from chatbots.cli import open_engine
+from chatbots.app import open_engine
 from chatbots.config import ConfigError, Settings
 from chatbots.engine import Engine
 from chatbots.metrics import CONTENT_TYPE
-from chatbots.retention import upkeep
+from chatbots.types import Outcome
 
-from .service import PlatformService
+from .service import Observer, PlatformService
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +57,11 @@ class Bot:
                                   "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET")
             raise ConfigError(f"no platform is configured: set {PLATFORM_VARIABLES}")
         self.settings = settings
-        self.engine = engine or open_engine(settings)
+        self.engine = engine or open_engine(settings, recover=True)  # the answering process
         try:
             self.services = platform_services(settings, self.engine)
         except ConfigError:
-            self.engine.store.close()
+            self.engine.discard()
             raise
         self.web = web.Application()  # handlers read bodies themselves, each within its own bounds
         self.web.router.add_get("/healthz", self._health)
@@ -88,11 +87,11 @@ class Bot:
         platforms = [service.name for service in self.services]
         return web.json_response({"status": status, "platforms": platforms}, status=503 if self.stopping else 200)
 
-    def _counter_for(self, platform: str) -> Callable[[str], None]:
+    def _counter_for(self, platform: str) -> Observer:
         events = self.engine.metrics.events
 
-        def count(outcome: str) -> None:
-            events.labels(platform, outcome.split(":", 1)[0]).inc()
+        def count(outcome: Outcome) -> None:
+            events.labels(platform, outcome.kind).inc()
 
         return count
 
@@ -136,7 +135,7 @@ class Bot:
         """Forget old event ids, and enforce CHATBOTS_RETENTION_DAYS: at start, then every hour."""
         while True:
             try:
-                removed = await upkeep(self.engine.store, days)
+                removed = await self.engine.upkeep(days)
             except sqlite3.Error as error:
                 log.warning("upkeep skipped, the database is unavailable: %s", type(error).__name__)
             else:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from abc import ABC, abstractmethod
+
+from chatbots.flush import PeriodicFlush
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,10 @@ class ThrottledReply(ABC):
     def __init__(self) -> None:
         self._text = ""
         self._pieces: list[str] = []  # appended since the text was last read
-        self._dirty = asyncio.Event()
         self._render_lock = asyncio.Lock()
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = PeriodicFlush(
+            self._interim_render, lambda: self.interval, self._render_lock, before=self._settle_thinking
+        )
         self._first_text = asyncio.Event()
         self._thinker: asyncio.Task[None] | None = None
 
@@ -68,19 +70,17 @@ class ThrottledReply(ABC):
 
     async def append(self, text: str) -> None:
         self._pieces.append(printable(text))
-        self._dirty.set()
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_periodically())
+        self._flusher.poke()
 
     async def finish(self) -> list[str]:
-        await self._stop_flusher()
+        await self._flusher.stop()
         await self._settle_thinking()
         async with self._render_lock:
             await self._render(self.text, final=True)
         return self.message_ids()
 
     async def fail(self, notice: str) -> list[str]:
-        await self._stop_flusher()
+        await self._flusher.stop()
         await self._settle_thinking()
         shown = self.text  # never trimmed: streamed platforms have already shown this exact prefix
         notice = self.format_notice(printable(notice))
@@ -89,31 +89,17 @@ class ThrottledReply(ABC):
             await self._render(f"{shown}\n\n{notice}" if shown.strip() else shown + notice, final=True)
         return self.message_ids()
 
-    async def _flush_periodically(self) -> None:
-        await self._settle_thinking()
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            async with self._render_lock:
-                try:
-                    shown = await self._render(self.text, final=False)
-                except Exception as error:  # noqa: BLE001 - the final render retries with the whole text
-                    log.warning("interim update failed: %s", type(error).__name__)
-                    shown = True
-            if shown is not False:
-                await asyncio.sleep(self.interval)  # the rate limit itself, not a wait for another task
-
-    async def _stop_flusher(self) -> None:
-        if self._flusher is None:
-            return
-        async with self._render_lock:  # let a render in flight complete, then stop the loop between renders
-            self._flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._flusher
+    async def _interim_render(self) -> bool | None:
+        """One periodic render of everything so far; False when nothing could be shown yet."""
+        try:
+            return await self._render(self.text, final=False)
+        except Exception as error:  # noqa: BLE001 - the final render retries with the whole text
+            log.warning("interim update failed: %s", type(error).__name__)
+            return True
 
     def _render_again(self) -> None:
         """The last interim render left something unshown: render once more next interval, even without new text."""
-        self._dirty.set()
+        self._flusher.poke()
 
     def format_notice(self, notice: str) -> str:
         return f"_{notice}_"

@@ -7,17 +7,16 @@ import asyncio
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from importlib.metadata import version
+from importlib.metadata import entry_points, version
 
 from dotenv import load_dotenv
 
+from .app import open_engine
 from .config import ConfigError, Settings
-from .engine import Engine
 from .logs import configure_logging
-from .model import OpenAIChat
-from .store import SQLiteDatabase, Store, StoreError
+from .store import SQLiteDatabase, StoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,21 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_engine(settings: Settings) -> Engine:
-    """The shared core: store, model client and engine, from settings."""
-    settings.require_model_access()
-    store = Store.open(settings.db_path)
-    store.sql.recover_interrupted()  # before any turn; only the answering process may declare answers cut off
-    return Engine(store, OpenAIChat.from_settings(settings), settings)
-
-
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     from . import console
 
     engine = open_engine(settings)
     try:
+        # Written before any turn: a database that cannot be written stops the command here, with one line.
+        workspace = await engine.store.workspace_id(console.PLATFORM, console.WORKSPACE)
         if args.system is not None:
-            workspace = await engine.store.workspace_id(console.PLATFORM, console.WORKSPACE)
             await engine.store.set_setting(workspace, "instructions", args.system.strip() or None)
         return await console.chat(engine, new=args.new, prompt=args.prompt, stdin=sys.stdin, out=sys.stdout)
     finally:
@@ -154,17 +146,22 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
     if args.command in ("usage", "audit", "feedback", "moderation-log", "purge"):
         print(_report(settings, args))
         return 0
-    if args.command == "doctor":
-        from adapters.doctor import doctor
-
-        code, table = asyncio.run(doctor(settings))
-        print(table)
-        return code
-    if args.command == "run":
-        from adapters.runner import run
-
-        return asyncio.run(run(settings))
+    if args.command in ("run", "doctor"):
+        return platform_command(args.command)(settings)
     return 2
+
+
+COMMANDS_GROUP = "chatbots.commands"
+"""Entry points naming the commands that need the platforms (`run`, `doctor`): the outer layer, not the core."""
+
+
+def platform_command(name: str) -> Callable[[Settings], int]:
+    """The installed command called name, or a ConfigError saying the platforms are not installed."""
+    for entry in entry_points(group=COMMANDS_GROUP, name=name):
+        command: Callable[[Settings], int] = entry.load()
+        return command
+    raise ConfigError(f"`chatbots {name}` is not installed: reinstall the chatbots package (entry point "
+                      f"{COMMANDS_GROUP}:{name} is missing)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from typing import TypeVar
 from .config import Settings
 from .limits import Admission, Caps, Refused, UsageLimits, caps_for
 from .logs import new_turn_id
+from .lru import LRU
 from .metrics import Metrics
 from .model import ChatModel, Message, ModelError
 from .moderation import (
@@ -25,6 +26,7 @@ from .moderation import (
 )
 from .prompt import build_messages, counted_text, labelled, system_instructions
 from .redact import redactor
+from .retention import upkeep
 from .store import Store
 from .tokens import (
     MESSAGE_OVERHEAD,
@@ -35,7 +37,7 @@ from .tokens import (
     knows_tokenizer,
     surely_over,
 )
-from .types import ConversationKey, Inbound, Reply, Usage
+from .types import Addressed, ConversationKey, Decision, Inbound, Reply, TurnStatus, Usage, Vote
 from .window import StoredMessage
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ NO_ROOM_NOTICE = (
 )
 CUT_MARGIN = 8
 """Tokens kept spare when cutting a message: pieces counted apart may merge or split where they join."""
+INSTRUCTION_SIZES = 1000
+"""Exact token counts of instructions kept, per (model, instructions): one per workspace or channel in use."""
 MAX_WAITING_TURNS = 20
 """Turns one conversation may have waiting behind the one being answered; more are turned away with BUSY_NOTICE."""
 
@@ -68,9 +72,7 @@ class ConversationBusy(Exception):
 class TurnResult:
     """What happened to one message; adapters and tests read it, people never see it."""
 
-    status: str
-    """'answered', 'failed', 'refused' (over a cap), 'flagged' (moderation), 'moderation_unavailable',
-    'stored' (context only), 'duplicate', 'empty', 'busy' (queue full) or 'no_room' (instructions fill the window)."""
+    status: TurnStatus
     answer: str = ""
     usage: Usage | None = None
 
@@ -86,7 +88,7 @@ class Engine:
         self.redact = redactor(settings.redact)
         self.tokenizers = tokenizers if tokenizers is not None else Tokenizers()
         self._counters: dict[str, TokenCounter] = {}
-        self._instruction_tokens: dict[tuple[str, str], int] = {}
+        self._instruction_tokens: LRU[tuple[str, str], int] = LRU(INSTRUCTION_SIZES)
         self._queues: dict[ConversationKey, tuple[asyncio.Lock, list[int]]] = {}
 
     async def close(self) -> None:
@@ -96,6 +98,33 @@ class Engine:
             await close()
         if self.moderator is not None:
             await self.moderator.close()
+        self.store.close()
+
+    # -- what platforms ask of the core: adapters go through these, never through the store --
+
+    async def first_delivery(self, platform: str, event_id: str) -> bool:
+        """Record a platform event id; False when it was seen before (a retry or a redelivery)."""
+        return await self.store.first_delivery(platform, event_id)
+
+    async def in_conversation(self, key: ConversationKey) -> bool:
+        """Whether the bot is part of this conversation (has stored anything for it)."""
+        return await self.store.has_conversation(key)
+
+    async def record_vote(self, platform: str, workspace: str, reply_id: str, user_id: str, vote: Vote | None) -> bool:
+        """A person's vote on one of the bot's replies (None withdraws it); False when reply_id is not one of ours."""
+        workspace_id = await self.store.workspace_id(platform, workspace)
+        return await self.store.record_feedback(workspace_id, reply_id, user_id, None if vote is None else int(vote))
+
+    async def erase_workspace(self, platform: str, workspace: str) -> bool:
+        """Erase everything stored for a workspace: the app was uninstalled or the bot left the server."""
+        return await self.store.delete_workspace(platform, workspace)
+
+    async def upkeep(self, retention_days: int | None) -> int:
+        """Forget old event ids, and messages older than retention_days (when set); how many messages went."""
+        return await upkeep(self.store, retention_days)
+
+    def discard(self) -> None:
+        """Close the database of an engine that never served (start-up failed before any turn)."""
         self.store.close()
 
     def counter(self, model: str) -> TokenCounter:
@@ -151,9 +180,8 @@ class Engine:
             size = counter.size(instructions)
             if not size.exact:
                 return size.tokens  # cheap to bound again; only exact counts are worth keeping
-            if len(self._instruction_tokens) > 1000:
-                self._instruction_tokens.clear()
-            found = self._instruction_tokens[cache_key] = size.tokens
+            found = size.tokens
+            self._instruction_tokens.put(cache_key, found)
         return found
 
     def _history_budget(self, model: str, instructions: str, counter: TokenCounter) -> int:
@@ -187,31 +215,31 @@ class Engine:
                     # A locked, full or read-only database: say so in chat and keep serving other turns.
                     log.error("database unavailable during a turn: %s", type(error).__name__)
                     self.metrics.errors.labels("storage").inc()
-                    if message.addressed is not False:
+                    if message.addressed is not Addressed.CONTEXT:
                         await _quietly(reply.fail(STORAGE_NOTICE), "fail")
-                    result = TurnResult("storage_error")
+                    result = TurnResult(TurnStatus.STORAGE_ERROR)
         except ConversationBusy:
             log.info("conversation queue full; turn turned away")
-            if message.addressed is not False:
+            if message.addressed is not Addressed.CONTEXT:
                 await _quietly(reply.fail(BUSY_NOTICE), "fail")
-            result = TurnResult("busy")
+            result = TurnResult(TurnStatus.BUSY)
         platform = message.key.platform
         self.metrics.turns.labels(platform, result.status).inc()
-        if result.status in ("answered", "failed", "flagged"):
+        if result.status in (TurnStatus.ANSWERED, TurnStatus.FAILED, TurnStatus.FLAGGED):
             self.metrics.reply_time.labels(platform).observe(time.monotonic() - started)
         log.debug("turn %s", result.status)
         return result
 
     async def _turn(self, message: Inbound, reply: Reply, started: float) -> TurnResult:
         if not message.text.strip():
-            if message.addressed:
+            if message.addressed is not Addressed.CONTEXT:
                 await _quietly(reply.fail(EMPTY_NOTICE), "fail")
-            return TurnResult("empty")
+            return TurnResult(TurnStatus.EMPTY)
         model, instructions = await self._instructions(message.key)
         counter = self.counter(model)
         workspace_id = await self.store.workspace_id(message.key.platform, message.key.workspace)
         caps = await self.caps(message.key)
-        if message.addressed is not False:
+        if message.addressed is not Addressed.CONTEXT:
             try:  # before moderation or the model cost anything: a flood over the rate stops here
                 await self.limits.precheck(workspace_id, message.author_id, caps)
             except Refused as refusal:
@@ -221,9 +249,9 @@ class Engine:
             message = replace(message, text=self.redact(message.text))
         fitted = await self._fit(message, counter, model, instructions)
         if fitted is None:
-            if message.addressed is not False:
+            if message.addressed is not Addressed.CONTEXT:
                 await _quietly(reply.fail(NO_ROOM_NOTICE), "fail")
-            return TurnResult("no_room")
+            return TurnResult(TurnStatus.NO_ROOM)
         text, truncated = fitted
         moderated = self.moderator is not None and (await self.store.settings_for(message.key)).get("moderation", "on") == "on"
         if moderated:
@@ -231,10 +259,10 @@ class Engine:
             verdict = await self.moderator.check(text)
             await self._record_moderation(message.key, "in", verdict, text)
             if verdict.blocked:
-                if message.addressed is not False:
-                    notice = FLAGGED_INPUT_NOTICE if verdict.decision == "flagged" else UNAVAILABLE_NOTICE
+                if message.addressed is not Addressed.CONTEXT:
+                    notice = FLAGGED_INPUT_NOTICE if verdict.decision == Decision.FLAGGED else UNAVAILABLE_NOTICE
                     await _quietly(reply.fail(notice), "fail")
-                return TurnResult("flagged" if verdict.decision == "flagged" else "moderation_unavailable")
+                return TurnResult(TurnStatus.FLAGGED if verdict.decision == Decision.FLAGGED else TurnStatus.MODERATION_UNAVAILABLE)
         size = counter.size(labelled(text, message.author_name, message.author_id))
         conversation = await self.store.conversation_id(message.key)
         stored_id = await self.store.add_message(
@@ -242,13 +270,13 @@ class Engine:
             author_id=message.author_id, author_name=message.author_name, platform_id=message.message_id,
         )
         if stored_id is None:
-            return TurnResult("duplicate")
-        if message.addressed is False:
-            return TurnResult("stored")
+            return TurnResult(TurnStatus.DUPLICATE)
+        if message.addressed is Addressed.CONTEXT:
+            return TurnResult(TurnStatus.STORED)
 
         window = await self._window(conversation, model, instructions, counter)
-        if message.addressed is None and not _continues_exchange(window, message.author_id):
-            return TurnResult("stored")
+        if message.addressed is Addressed.IF_CONTINUING and not _continues_exchange(window, message.author_id):
+            return TurnResult(TurnStatus.STORED)
         prompt = build_messages(instructions, window)
 
         def exact_prompt_tokens() -> int:
@@ -280,7 +308,7 @@ class Engine:
     async def _refused(self, message: Inbound, reply: Reply, refusal: Refused) -> TurnResult:
         self.metrics.refusals.labels(message.key.platform).inc()
         await _quietly(reply.fail(str(refusal)), "fail")
-        return TurnResult("refused")
+        return TurnResult(TurnStatus.REFUSED)
 
     async def _admit(
         self, workspace_id: int, user_id: str, caps: Caps, model: str, instructions: str, window: list[StoredMessage],
@@ -350,14 +378,14 @@ class Engine:
             await counter.load()
             usage = Usage(prompt_tokens(), counter.count(answer), estimated=True)
         if moderated is not None and moderated.halted:
-            return usage, await self._failed(answer_row, model, parts, reply, "", status="flagged")
+            return usage, await self._failed(answer_row, model, parts, reply, "", status=TurnStatus.FLAGGED)
         if not answer.strip():
             return usage, await self._failed(answer_row, model, parts, reply, EMPTY_ANSWER_NOTICE)
         if truncated:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
         platform_ids = await _quietly(reply.finish(), "finish") or []
         if moderated is not None and moderated.halted:  # the last increment was flagged at finish
-            return usage, await self._store_shown(answer_row, model, moderated.approved, "flagged")
+            return usage, await self._store_shown(answer_row, model, moderated.approved, TurnStatus.FLAGGED)
         size = counter.size(answer)
         await self.store.complete_answer(
             answer_row, answer, size.tokens, status="ok", exact=size.exact,
@@ -365,11 +393,11 @@ class Engine:
         )
         if platform_ids:
             await self.store.record_reply_parts(workspace_id, answer_row, platform_ids)
-        return usage, TurnResult("answered", answer, usage)
+        return usage, TurnResult(TurnStatus.ANSWERED, answer, usage)
 
     async def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:
         self.metrics.moderation.labels(direction, verdict.decision).inc()
-        keep = self.settings.store_flagged_text and verdict.decision == "flagged"
+        keep = self.settings.store_flagged_text and verdict.decision == Decision.FLAGGED
         await self.store.record_moderation(key, direction, verdict.decision, list(verdict.categories), text if keep else None)
 
     async def _window(self, conversation: int, model: str, instructions: str, counter: TokenCounter) -> list[StoredMessage]:
@@ -406,15 +434,15 @@ class Engine:
         return counter.truncate(text, room) + TRUNCATION_MARK, True
 
     async def _failed(
-        self, answer_row: int, model: str, parts: list[str], reply: Reply, notice: str, status: str = "failed"
+        self, answer_row: int, model: str, parts: list[str], reply: Reply, notice: str, status: TurnStatus = TurnStatus.FAILED
     ) -> TurnResult:
         """End the reply with the notice; keep what was already shown so the history matches the thread."""
         await _quietly(reply.fail(notice), "fail")
         shown = reply.approved if isinstance(reply, ModeratedReply) else "".join(parts)
         return await self._store_shown(answer_row, model, shown, status)
 
-    async def _store_shown(self, answer_row: int, model: str, shown: str, status: str) -> TurnResult:
-        stored_status = "flagged" if status == "flagged" else "interrupted"
+    async def _store_shown(self, answer_row: int, model: str, shown: str, status: TurnStatus) -> TurnResult:
+        stored_status = "flagged" if status is TurnStatus.FLAGGED else "interrupted"
         size = self.counter(model).size(shown)
         await self.store.complete_answer(answer_row, shown, size.tokens, status=stored_status, exact=size.exact)
         return TurnResult(status, shown)

@@ -1,8 +1,7 @@
 """Prometheus metrics for `GET /metrics`: replies, errors by kind, latency, tokens, moderation, cap refusals.
 
-A few labelled counters and histograms in the text exposition format, written here rather than taken from
-prometheus_client: that library costs 12 MB of resident memory at import, a fifth of the bot's idle budget.
-One set per engine, so several bots in one process (tests) never mix their counts.
+A few labelled counters and histograms in the text exposition format (label names in declaration order, `le`
+last). One set per engine, so several bots in one process (tests) never mix their counts.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ and key it shares the chat's OpenAIClient (and its extra headers); elsewhere it 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,8 +16,9 @@ from dataclasses import dataclass
 import aiohttp
 
 from .config import Settings
+from .flush import PeriodicFlush
 from .openai_client import DEFAULT_BASE_URL, OpenAIClient, extra_headers
-from .types import Reply
+from .types import Decision, Reply
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,15 @@ class NoVerdict(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    decision: str
-    """'passed', 'flagged', 'error_blocked' or 'error_allowed'."""
+    decision: Decision
     categories: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decision", Decision(self.decision))  # a plain "flagged" reads as the same Decision
 
     @property
     def blocked(self) -> bool:
-        return self.decision in ("flagged", "error_blocked")
+        return self.decision in (Decision.FLAGGED, Decision.ERROR_BLOCKED)
 
 
 class Moderator:
@@ -136,9 +138,10 @@ class ModeratedReply:
         self.approved = ""
         self.halted: Verdict | None = None
         self._pending: list[str] = []
-        self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._checker: asyncio.Task[None] | None = None
+        self._checker = PeriodicFlush(
+            self._check_pending, lambda: self.interval, self._lock, until=lambda: self.halted is not None
+        )
         self.checks = 0
 
     async def start(self) -> None:
@@ -148,18 +151,7 @@ class ModeratedReply:
         if self.halted:
             return
         self._pending.append(text)
-        self._dirty.set()
-        if self._checker is None:
-            self._checker = asyncio.create_task(self._check_periodically())
-
-    async def _check_periodically(self) -> None:
-        while not self.halted:
-            await self._dirty.wait()
-            self._dirty.clear()
-            async with self._lock:
-                checked = await self._check_pending()
-            if checked:
-                await asyncio.sleep(self.interval)  # the call budget, not a wait for another task
+        self._checker.poke()
 
     async def _check_pending(self, final: bool = False) -> bool:
         """Moderate everything not yet shown; pass it on, or halt. False when it waited for a whole word instead.
@@ -188,11 +180,7 @@ class ModeratedReply:
         return True
 
     async def _drain(self) -> None:
-        if self._checker is not None:
-            async with self._lock:
-                self._checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checker
+        await self._checker.stop()
         async with self._lock:
             await self._check_pending(final=True)
 
@@ -208,4 +196,4 @@ class ModeratedReply:
 
     def _halt_notice(self) -> str:
         assert self.halted is not None
-        return FLAGGED_OUTPUT_NOTICE if self.halted.decision == "flagged" else UNAVAILABLE_NOTICE
+        return FLAGGED_OUTPUT_NOTICE if self.halted.decision == Decision.FLAGGED else UNAVAILABLE_NOTICE

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from .pricing import PriceList
 from .store import SQLiteDatabase
+from .store import reports as queries
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -27,12 +28,12 @@ def workspace_filter(store: SQLiteDatabase, text: str | None) -> tuple[str, str]
     platform, _, external = text.partition(":")
     if external:
         return platform, external
-    return store.workspace_platform(text) or "?", text
+    return queries.workspace_platform(store.db, text) or "?", text
 
 
 def usage_report(store: SQLiteDatabase, prices: PriceList, days: int, workspace: tuple[str, str] | None, as_csv: bool) -> str:
     since = (store.clock().date() - timedelta(days=days - 1)).isoformat()
-    rows = store.usage_rows(since, workspace)
+    rows = queries.usage_rows(store.db, since, workspace)
     headers = ["day", "platform", "workspace", "user", "model", "prompt_tokens", "completion_tokens", "replies", "cost_usd"]
     table = [
         [r["day"], r["platform"], r["workspace"], r["user_id"], r["model"], r["prompt_tokens"], r["completion_tokens"],
@@ -53,7 +54,7 @@ def usage_report(store: SQLiteDatabase, prices: PriceList, days: int, workspace:
 
 
 def audit_report(store: SQLiteDatabase, workspace: tuple[str, str] | None) -> str:
-    rows = store.audit_log(workspace)
+    rows = queries.audit_log(store.db, workspace)
     if not rows:
         return "No settings changes recorded."
     return _table(
@@ -65,7 +66,7 @@ def audit_report(store: SQLiteDatabase, workspace: tuple[str, str] | None) -> st
 
 def feedback_report(store: SQLiteDatabase, days: int) -> str:
     since = (store.clock() - timedelta(days=days)).isoformat().replace("+00:00", "Z")
-    rows = store.downvoted(since)
+    rows = queries.downvoted(store.db, since)
     if not rows:
         return f"No down-voted answers in the last {days} days."
     blocks = []
@@ -79,7 +80,7 @@ def feedback_report(store: SQLiteDatabase, days: int) -> str:
 
 def moderation_report(store: SQLiteDatabase, days: int, flagged_only: bool) -> str:
     since = (store.clock() - timedelta(days=days)).isoformat().replace("+00:00", "Z")
-    rows = store.moderation_log(since, flagged_only)
+    rows = queries.moderation_log(store.db, since, flagged_only)
     if not rows:
         return f"No moderation decisions in the last {days} days."
     return _table(
@@ -93,7 +94,7 @@ def export_workspace(store: SQLiteDatabase, workspace: tuple[str, str], out: Tex
     """A workspace's conversations as JSON lines, one message a line; returns how many were written."""
     platform, external = workspace
     written = 0
-    for row in store.workspace_messages(platform, external):
+    for row in queries.workspace_messages(store.db, platform, external):
         out.write(json.dumps({"platform": platform, "workspace": external, **row}, ensure_ascii=False) + "\n")
         written += 1
     return written

@@ -3,7 +3,100 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum, StrEnum
 from typing import Protocol
+
+
+class Addressed(StrEnum):
+    """Whether a message asks the bot for an answer."""
+
+    YES = "yes"
+    """Answer it (a mention, a DM, a message in a thread the bot started for this person)."""
+    CONTEXT = "context"
+    """Keep it as context only (chatter in a thread the bot is part of)."""
+    IF_CONTINUING = "if_continuing"
+    """A follow-up in the bot's thread with no mention: answered when it continues the exchange with the bot (the
+    bot spoke last, or this person is the only one talking to it), kept as context otherwise."""
+
+
+class TurnStatus(StrEnum):
+    """What became of one message in the engine; the values are metric labels and log text."""
+
+    ANSWERED = "answered"
+    FAILED = "failed"
+    REFUSED = "refused"
+    """Over a cap."""
+    FLAGGED = "flagged"
+    """Moderation flagged the question or the answer."""
+    MODERATION_UNAVAILABLE = "moderation_unavailable"
+    STORED = "stored"
+    """Kept as context only."""
+    DUPLICATE = "duplicate"
+    EMPTY = "empty"
+    BUSY = "busy"
+    """The conversation's queue is full."""
+    NO_ROOM = "no_room"
+    """The instructions fill the model's whole window."""
+    STORAGE_ERROR = "storage_error"
+
+
+class Decision(StrEnum):
+    """A moderation verdict; the values are what the moderation log stores and the metrics label."""
+
+    PASSED = "passed"
+    FLAGGED = "flagged"
+    ERROR_BLOCKED = "error_blocked"
+    """The moderation call failed and CHATBOTS_MODERATION_ON_ERROR=block."""
+    ERROR_ALLOWED = "error_allowed"
+
+
+class Outcome(StrEnum):
+    """What a platform service did with one event: told to its observers (metrics, tests)."""
+
+    IGNORED = "ignored"
+    DUPLICATE = "duplicate"
+    """A retry or redelivery of an event already taken."""
+    NOT_OURS = "not_ours"
+    """A thread the bot is not part of."""
+    OWN = "own"
+    """The bot's own post or edit, echoed back."""
+    FORBIDDEN = "forbidden"
+    SHUTTING_DOWN = "shutting_down"
+    COMMAND = "command"
+    COMMAND_MALFORMED = "command:malformed"
+    COMMAND_ERROR = "command:error"
+    COMMANDS_SYNCED = "commands_synced"
+    FEEDBACK = "feedback"
+    WORKSPACE_DELETED = "workspace_deleted"
+    TURN_ERROR = "turn:error"
+    """The turn raised (it was cancelled, or the adapter failed around it)."""
+    TURN_ANSWERED = "turn:answered"
+    TURN_FAILED = "turn:failed"
+    TURN_REFUSED = "turn:refused"
+    TURN_FLAGGED = "turn:flagged"
+    TURN_MODERATION_UNAVAILABLE = "turn:moderation_unavailable"
+    TURN_STORED = "turn:stored"
+    TURN_DUPLICATE = "turn:duplicate"
+    TURN_EMPTY = "turn:empty"
+    TURN_BUSY = "turn:busy"
+    TURN_NO_ROOM = "turn:no_room"
+    TURN_STORAGE_ERROR = "turn:storage_error"
+
+    @classmethod
+    def of_turn(cls, status: TurnStatus) -> Outcome:
+        return cls(f"turn:{status}")
+
+    @property
+    def kind(self) -> str:
+        """The metric label: "turn" for every turn outcome, "command" for every command one."""
+        return self.value.split(":", 1)[0]
+
+
+class Vote(IntEnum):
+    """Feedback on one of the bot's replies, as the store keeps it."""
+
+    UP = 1
+    DOWN = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +121,7 @@ class Inbound:
     author_id: str
     author_name: str
     text: str
-    addressed: bool | None = True
-    """True: answer it. False: keep it as context only (chatter in a thread the bot is part of).
-    None: a follow-up in the bot's thread with no mention: answered when it continues the exchange with the bot
-    (the bot spoke last, or this person is the only one talking to it), kept as context otherwise."""
+    addressed: Addressed = Addressed.YES
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ async def http_rig(settings: Settings) -> AsyncIterator[SlackRig]:
 
 
 async def audit_rows(rig: SlackRig) -> list[dict]:
-    return await rig.bot.engine.store.run(rig.bot.engine.store.sql.audit_log)
+    return await rig.bot.engine.store.audit_log()
 
 
 def settings_rows(rig: SlackRig) -> list[tuple]:

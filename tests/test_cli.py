@@ -179,3 +179,22 @@ async def test_the_working_directorys_env_file_fills_in_what_the_environment_doe
     assert process.returncode == 0, err.decode()
     assert "older than 5 days" in out.decode(), "the environment wins over .env"
     assert (tmp_path / "from-dotenv.db").exists() and not (tmp_path / "chatbots.db").exists()
+
+
+async def test_chat_leaves_a_running_bots_answer_in_flight_alone(model_server: FakeModelServer, tmp_path: Path) -> None:
+    """Only `chatbots run` may declare answers cut off: a terminal chat beside a live bot must not."""
+    from chatbots.types import ConversationKey
+    from chatbots.store import SQLiteDatabase
+
+    db = tmp_path / "bot.db"
+    sql = SQLiteDatabase.open(db)
+    answer = sql.begin_answer(sql.conversation_id(ConversationKey("slack", "T1", "C1", "1.0")), "m")
+    sql.close()
+    code, _, err = await _chatbots("chat", "hello", env=_env(model_server, db))
+    assert code == 0, err
+    sql = SQLiteDatabase.open(db)
+    try:
+        [(status,)] = sql.db.execute("SELECT status FROM messages WHERE id = ?", [answer]).fetchall()
+    finally:
+        sql.close()
+    assert status == "streaming"

@@ -46,7 +46,7 @@ async def ask(engine: Engine, text: str, *, user: str = "U1", team: str = "T1", 
 
 
 async def audit_rows(engine: Engine) -> list[dict]:
-    return await engine.store.run(engine.store.sql.audit_log)
+    return await engine.store.audit_log()
 
 
 def settings_rows(engine: Engine) -> list[tuple]:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from chatbots.engine import EMPTY_NOTICE, TRUNCATION_MARK, TRUNCATION_NOTICE, Engine
-from chatbots.types import ConversationKey, Inbound
+from chatbots.types import Addressed, ConversationKey, Inbound
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 
@@ -14,7 +14,7 @@ KEY = ConversationKey("test", "T1", "C1", "thread-1")
 
 
 def said(
-    text: str, n: int, *, key: ConversationKey = KEY, author: str = "U1", name: str = "Ada", addressed: bool | None = True
+    text: str, n: int, *, key: ConversationKey = KEY, author: str = "U1", name: str = "Ada", addressed: Addressed = Addressed.YES
 ) -> Inbound:
     return Inbound(key, f"m{n}", author, name, text, addressed)
 
@@ -58,7 +58,7 @@ async def test_each_turn_says_who_spoke_when_several_people_share_a_thread(engin
 
 async def test_thread_chatter_is_context_but_gets_no_answer(engine: Engine, model_server: FakeModelServer) -> None:
     reply = RecordingReply()
-    result = await engine.handle(said("lunch at noon?", 1, author="U2", name="Grace", addressed=False), reply)
+    result = await engine.handle(said("lunch at noon?", 1, author="U2", name="Grace", addressed=Addressed.CONTEXT), reply)
     assert result.status == "stored"
     assert reply.started == 0 and not model_server.requests
 
@@ -233,7 +233,7 @@ async def test_an_unmentioned_follow_up_is_answered_when_it_continues_the_exchan
     engine: Engine, model_server: FakeModelServer
 ) -> None:
     await engine.handle(said("what is our deploy day?", 1), RecordingReply())
-    follow_up = await engine.handle(said("and the time?", 2, addressed=None), RecordingReply())
+    follow_up = await engine.handle(said("and the time?", 2, addressed=Addressed.IF_CONTINUING), RecordingReply())
     assert follow_up.status == "answered", "the bot spoke last, so a reply in its thread is for it"
 
 
@@ -241,8 +241,8 @@ async def test_people_talking_among_themselves_in_the_bots_thread_are_context(
     engine: Engine, model_server: FakeModelServer
 ) -> None:
     await engine.handle(said("summarise the incident", 1), RecordingReply())
-    await engine.handle(said("looks right to me", 2, author="U2", name="Grace", addressed=False), RecordingReply())
+    await engine.handle(said("looks right to me", 2, author="U2", name="Grace", addressed=Addressed.CONTEXT), RecordingReply())
     reply = RecordingReply()
-    result = await engine.handle(said("agreed", 3, author="U3", name="Linus", addressed=None), reply)
+    result = await engine.handle(said("agreed", 3, author="U3", name="Linus", addressed=Addressed.IF_CONTINUING), reply)
     assert result.status == "stored" and reply.started == 0
     assert len(model_server.requests) == 1

@@ -70,14 +70,14 @@ async def test_members_without_manage_server_cannot_change_settings(rig: Discord
                           ("instructions", {"action": "set", "text": "Be rude."}), ("moderation", {"state": "off"})]:
         answer = await slash(rig, command, **options)
         assert "Only workspace admins" in answer
-    assert settings_rows(rig) == before and not await rig.bot.engine.store.run(rig.bot.engine.store.sql.audit_log)
+    assert settings_rows(rig) == before and not await rig.bot.engine.store.audit_log()
     assert "instructions set" not in await slash(rig, "help")
 
 
 async def test_a_server_admin_sets_instructions_that_reach_the_model_in_that_server_only(rig: DiscordRig) -> None:
     answer = await slash(rig, "instructions", admin=True, action="set", text="Answer in haiku.")
     assert "updated" in answer
-    [row] = await rig.bot.engine.store.run(rig.bot.engine.store.sql.audit_log)
+    [row] = await rig.bot.engine.store.audit_log()
     assert (row["workspace"], row["actor_id"], row["new_value"]) == (str(GUILD), str(ALICE), "Answer in haiku.")
     await rig.ask("hello")
     assert rig.model.requests[-1]["messages"][0]["content"] == "Answer in haiku."

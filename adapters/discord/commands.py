@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any, Literal
 
 import discord
@@ -11,15 +10,14 @@ from discord import app_commands
 
 from chatbots.commands import Caller, Commands
 from chatbots.paging import split_message
+from chatbots.types import Outcome
 
+from ..service import Observer
 from .events import conversation_key
 
 log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2000
-
-Observer = Callable[[str], None]
-
 
 def caller_of(interaction: discord.Interaction) -> Caller:
     """Admins are members with Manage Server; in DMs (a space shared by everyone) only CHATBOTS_ADMINS count."""
@@ -37,7 +35,7 @@ def build_tree(client: discord.Client, commands: Commands, observe: Observer) ->
         reply = await commands.run(caller_of(interaction), text)
         for part in split_message(reply, MESSAGE_LIMIT):
             await interaction.followup.send(part, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
-        observe("command")
+        observe(Outcome.COMMAND)
 
     def command(name: str, description: str) -> Any:
         return group.command(name=name, description=description)
@@ -98,7 +96,7 @@ def build_tree(client: discord.Client, commands: Commands, observe: Observer) ->
     @tree.error
     async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         log.warning("/chatbot failed: %s", type(getattr(error, "original", error)).__name__)
-        observe("command:error")
+        observe(Outcome.COMMAND_ERROR)
         message = "Something went wrong running that command. Please try again."
         try:
             if interaction.response.is_done():

@@ -11,7 +11,7 @@ from typing import Any
 
 import discord
 
-from chatbots.types import ConversationKey, Inbound
+from chatbots.types import Addressed, ConversationKey, Inbound
 
 PLATFORM = "discord"
 DM_WORKSPACE = "dm"
@@ -126,5 +126,5 @@ def translate(message: Any, bot_id: int, *, allow_bots: bool = False, bot_role_i
         str(author.id),
         author.display_name,
         readable_text(message, bot_id, bot_role_id),
-        addressed=True,
+        addressed=Addressed.YES,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -14,8 +13,9 @@ from aiohttp import web
 from chatbots.commands import Commands
 from chatbots.config import ConfigError, Settings
 from chatbots.engine import Engine
-from chatbots.types import Inbound
+from chatbots.types import Inbound, Outcome
 
+from ..service import ServiceBase, describe, vote_for
 from ..tasks import TurnTasks
 from .access import ChannelAccess, How
 from .commands import build_tree
@@ -33,23 +33,22 @@ PRIVILEGED_INTENT_REFUSED = (
 )
 
 
-class DiscordService:
+class DiscordService(ServiceBase):
     name = "discord"
+    platform = PLATFORM
 
     def __init__(self, settings: Settings, engine: Engine, *, update_interval: float = 1.0,
                  guild_ready_timeout: float = 2.0) -> None:
         if not settings.discord_bot_token:
             raise ConfigError("DISCORD_BOT_TOKEN is not set")
         self.endpoints = Endpoints.from_settings(settings)
+        super().__init__(engine)
         self.settings = settings
-        self.engine = engine
         self.update_interval = update_interval
         self.guild_ready_timeout = guild_ready_timeout
         """Only delays discord.py's on_ready, which start() does not wait for; tests set it small."""
         self.turns = TurnTasks()
         self.access = ChannelAccess()
-        self.observers: list[Callable[[str], None]] = []
-        """Told the outcome of every message ("ignored", "own", "forbidden", "turn:answered", ...): metrics, tests."""
         self.commands = Commands.for_engine(engine)
         self.client: discord.Client | None = None
         self._sync: asyncio.Task[None] | None = None
@@ -96,7 +95,7 @@ class DiscordService:
         except (discord.HTTPException, aiohttp.ClientError) as error:
             log.warning("could not register the /chatbot commands: %s", describe(error))
         else:
-            self._observe("commands_synced")
+            self._observe(Outcome.COMMANDS_SYNCED)
 
     async def _startup_error(self) -> ConfigError:
         """Why the gateway never became ready, as one line for the operator; the client is closed."""
@@ -148,32 +147,28 @@ class DiscordService:
             return
         bot_id = client.user.id
         if is_own(message, bot_id):
-            return self._observe("own")  # every post and edit of ours comes back over the gateway
+            return self._observe(Outcome.OWN)  # every post and edit of ours comes back over the gateway
         guild = message.guild
         role = guild.self_role if guild is not None else None
         inbound = translate(message, bot_id, allow_bots=self.settings.allow_bots, bot_role_id=role.id if role else None)
         if inbound is None:
-            return self._observe("ignored")
+            return self._observe(Outcome.IGNORED)
         how = self.access.how_to_answer(message)
         if how is None:
-            return self._observe("forbidden")
+            return self._observe(Outcome.FORBIDDEN)
         if self.turns.spawn(self._turn(message, inbound, how)) is None:
-            self._observe("shutting_down")
+            self._observe(Outcome.SHUTTING_DOWN)
 
     async def _turn(self, message: discord.Message, inbound: Inbound, how: How) -> None:
         reply = DiscordReply(message, self.access, how, self.update_interval)
         try:
             result = await self.engine.handle(inbound, reply)
         except BaseException:
-            self._observe("turn:error")
+            self._observe(Outcome.TURN_ERROR)
             raise
         finally:
             await reply.close()
-        self._observe(f"turn:{result.status}")
-
-    def _observe(self, outcome: str) -> None:
-        for observer in self.observers:
-            observer(outcome)
+        self._observe_turn(result.status)
 
     async def on_raw_reaction_add(self, event: discord.RawReactionActionEvent) -> None:
         await self._feedback(event, removed=False)
@@ -183,20 +178,16 @@ class DiscordService:
 
     async def _feedback(self, event: discord.RawReactionActionEvent, removed: bool) -> None:
         """👍 / 👎 on one of the bot's replies is feedback on that reply."""
-        value = VOTES.get(str(event.emoji))
+        vote = vote_for(str(event.emoji))
         client = self.client
-        if value is None or client is None or client.user is None or event.user_id == client.user.id:
-            return self._observe("ignored")
-        store = self.engine.store
-        workspace = await store.workspace_id(PLATFORM, str(event.guild_id) if event.guild_id else DM_WORKSPACE)
-        found = await store.record_feedback(workspace, str(event.message_id), str(event.user_id), None if removed else value)
-        self._observe("feedback" if found else "ignored")
+        if vote is None or client is None or client.user is None or event.user_id == client.user.id:
+            return self._observe(Outcome.IGNORED)
+        workspace = str(event.guild_id) if event.guild_id else DM_WORKSPACE
+        await self._vote(workspace, str(event.message_id), str(event.user_id), vote, withdrawn=removed)
 
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         """The bot was removed from a server (or the server deleted): erase everything stored for it."""
-        await self.engine.store.delete_workspace(PLATFORM, str(guild.id))
-        log.info("removed from a server; its stored data was deleted")
-        self._observe("workspace_deleted")
+        await self._erase(str(guild.id))
 
     # Permission changes: channels that refused the bot get another chance.
 
@@ -214,14 +205,3 @@ class DiscordService:
 
     async def on_guild_role_delete(self, role: Any) -> None:
         self.access.forget(role.guild.id)
-
-
-VOTES = {"👍": 1, "👎": -1}
-"""Reactions that count as feedback, any skin tone aside (Discord sends the base emoji for these)."""
-
-
-def describe(error: BaseException) -> str:
-    """An exception as a short phrase: its type, and the close code for gateway closes."""
-    code = getattr(error, "code", None)
-    return f"{type(error).__name__} {code}" if code is not None else type(error).__name__
-

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chatbots.types import ConversationKey, Inbound
+from chatbots.types import Addressed, ConversationKey, Inbound
 
 PLATFORM = "slack"
 # A label stops at the next "<" as well as ">": a scan that could run on past the next mention would make the
@@ -74,14 +74,14 @@ def translate(body: dict[str, Any], bot_user_id: str, *, allow_bots: bool = Fals
     others_mentioned = any(found != bot_user_id for found in _USER_MENTION.findall(raw_text))
 
     if kind == "app_mention":
-        addressed: bool | None = True
+        addressed = Addressed.YES
         needs_thread = False
     elif kind == "message" and event.get("channel_type") == "im":
-        addressed, needs_thread = True, False
+        addressed, needs_thread = Addressed.YES, False
     elif kind == "message":
         if mentioned or thread_ts is None:
             return None  # mentions arrive as app_mention; top-level chatter is not for the bot
-        addressed = False if others_mentioned else None
+        addressed = Addressed.CONTEXT if others_mentioned else Addressed.IF_CONTINUING
         needs_thread = True
     else:
         return None

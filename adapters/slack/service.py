@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -27,8 +26,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from chatbots.commands import Caller, Commands
 from chatbots.config import ConfigError, Settings
 from chatbots.engine import Engine
-from chatbots.types import ConversationKey, Inbound
+from chatbots.types import Addressed, ConversationKey, Inbound, Outcome
 
+from ..service import ServiceBase, vote_for
 from ..tasks import TurnTasks
 from .events import PLATFORM, SlackMessage, text_fields, translate
 from .gate import Refusal, RequestGate
@@ -53,8 +53,9 @@ class ContextOnly:
         return []
 
 
-class SlackService:
+class SlackService(ServiceBase):
     name = "slack"
+    platform = PLATFORM
 
     def __init__(self, settings: Settings, engine: Engine, *, update_interval: float = 1.0) -> None:
         if not settings.slack_bot_token:
@@ -62,8 +63,8 @@ class SlackService:
         self.socket_mode = bool(settings.slack_app_token)
         if not self.socket_mode and not settings.slack_signing_secret:
             raise ConfigError("SLACK_SIGNING_SECRET is not set (needed in HTTP mode; or set SLACK_APP_TOKEN for Socket Mode)")
+        super().__init__(engine)
         self.settings = settings
-        self.engine = engine
         self.update_interval = update_interval
         self.client = AsyncWebClient(
             token=settings.slack_bot_token,
@@ -98,8 +99,6 @@ class SlackService:
         self.features = WorkspaceFeatures()
         self.turns = TurnTasks()
         self.bot_user_id = ""
-        self.observers: list[Callable[[str], None]] = []
-        """Told the outcome of every event ("ignored", "duplicate", "not_ours", "turn:answered", ...): metrics, tests."""
         self._socket: AsyncSocketModeHandler | None = None
         self._closed = asyncio.Event()
 
@@ -179,12 +178,12 @@ class SlackService:
         """Runs after Bolt has acknowledged the event: de-duplicate, translate, and hand off to a turn."""
         message = translate(body, self.bot_user_id, allow_bots=self.settings.allow_bots)
         if message is None:
-            return self._observe("ignored")
+            return self._observe(Outcome.IGNORED)
         event_id = body.get("event_id")
-        if isinstance(event_id, str) and not await self.engine.store.first_delivery("slack", event_id):
-            return self._observe("duplicate")  # a retry or redelivery of an event already taken
-        if message.needs_thread and not await self.engine.store.has_conversation(message.inbound.key):
-            return self._observe("not_ours")  # a thread the bot is not part of: not ours to read or keep
+        if isinstance(event_id, str) and not await self.engine.first_delivery(PLATFORM, event_id):
+            return self._observe(Outcome.DUPLICATE)
+        if message.needs_thread and not await self.engine.in_conversation(message.inbound.key):
+            return self._observe(Outcome.NOT_OURS)  # not ours to read or keep
         self.turns.spawn(self._turn(message))
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -192,30 +191,25 @@ class SlackService:
         fields = text_fields(body.get("team_id"), body.get("user_id"), body.get("channel_id"))
         if fields is None:
             await ack(text="That command arrived incomplete. Please try again.")
-            return self._observe("command:malformed")
+            return self._observe(Outcome.COMMAND_MALFORMED)
         team, user, channel = fields
         text = body.get("text")
         text = text if isinstance(text, str) else ""
         caller = Caller(ConversationKey(PLATFORM, team, channel, channel), user, (await self.users.get(team, user)).is_admin)
         answer = await self.commands.run(caller, text)
         await ack(text=answer, response_type="ephemeral")
-        self._observe("command")
+        self._observe(Outcome.COMMAND)
 
     async def _on_reaction(self, body: dict[str, Any]) -> None:
         """👍 / 👎 on one of the bot's replies is feedback on that reply."""
         event = _mapping(body.get("event"))
         item = _mapping(event.get("item"))
-        value = _vote(event.get("reaction"))
+        vote = vote_for(event.get("reaction"))
         fields = text_fields(body.get("team_id"), event.get("user"), item.get("ts"))
-        if value is None or fields is None:
-            return self._observe("ignored")
+        if vote is None or fields is None:
+            return self._observe(Outcome.IGNORED)
         team, user, ts = fields
-        # No de-duplication record: a vote is an upsert (or a delete), so a redelivery changes nothing, and
-        # reactions anywhere in the workspace must not fill the events table.
-        workspace = await self.engine.store.workspace_id(PLATFORM, team)
-        withdrawn = event.get("type") == "reaction_removed"
-        found = await self.engine.store.record_feedback(workspace, ts, user, None if withdrawn else value)
-        self._observe("feedback" if found else "ignored")
+        await self._vote(team, ts, user, vote, withdrawn=event.get("type") == "reaction_removed")
 
     async def _on_uninstall(self, body: dict[str, Any]) -> None:
         """The app was removed (or its bot token revoked): erase everything stored for that workspace."""
@@ -224,16 +218,10 @@ class SlackService:
         if event.get("type") == "tokens_revoked":
             revoked = _mapping(event.get("tokens")).get("bot")
             if not isinstance(revoked, list) or self.bot_user_id not in revoked:
-                return self._observe("ignored")  # a user token, not ours
+                return self._observe(Outcome.IGNORED)  # a user token, not ours
         if not isinstance(team, str) or not team:
-            return self._observe("ignored")
-        await self.engine.store.delete_workspace(PLATFORM, team)
-        log.info("workspace removed the app; its stored data was deleted")
-        self._observe("workspace_deleted")
-
-    def _observe(self, outcome: str) -> None:
-        for observer in self.observers:
-            observer(outcome)
+            return self._observe(Outcome.IGNORED)
+        await self._erase(team)
 
     async def _turn(self, message: SlackMessage) -> None:
         inbound = message.inbound
@@ -244,12 +232,12 @@ class SlackService:
             user = self.users.known(inbound.key.workspace, message.user_id)  # names matter once others join
         if user is not None:
             inbound = replace(inbound, author_name=user.name)
-        if message.started_mid_thread and not await self.engine.store.has_conversation(inbound.key):
+        if message.started_mid_thread and not await self.engine.in_conversation(inbound.key):
             await self._read_thread_once(inbound)
         target = SlackTarget(inbound.key.workspace, inbound.key.channel, message.thread_ts, message.user_id)
         reply = SlackReply(self.client, target, self.features, self.update_interval)
         result = await self.engine.handle(inbound, reply)
-        self._observe(f"turn:{result.status}")
+        self._observe_turn(result.status)
 
     async def _read_thread_once(self, mention: Inbound) -> None:
         """Store what was said in the thread before the bot was mentioned, as context."""
@@ -268,7 +256,7 @@ class SlackService:
             if user == self.bot_user_id or earlier.get("bot_id") and not self.settings.allow_bots:
                 continue
             name = (await self.users.get(key.workspace, user)).name
-            await self.engine.handle(Inbound(key, ts, user, name, html.unescape(text), addressed=False), ContextOnly())
+            await self.engine.handle(Inbound(key, ts, user, name, html.unescape(text), Addressed.CONTEXT), ContextOnly())
 
 
 def _not_token_skipped(record: logging.LogRecord) -> bool:
@@ -288,11 +276,3 @@ def _ts_order(ts: str) -> tuple[int, int]:
 def _mapping(value: object) -> dict[str, Any]:
     """A payload field that should be an object; anything else reads as empty."""
     return value if isinstance(value, dict) else {}
-
-
-def _vote(reaction: object) -> int | None:
-    """+1 for thumbs up, -1 for thumbs down (any skin tone), None for any other emoji."""
-    if not isinstance(reaction, str):
-        return None
-    name = reaction.split("::", 1)[0]
-    return {"+1": 1, "thumbsup": 1, "-1": -1, "thumbsdown": -1}.get(name)

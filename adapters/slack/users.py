@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from chatbots.lru import LRU
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ class UserDirectory:
         self.client = client
         self.ttl = ttl
         self.max_entries = max_entries
-        self._cache: dict[tuple[str, str], tuple[float, SlackUser]] = {}
+        self._cache: LRU[tuple[str, str], tuple[float, SlackUser]] = LRU(max_entries)
 
     def known(self, team_id: str, user_id: str) -> SlackUser | None:
         """The user if already looked up, without a call: a new question never waits on (or costs) a read."""
@@ -52,7 +54,5 @@ class UserDirectory:
         except (SlackApiError, KeyError, TypeError) as error:
             log.info("users.info unavailable: %s", type(error).__name__)
             return SlackUser(user_id, user_id, False)
-        if len(self._cache) >= self.max_entries:
-            self._cache.clear()
-        self._cache[(team_id, user_id)] = (now, found)
+        self._cache.put((team_id, user_id), (now, found))
         return found

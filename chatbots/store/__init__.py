@@ -18,6 +18,7 @@ from ..clock import Clock, system_clock
 from ..lru import LRU
 from ..types import ConversationKey
 from ..window import StoredMessage, Window, WindowCache
+from . import reports
 from .sqlite import INTERRUPTED_MARK, PURGE_BATCH, WINDOW_SQL, SQLiteDatabase, StoreError
 
 __all__ = ["INTERRUPTED_MARK", "WINDOW_SQL", "SQLiteDatabase", "Store", "StoreError"]
@@ -191,10 +192,13 @@ class Store:
         return deleted
 
     async def usage_rows(self, since_day: str, workspace: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-        return await self.run(self.sql.usage_rows, since_day, workspace)
+        return await self.run(reports.usage_rows, self.sql.db, since_day, workspace)
 
     async def feedback_totals(self, workspace_id: int, since: str) -> tuple[int, int]:
-        return await self.run(self.sql.feedback_totals, workspace_id, since)
+        return await self.run(reports.feedback_totals, self.sql.db, workspace_id, since)
+
+    async def audit_log(self, workspace: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+        return await self.run(reports.audit_log, self.sql.db, workspace)
 
     async def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
         return await self.run(self.sql.latest_thread, platform, workspace, channel)

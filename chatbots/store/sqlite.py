@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -297,17 +297,6 @@ class SQLiteDatabase:
             )
         return old
 
-    def audit_log(self, workspace: tuple[str, str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT a.at, w.platform, w.external_id AS workspace, a.channel, a.actor_id, a.setting, a.old_value, a.new_value "
-            "FROM audit a JOIN workspaces w ON w.id = a.workspace_id"
-        )
-        params: list[Any] = []
-        if workspace:
-            sql += " WHERE w.platform = ? AND w.external_id = ?"
-            params += list(workspace)
-        return list(self.db.query(sql + " ORDER BY a.id DESC LIMIT ?", [*params, limit]))
-
     def record_usage(self, workspace_id: int, user_id: str, day: str, model: str, prompt: int, completion: int) -> None:
         self.db.execute(
             "INSERT INTO usage_daily (workspace_id, user_id, day, model, prompt_tokens, completion_tokens, replies) "
@@ -325,18 +314,6 @@ class SQLiteDatabase:
             [workspace_id, day],
         ).fetchall()
         return {user: total for user, total in rows}
-
-    def usage_rows(self, since_day: str, workspace: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-        """Daily usage since a day (inclusive), per workspace, user and model."""
-        sql = (
-            "SELECT w.platform, w.external_id AS workspace, u.day, u.user_id, u.model, u.prompt_tokens, "
-            "u.completion_tokens, u.replies FROM usage_daily u JOIN workspaces w ON w.id = u.workspace_id WHERE u.day >= ?"
-        )
-        params: list[Any] = [since_day]
-        if workspace:
-            sql += " AND w.platform = ? AND w.external_id = ?"
-            params += list(workspace)
-        return list(self.db.query(sql + " ORDER BY u.day, w.platform, w.external_id, u.user_id", params))
 
     def record_reply_parts(self, workspace_id: int, message_id: int, platform_ids: list[str]) -> None:
         """Remember every platform message a reply was posted as, so a reaction on any of them finds it."""
@@ -362,29 +339,6 @@ class SQLiteDatabase:
                 [row[0], user_id, value, self._now()],
             )
         return True
-
-    def feedback_totals(self, workspace_id: int, since: str) -> tuple[int, int]:
-        """(thumbs up, thumbs down) on a workspace's replies since a time."""
-        row = self.db.execute(
-            "SELECT COALESCE(SUM(f.value = 1), 0), COALESCE(SUM(f.value = -1), 0) FROM feedback f "
-            "JOIN messages m ON m.id = f.message_id JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE c.workspace_id = ? AND f.at >= ?",
-            [workspace_id, since],
-        ).fetchone()
-        return int(row[0]), int(row[1])
-
-    def downvoted(self, since: str) -> list[dict[str, Any]]:
-        """Replies voted down since a time, with the question they answered: what admins read to tune instructions."""
-        return list(self.db.query(
-            """SELECT w.platform, w.external_id AS workspace, c.channel, m.created_at AS answered_at,
-                      (SELECT q.text FROM messages q WHERE q.conversation_id = m.conversation_id AND q.id < m.id
-                         AND q.role = 'user' ORDER BY q.id DESC LIMIT 1) AS question,
-                      m.text AS answer, SUM(f.value = -1) AS down, SUM(f.value = 1) AS up
-               FROM feedback f JOIN messages m ON m.id = f.message_id
-               JOIN conversations c ON c.id = m.conversation_id JOIN workspaces w ON w.id = c.workspace_id
-               WHERE f.at >= ? GROUP BY m.id HAVING down > 0 ORDER BY m.id DESC""",
-            [since],
-        ))
 
     def is_participant(self, key: ConversationKey, user_id: str) -> bool:
         row = self.db.execute(
@@ -414,16 +368,6 @@ class SQLiteDatabase:
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [workspace_id, conversation_id, direction, decision, ",".join(categories), text, self._now()],
         )
-
-    def moderation_log(self, since: str, flagged_only: bool = False) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT l.at, w.platform, w.external_id AS workspace, c.channel, c.thread, l.direction, l.decision, "
-            "l.categories, l.text FROM moderation_log l JOIN workspaces w ON w.id = l.workspace_id "
-            "LEFT JOIN conversations c ON c.id = l.conversation_id WHERE l.at >= ?"
-        )
-        if flagged_only:
-            sql += " AND l.decision != 'passed'"
-        return list(self.db.query(sql + " ORDER BY l.id DESC", [since]))
 
     def purge_batch(self, older_than: str, batch: int = PURGE_BATCH) -> int:
         """Delete up to batch messages older than the retention cutoff (oldest first); returns how many went.
@@ -458,19 +402,6 @@ class SQLiteDatabase:
         ).rowcount
         return deleted > 0
 
-    def workspace_messages(self, platform: str, external_id: str) -> Iterator[dict[str, Any]]:
-        """Every stored message of a workspace, conversation by conversation, oldest first (streamed, not loaded)."""
-        cursor = self.db.execute(
-            "SELECT c.channel, c.thread, m.id, m.role, m.text, m.author_id, m.author_name, m.platform_id, m.model, "
-            "m.prompt_tokens, m.completion_tokens, m.status, m.created_at FROM messages m "
-            "JOIN conversations c ON c.id = m.conversation_id JOIN workspaces w ON w.id = c.workspace_id "
-            "WHERE w.platform = ? AND w.external_id = ? AND m.status != 'streaming' ORDER BY c.id, m.id",
-            [platform, external_id],
-        )
-        names = [column[0] for column in cursor.description]
-        for row in cursor:
-            yield dict(zip(names, row))
-
     def forget_conversation(self, key: ConversationKey) -> tuple[int, int | None]:
         """Erase a conversation's stored messages: (how many were removed, its conversation id if it exists)."""
         if not self.has_conversation(key):
@@ -494,8 +425,3 @@ class SQLiteDatabase:
         ).rowcount
         self.db.conn.commit()
         return removed
-
-    def workspace_platform(self, external_id: str) -> str | None:
-        """The platform a bare workspace id belongs to (operators type ids without one)."""
-        row = self.db.execute("SELECT platform FROM workspaces WHERE external_id = ? LIMIT 1", [external_id]).fetchone()
-        return row[0] if row else None
