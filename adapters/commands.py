@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import asyncio
 
-from chatbots.config import Settings
+from chatbots.config import Config
 
 
-def run(settings: Settings) -> int:
+def run(settings: Config) -> int:
     """`chatbots run`: every configured platform in this process."""
     from .runner import run
 
     return asyncio.run(run(settings))
 
 
-def doctor(settings: Settings) -> int:
+def doctor(settings: Config) -> int:
     """`chatbots doctor`: check each credential and endpoint, print the table."""
     from .doctor import doctor
 

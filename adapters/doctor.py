@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Sequence
 
 from chatbots.checks import FAIL, Check, CheckFailed, Row, core_checks
-from chatbots.config import Settings
+from chatbots.config import Config
 
 from .discord import checks as discord_checks
 from .slack import checks as slack_checks
@@ -22,7 +22,7 @@ CHECK_TIMEOUT = 10.0
 """Seconds each check may take before it is reported as failed."""
 
 
-async def doctor(settings: Settings, *, timeout: float = CHECK_TIMEOUT) -> tuple[int, str]:
+async def doctor(settings: Config, *, timeout: float = CHECK_TIMEOUT) -> tuple[int, str]:
     """Run every check; the exit code (0 when nothing failed, else 1) and the text to print."""
     async with core_checks(settings, timeout) as core:
         checks = [*core, *slack_checks.checks(settings, timeout), *discord_checks.checks(settings, timeout)]
@@ -58,7 +58,7 @@ def render(rows: Sequence[Row], notes: Sequence[str] = ()) -> str:
     return "\n".join(lines + ([""] + after if after else []))
 
 
-def _scrub(text: str, settings: Settings) -> str:
+def _scrub(text: str, settings: Config) -> str:
     """The last guard: no configured secret ever reaches the output, whatever an error message carried."""
     for secret in (settings.openai_api_key, settings.moderation_api_key, settings.slack_bot_token,
                    settings.slack_app_token, settings.slack_signing_secret, settings.discord_bot_token,

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from chatbots.app import open_engine
-from chatbots.config import ConfigError, Settings
+from chatbots.config import ConfigError, Config
 from chatbots.engine import Engine
 from chatbots.metrics import CONTENT_TYPE
 from chatbots.types import Outcome
@@ -34,7 +34,7 @@ SHUTDOWN_GRACE = 20.0
 """Seconds replies in flight get to finish after SIGTERM (Heroku allows 30 before SIGKILL)."""
 
 
-def platform_services(settings: Settings, engine: Engine) -> list[PlatformService]:
+def platform_services(settings: Config, engine: Engine) -> list[PlatformService]:
     services: list[PlatformService] = []
     if settings.slack_bot_token:
         from .slack import SlackService
@@ -50,13 +50,13 @@ def platform_services(settings: Settings, engine: Engine) -> list[PlatformServic
 class Bot:
     """The running process: engine, platforms and the web server (Slack events, health)."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Config, engine: Engine | None = None) -> None:
         if not settings.slack_bot_token and not settings.discord_bot_token:
             if settings.slack_app_token or settings.slack_signing_secret:
                 raise ConfigError("SLACK_BOT_TOKEN is not set: the bot token (xoxb-...) is needed beside "
                                   "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET")
             raise ConfigError(f"no platform is configured: set {PLATFORM_VARIABLES}")
-        self.settings = settings
+        self.config = settings
         self.engine = engine or open_engine(settings, recover=True)  # the answering process
         try:
             self.services = platform_services(settings, self.engine)
@@ -97,27 +97,27 @@ class Bot:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         """Prometheus scrape endpoint: with CHATBOTS_METRICS_TOKEN set, only for requests bearing it."""
-        token = self.settings.metrics_token
+        token = self.config.metrics_token
         if token is not None and not _bears(request, token):
             return web.Response(status=401, text="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         return web.Response(body=self.engine.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     async def start(self, host: str = "0.0.0.0") -> None:
-        self.port = await self._listen(self.web, host, self.settings.port)
+        self.port = await self._listen(self.web, host, self.config.port)
         if self.metrics_web is not None:
             try:
-                self.metrics_port = await self._listen(self.metrics_web, host, self.settings.metrics_port or 0)
+                self.metrics_port = await self._listen(self.metrics_web, host, self.config.metrics_port or 0)
             except OSError as error:
-                raise ConfigError(f"cannot listen on CHATBOTS_METRICS_PORT {self.settings.metrics_port}: "
+                raise ConfigError(f"cannot listen on CHATBOTS_METRICS_PORT {self.config.metrics_port}: "
                                   f"{error.strerror}") from None
         for service in self.services:
             await service.start()
-        settings = self.settings
+        settings = self.config
         if settings.moderation and not settings.moderation_base_url and settings.openai_base_url \
                 and "api.openai.com" not in settings.openai_base_url:
             log.warning("moderation uses OPENAI_BASE_URL; many OpenAI-compatible servers have no /moderations: "
                         "`chatbots doctor` checks it (or set CHATBOTS_MODERATION_BASE_URL, or CHATBOTS_MODERATION=off)")
-        self._purger = asyncio.create_task(self._upkeep_periodically(self.settings.retention_days))
+        self._purger = asyncio.create_task(self._upkeep_periodically(self.config.retention_days))
         log.info("serving %s on port %d", ", ".join(s.name for s in self.services), self.port)
         if self.metrics_web is not None:
             log.info("serving /metrics on port %d", self.metrics_port)
@@ -175,7 +175,7 @@ class Bot:
                 log.error("a platform stopped: %s", task.exception())
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Config) -> int:
     bot = Bot(settings)
     try:
         await bot.start()

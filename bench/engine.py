@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.model import Message, OpenAIChat
 from chatbots.store import SQLiteDatabase, Store
@@ -101,14 +101,14 @@ async def run(turns: int = 300, messages: int = 1_000_000, http: bool = False, l
         began = time.perf_counter()
         build_database(path, messages, 1000)
         log(f"built {messages:,} messages in {time.perf_counter() - began:.1f}s")
-        settings = Settings(openai_api_key="x", db_path=str(path), moderation=False)
+        settings = Config(openai_api_key="x", db_path=str(path), moderation=False)
         engine = Engine(Store.open(path), InstantModel(), settings)
         try:
             await measure(engine, 20, 0)  # warm the tokenizer and caches
             results = [summary("engine overhead (in-process instant model)", await measure(engine, turns, 100))]
             if http:
                 async with FakeModelServer(default_chunks=50) as server:
-                    http_settings = Settings(openai_api_key="x", openai_base_url=server.base_url, db_path=str(path),
+                    http_settings = Config(openai_api_key="x", openai_base_url=server.base_url, db_path=str(path),
                                              moderation=False)
                     engine.model = OpenAIChat.from_settings(http_settings)
                     await measure(engine, 20, 10_000)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .config import Settings
+from .config import Config
 from .engine import Engine
 from .model import OpenAIChat
 from .store import Store
 
 
-def open_engine(settings: Settings, *, recover: bool = False) -> Engine:
+def open_engine(settings: Config, *, recover: bool = False) -> Engine:
     """Store, model client and engine, from settings.
 
     recover marks answers left half-written by a previous process as interrupted: only the process that answers

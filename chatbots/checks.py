@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 import yarl
 
-from .config import Settings
+from .config import Config
 from .migrations import migrations
 from .moderation import Moderator
 from .openai_client import DEFAULT_BASE_URL, OpenAIClient, model_ids
@@ -75,7 +75,7 @@ def describe(error: BaseException) -> str:
 
 
 @asynccontextmanager
-async def core_checks(settings: Settings, timeout: float) -> AsyncIterator[list[Check]]:
+async def core_checks(settings: Config, timeout: float) -> AsyncIterator[list[Check]]:
     """The core's checks, over one client per server (closed when the block ends)."""
     chat = OpenAIClient.for_chat(settings)
     moderator = Moderator.from_settings(settings, chat)
@@ -105,7 +105,7 @@ class _RollBack(Exception):
     """Raised inside the write probe's transaction so that nothing it wrote is kept."""
 
 
-async def database(settings: Settings) -> Row:
+async def database(settings: Config) -> Row:
     # sqlite blocks (up to the busy timeout on a locked file): keep it off the loop the other checks run on.
     return await asyncio.to_thread(_database_sync, settings.db_path)
 
@@ -153,7 +153,7 @@ def _database_sync(path: str) -> Row:
 # -- model server ----------------------------------------------------------------------------------------------
 
 
-async def model_server(settings: Settings, chat: OpenAIClient, timeout: float) -> Row:
+async def model_server(settings: Config, chat: OpenAIClient, timeout: float) -> Row:
     if not settings.openai_api_key and not settings.openai_base_url:
         raise CheckFailed("OPENAI_API_KEY is not set",
                           "set OPENAI_API_KEY, or OPENAI_BASE_URL to an OpenAI-compatible server that needs no key")
@@ -196,7 +196,7 @@ MODERATION_ELSEWHERE = ("set CHATBOTS_MODERATION_BASE_URL to a server with a /mo
                         "as Ollama, vLLM and llama.cpp have none), or CHATBOTS_MODERATION=off")
 
 
-async def moderation(settings: Settings, moderator: Moderator | None, timeout: float) -> Row:
+async def moderation(settings: Config, moderator: Moderator | None, timeout: float) -> Row:
     if moderator is None:
         return Row("moderation", SKIPPED, "CHATBOTS_MODERATION=off")
     shown = safe_url(moderator.url)

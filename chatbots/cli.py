@@ -14,7 +14,7 @@ from importlib.metadata import entry_points, version
 from dotenv import load_dotenv
 
 from .app import open_engine
-from .config import ConfigError, Settings
+from .config import ConfigError, Config
 from .logs import configure_logging
 from .store import SQLiteDatabase, StoreError
 
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _chat(settings: Settings, args: argparse.Namespace) -> int:
+async def _chat(settings: Config, args: argparse.Namespace) -> int:
     from . import console
 
     engine = open_engine(settings)
@@ -82,7 +82,7 @@ def _check_days(days: int, name: str) -> None:
         raise ConfigError(f"{name} must be at most {MAX_DAYS}, got {days}")
 
 
-def _report(settings: Settings, args: argparse.Namespace) -> str:
+def _report(settings: Config, args: argparse.Namespace) -> str:
     from .pricing import PriceList, parse_prices
     from .reports import (
         audit_report,
@@ -115,7 +115,7 @@ def _report(settings: Settings, args: argparse.Namespace) -> str:
         store.close()
 
 
-def _export(settings: Settings, args: argparse.Namespace) -> int:
+def _export(settings: Config, args: argparse.Namespace) -> int:
     from .reports import export_workspace, workspace_filter
 
     store = SQLiteDatabase.open(settings.db_path)
@@ -137,7 +137,7 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _command(settings: Settings, args: argparse.Namespace) -> int:
+def _command(settings: Config, args: argparse.Namespace) -> int:
     """Run one command; its exit code."""
     if args.command == "chat":
         return asyncio.run(_chat(settings, args))
@@ -155,10 +155,10 @@ COMMANDS_GROUP = "chatbots.commands"
 """Entry points naming the commands that need the platforms (`run`, `doctor`): the outer layer, not the core."""
 
 
-def platform_command(name: str) -> Callable[[Settings], int]:
+def platform_command(name: str) -> Callable[[Config], int]:
     """The installed command called name, or a ConfigError saying the platforms are not installed."""
     for entry in entry_points(group=COMMANDS_GROUP, name=name):
-        command: Callable[[Settings], int] = entry.load()
+        command: Callable[[Config], int] = entry.load()
         return command
     raise ConfigError(f"`chatbots {name}` is not installed: reinstall the chatbots package (entry point "
                       f"{COMMANDS_GROUP}:{name} is missing)")
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     load_dotenv(".env", override=False)  # the working directory's .env fills in what the environment leaves unset
     try:
-        settings = Settings.from_env()
+        settings = Config.from_env()
         if getattr(args, "model", None):
             settings = replace(settings, model=args.model)
         configure_logging(settings.log_level, settings.log_format)

@@ -78,10 +78,10 @@ class Commands:
 
     @classmethod
     def for_engine(cls, engine: Engine) -> Commands:
-        return cls(engine, PriceList(parse_prices(engine.settings.prices)))
+        return cls(engine, PriceList(parse_prices(engine.config.prices)))
 
     def is_admin(self, caller: Caller) -> bool:
-        return caller.is_admin or caller.user_id in self.engine.settings.admins
+        return caller.is_admin or caller.user_id in self.engine.config.admins
 
     async def run(self, caller: Caller, text: str) -> str:
         """The answer to show the caller (privately). Nothing changes unless the answer says so."""
@@ -140,7 +140,7 @@ class Commands:
         if not verb:
             current = settings.get("instructions")
             shown = f"This workspace's instructions:\n>>> {current}" if current else (
-                f"This workspace uses the default instructions:\n>>> {self.engine.settings.default_instructions or DEFAULT_INSTRUCTIONS}"
+                f"This workspace uses the default instructions:\n>>> {self.engine.config.default_instructions or DEFAULT_INSTRUCTIONS}"
             )
             channel = settings.get("channel_instructions")
             return shown + (f"\n\nThis channel adds:\n>>> {channel}" if channel else "")
@@ -188,8 +188,8 @@ class Commands:
     async def _room_left(self, caller: Caller, settings: dict[str, str]) -> str:
         """A note to add when these settings' instructions leave the conversation under a quarter of the model's
         window ("" when they leave enough); raises CommandError when they surely leave it almost nothing."""
-        model = settings.get("model") or self.engine.settings.model
-        instructions = system_instructions(settings, self.engine.settings.default_instructions)
+        model = settings.get("model") or self.engine.config.model
+        instructions = system_instructions(settings, self.engine.config.default_instructions)
         room, context, exact = await self.engine.conversation_room(model, instructions, TOKENIZER_WAIT)
         if room >= context // 4:
             return ""
@@ -210,7 +210,7 @@ class Commands:
 
     async def model(self, caller: Caller, rest: str) -> str:
         words = rest.split()
-        current = (await self._settings(caller)).get("model") or self.engine.settings.model
+        current = (await self._settings(caller)).get("model") or self.engine.config.model
         if not words:
             return f"Model: `{current}`"
         if words[0].lower() != "set" or len(words) != 2:
@@ -225,7 +225,7 @@ class Commands:
             raise CommandError(f"The model server doesn't offer `{name}`. It offers: {listed}. Nothing was changed.")
         room = await self._room_left(caller, {**(await self._settings(caller)), "model": name})
         old = await self._change(caller, "model", name)
-        return f"Model changed from `{old or self.engine.settings.model}` to `{name}`.{room}"
+        return f"Model changed from `{old or self.engine.config.model}` to `{name}`.{room}"
 
     async def _offered_models(self) -> set[str] | None:
         lister = getattr(self.engine.model, "list_models", None)
@@ -252,7 +252,7 @@ class Commands:
 
     def _operator_note(self, caller: Caller) -> str:
         """In DMs, the operator's caps (CHATBOTS_DM_LIMIT_*) apply too, whatever admins set here."""
-        operator = direct_caps(self.engine.settings)
+        operator = direct_caps(self.engine.config)
         if not is_direct(caller.key) or not (operator.user_daily or operator.per_minute):
             return ""
         parts = [f"{operator.user_daily:,} tokens per person a day"] if operator.user_daily else []

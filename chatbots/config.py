@@ -1,4 +1,4 @@
-"""Settings from the environment (12-factor), with one clear error per bad variable."""
+"""Configuration from the environment (12-factor), with one clear error per bad variable."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class Config:
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_org_id: str | None = None
@@ -74,7 +74,7 @@ class Settings:
     """`GET /metrics` is served on this port instead, for a scraper inside the network; PORT has none."""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         env = os.environ if env is None else env
         defaults = cls()
 

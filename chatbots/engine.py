@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from .config import Settings
+from .config import Config
 from .limits import Admission, Caps, Refused, UsageLimits, caps_for
 from .logs import new_turn_id
 from .lru import LRU
@@ -78,10 +78,10 @@ class TurnResult:
 
 
 class Engine:
-    def __init__(self, store: Store, model: ChatModel, settings: Settings, tokenizers: Tokenizers | None = None) -> None:
+    def __init__(self, store: Store, model: ChatModel, settings: Config, tokenizers: Tokenizers | None = None) -> None:
         self.store = store
         self.model = model
-        self.settings = settings
+        self.config = settings
         self.limits = UsageLimits(store, store.clock)
         self.metrics = Metrics()
         self.moderator = Moderator.from_settings(settings, getattr(model, "client", None))
@@ -134,17 +134,17 @@ class Engine:
         return found
 
     def context_tokens(self, counter: TokenCounter) -> int:
-        return self.settings.context_tokens or counter.limits.context_tokens
+        return self.config.context_tokens or counter.limits.context_tokens
 
     def output_reserve(self, context: int) -> int:
         """Room kept free for the answer when trimming history."""
-        if self.settings.max_output_tokens:
-            return min(self.settings.max_output_tokens, context // 2)
+        if self.config.max_output_tokens:
+            return min(self.config.max_output_tokens, context // 2)
         return min(4096, context // 8)
 
     async def caps(self, key: ConversationKey) -> Caps:
         """The caps in force in a conversation (in DMs the operator's CHATBOTS_DM_LIMIT_* too)."""
-        return caps_for(key, await self.store.settings_for(key), self.settings)
+        return caps_for(key, await self.store.settings_for(key), self.config)
 
     @contextlib.asynccontextmanager
     async def _in_order(self, key: ConversationKey) -> AsyncIterator[None]:
@@ -170,8 +170,8 @@ class Engine:
     async def _instructions(self, key: ConversationKey) -> tuple[str, str]:
         """The model and system instructions that apply here: the workspace's, then the channel's on top."""
         found = await self.store.settings_for(key)
-        model = found.get("model") or self.settings.model
-        return model, system_instructions(found, self.settings.default_instructions)
+        model = found.get("model") or self.config.model
+        return model, system_instructions(found, self.config.default_instructions)
 
     def _instructions_size(self, model: str, instructions: str, counter: TokenCounter) -> int:
         cache_key = (model, instructions)
@@ -321,8 +321,8 @@ class Engine:
         tokenizer is only guessed. With no cap the limit is CHATBOTS_MAX_OUTPUT_TOKENS, or none."""
         counter = self.counter(model)
         if not caps.daily:
-            return await self.limits.admit(workspace_id, user_id, caps, 0, self.settings.max_output_tokens)
-        wanted = self.settings.max_output_tokens or self.output_reserve(self.context_tokens(counter))
+            return await self.limits.admit(workspace_id, user_id, caps, 0, self.config.max_output_tokens)
+        wanted = self.config.max_output_tokens or self.output_reserve(self.context_tokens(counter))
         if not knows_tokenizer(model):
             turns = sum(byte_bound(counted_text(turn)) + MESSAGE_OVERHEAD for turn in window)
             prompt = turns + byte_bound(instructions) + MESSAGE_OVERHEAD + REPLY_PRIMING
@@ -397,7 +397,7 @@ class Engine:
 
     async def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:
         self.metrics.moderation.labels(direction, verdict.decision).inc()
-        keep = self.settings.store_flagged_text and verdict.decision == Decision.FLAGGED
+        keep = self.config.store_flagged_text and verdict.decision == Decision.FLAGGED
         await self.store.record_moderation(key, direction, verdict.decision, list(verdict.categories), text if keep else None)
 
     async def _window(self, conversation: int, model: str, instructions: str, counter: TokenCounter) -> list[StoredMessage]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from .clock import Clock
-from .config import Settings
+from .config import Config
 from .store import Store
 from .types import ConversationKey, Usage
 
@@ -80,12 +80,12 @@ def is_direct(key: ConversationKey) -> bool:
     return key.platform == "slack" and key.channel.startswith("D")
 
 
-def direct_caps(settings: Settings) -> Caps:
+def direct_caps(settings: Config) -> Caps:
     """The caps an operator sets for every direct-message conversation (CHATBOTS_DM_LIMIT_*)."""
     return Caps(user_daily=settings.dm_limit_user or 0, per_minute=settings.dm_limit_rate or 0)
 
 
-def caps_for(key: ConversationKey, stored: dict[str, str], settings: Settings) -> Caps:
+def caps_for(key: ConversationKey, stored: dict[str, str], settings: Config) -> Caps:
     """The caps in force in a conversation: the workspace's, and in DMs the operator's too (the stricter wins)."""
     caps = Caps.from_settings(stored)
     return caps.stricter(direct_caps(settings)) if is_direct(key) else caps

@@ -21,7 +21,8 @@ from typing import Any, ClassVar, Protocol
 
 import aiohttp
 
-from .config import Settings
+from .config import Config
+from .lru import LRU
 from .openai_client import OpenAIClient
 from .types import Usage
 
@@ -171,12 +172,12 @@ class OpenAIChat:
         self.batch_above = batch_above
         host = urllib.parse.urlsplit(base_url).hostname
         self._default_fields = LIMIT_FIELDS[:1] if host == "api.openai.com" else LIMIT_FIELDS
-        self._fields: dict[str, tuple[str, ...]] = {}
+        self._fields: LRU[str, tuple[str, ...]] = LRU(MAX_REMEMBERED_MODELS)
         """Per model, the output-limit names this server took (see LIMIT_FIELDS)."""
         self._warned_ignored: set[str] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> OpenAIChat:
+    def from_settings(cls, settings: Config) -> OpenAIChat:
         client = OpenAIClient.for_chat(settings)
         return cls(
             client.base_url,
@@ -192,7 +193,7 @@ class OpenAIChat:
 
     def limit_fields(self, model: str) -> tuple[str, ...]:
         """The names an output limit is sent under to this server for this model."""
-        return self._fields.get(model, self._default_fields)
+        return self._fields.get(model) or self._default_fields
 
     def request_body(
         self, model: str, messages: list[Message], max_output: int | None = None, fields: tuple[str, ...] | None = None
@@ -227,9 +228,7 @@ class OpenAIChat:
             else:
                 if response.status == 200:
                     if limit is not None and fields != self.limit_fields(model):
-                        if len(self._fields) >= MAX_REMEMBERED_MODELS:
-                            self._fields.clear()
-                        self._fields[model] = fields
+                        self._fields.put(model, fields)
                     return response
                 failure, headers = _notice_for_status(response.status, model), response.headers
                 rejected = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from .config import Settings
+from .config import Config
 from .flush import PeriodicFlush
 from .openai_client import DEFAULT_BASE_URL, OpenAIClient, extra_headers
 from .types import Decision, Reply
@@ -66,7 +66,7 @@ class Moderator:
         self.timeout = timeout
 
     @classmethod
-    def from_settings(cls, settings: Settings, chat: OpenAIClient | None = None) -> Moderator | None:
+    def from_settings(cls, settings: Config, chat: OpenAIClient | None = None) -> Moderator | None:
         """The configured moderator, sharing `chat` (the chat server's client) when it is the same server and key."""
         if not settings.moderation:
             return None

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from .config import Settings
+from .config import Config
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CONNECT_TIMEOUT = 10.0
@@ -24,7 +24,7 @@ CONNECTION_LIMIT = 200
 default 100 to itself: moderating a new message must not queue behind a hundred open answers."""
 
 
-def extra_headers(settings: Settings) -> dict[str, str]:
+def extra_headers(settings: Config) -> dict[str, str]:
     """The headers sent to the chat server besides the key: organisation, project, then CHATBOTS_MODEL_HEADERS."""
     headers: dict[str, str] = {}
     if settings.openai_org_id:
@@ -45,7 +45,7 @@ class OpenAIClient:
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def for_chat(cls, settings: Settings) -> OpenAIClient:
+    def for_chat(cls, settings: Config) -> OpenAIClient:
         return cls(settings.openai_base_url or DEFAULT_BASE_URL, settings.openai_api_key, extra_headers(settings))
 
     def url(self, path: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.model import OpenAIChat
 from chatbots.store import Store
@@ -23,8 +23,8 @@ async def model_server() -> AsyncIterator[FakeModelServer]:
 
 
 @pytest.fixture
-def settings(model_server: FakeModelServer, tmp_path: Path) -> Settings:
-    return Settings(
+def settings(model_server: FakeModelServer, tmp_path: Path) -> Config:
+    return Config(
         openai_api_key="sk-test",
         openai_base_url=model_server.base_url,
         db_path=str(tmp_path / "chatbots.db"),
@@ -35,7 +35,7 @@ def settings(model_server: FakeModelServer, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def make_engine(settings: Settings) -> AsyncIterator[Callable[..., Engine]]:
+async def make_engine(settings: Config) -> AsyncIterator[Callable[..., Engine]]:
     """Build an engine over the fake model; keyword arguments override settings."""
     engines: list[Engine] = []
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from adapters.discord import DiscordService
 from adapters.runner import Bot
-from chatbots.config import Settings
+from chatbots.config import Config
 from tests.fakes.discord import FakeDiscord, Intent, Perm
 from tests.fakes.model_server import FakeModelServer
 from tests.outcomes import Outcomes
@@ -105,7 +105,7 @@ class DiscordRig:
 
 
 @asynccontextmanager
-async def discord_rig(settings: Settings, *, world: Callable[[FakeDiscord], None] = build_world,
+async def discord_rig(settings: Config, *, world: Callable[[FakeDiscord], None] = build_world,
                       update_interval: float = 1.0, **overrides: Any) -> AsyncIterator[DiscordRig]:
     async with FakeDiscord() as fake, FakeModelServer() as model:
         world(fake)

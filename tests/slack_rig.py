@@ -11,7 +11,7 @@ from typing import Any
 from adapters.runner import Bot
 from adapters.slack import SlackService
 from chatbots.clock import Clock
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.model import OpenAIChat
 from chatbots.store import Store
@@ -106,7 +106,7 @@ class SlackRig:
 
 @asynccontextmanager
 async def slack_rig(
-    settings: Settings, mode: str = "http", clock: Clock | None = None, **fake_options: Any
+    settings: Config, mode: str = "http", clock: Clock | None = None, **fake_options: Any
 ) -> AsyncIterator[SlackRig]:
     async with FakeSlack(**fake_options) as slack, FakeModelServer() as model:
         configured = replace(

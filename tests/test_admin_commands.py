@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.pricing import PriceList
 from tests.fakes.slack import app_mention, channel_message, next_ts, reaction_added
 from tests.slack_rig import SlackRig, slack_rig
 
 
 @pytest.fixture(params=["http", "socket"])
-async def rig(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[SlackRig]:
+async def rig(request: pytest.FixtureRequest, settings: Config) -> AsyncIterator[SlackRig]:
     async with slack_rig(settings, request.param) as rig:
         rig.slack.add_user("UADMIN", name="boss", is_admin=True)
         rig.slack.add_user("UOWNER", name="founder", is_owner=True)
@@ -26,7 +26,7 @@ async def rig(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterat
 
 
 @pytest.fixture
-async def http_rig(settings: Settings) -> AsyncIterator[SlackRig]:
+async def http_rig(settings: Config) -> AsyncIterator[SlackRig]:
     async with slack_rig(settings, "http") as rig:
         rig.slack.add_user("UADMIN", name="boss", is_admin=True)
         rig.slack.add_user("U1", name="ada")

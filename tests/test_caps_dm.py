@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from chatbots.config import Settings
+from chatbots.config import Config
 from tests.discord_rig import ALICE, GENERAL, discord_rig
 from tests.fakes.slack import dm_message, next_ts
 from tests.slack_rig import slack_rig
 
 
-async def test_slack_direct_messages_get_the_operators_rate_limit(settings: Settings) -> None:
+async def test_slack_direct_messages_get_the_operators_rate_limit(settings: Config) -> None:
     async with slack_rig(replace(settings, dm_limit_rate=1), "http") as rig:
         first, second = next_ts(), next_ts()
         await rig.deliver(dm_message("D1", "U1", "hi in private", ts=first))
@@ -23,7 +23,7 @@ async def test_slack_direct_messages_get_the_operators_rate_limit(settings: Sett
         assert len(rig.model.requests) == 3
 
 
-async def test_discord_direct_messages_get_the_operators_daily_allowance(settings: Settings) -> None:
+async def test_discord_direct_messages_get_the_operators_daily_allowance(settings: Config) -> None:
     async with discord_rig(settings, dm_limit_user=2000) as rig:
         rig.model.answer_tokens = 100_000  # each answer talks until its limit
         dm = rig.fake.dm_channel(ALICE)

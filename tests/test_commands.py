@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from chatbots.commands import Caller, Commands
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.model import OpenAIChat
 from chatbots.pricing import PriceList
@@ -180,7 +180,7 @@ async def test_the_rate_limit_refuses_the_request_over_the_limit(
 
 
 @pytest.fixture
-async def clocked(settings: Settings) -> AsyncIterator[tuple[Engine, list[datetime]]]:
+async def clocked(settings: Config) -> AsyncIterator[tuple[Engine, list[datetime]]]:
     """An engine whose store reads a clock the test moves."""
     now = [datetime(2026, 11, 25, 23, 50, tzinfo=timezone.utc)]
     engine = Engine(Store.open(settings.db_path, lambda: now[0]), OpenAIChat.from_settings(settings), settings)

@@ -140,7 +140,7 @@ async def test_oldest_history_is_dropped_to_fit_the_window_keeping_instructions_
     assert messages[0]["role"] == "system"
     assert messages[-1]["content"].startswith("message number 11")
     assert not any(m["content"].startswith("message number 0 ") for m in messages), "oldest turns must be trimmed"
-    counter = engine.counter(engine.settings.model)
+    counter = engine.counter(engine.config.model)
     used = sum(counter.count_message(m["content"]) for m in messages)
     assert used <= 400 - 100, f"prompt of {used} tokens does not leave the output budget free"
     kept = [m["content"] for m in messages[1:]]
@@ -153,7 +153,7 @@ async def test_a_short_conversation_is_sized_without_loading_the_tokenizer(
     for n in range(3):
         await engine.handle(said(f"question {n}", n), RecordingReply())
 
-    encoding = engine.counter(engine.settings.model).limits.encoding
+    encoding = engine.counter(engine.config.model).limits.encoding
     assert engine.tokenizers.get(encoding) is None, "a conversation far inside its window needs no tokenizer"
     rows = engine.store.db.execute("SELECT role, text, tokens, tokens_exact FROM messages ORDER BY id").fetchall()
     assert len(rows) == 6 and not any(exact for *_, exact in rows)
@@ -169,7 +169,7 @@ async def test_history_is_counted_for_real_once_upper_bounds_would_cut_it_short(
     for n in range(12):
         await engine.handle(said(f"message number {n} " + "word " * 20, n), RecordingReply())
 
-    counter = engine.counter(engine.settings.model)
+    counter = engine.counter(engine.config.model)
     assert counter.exact, "the tokenizer loads once byte bounds no longer fit the window"
     kept = model_server.requests[-1]["messages"][1:]
     bounds = sum(len(m["content"].encode()) + 4 for m in kept)

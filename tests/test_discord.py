@@ -15,7 +15,7 @@ import pytest
 
 from adapters.discord.events import conversation_key, readable_text, translate
 from adapters.runner import Bot
-from chatbots.config import ConfigError, Settings
+from chatbots.config import ConfigError, Config
 from chatbots.types import ConversationKey
 from tests.discord_rig import (
     ALICE,
@@ -37,7 +37,7 @@ BOT = 900000000000000001  # FakeDiscord's default bot id
 
 
 @pytest.fixture
-async def rig(settings: Settings) -> AsyncIterator[DiscordRig]:
+async def rig(settings: Config) -> AsyncIterator[DiscordRig]:
     async with discord_rig(settings) as rig:
         yield rig
 
@@ -59,7 +59,7 @@ async def test_login_asks_for_message_content_but_not_the_members_intent(rig: Di
             assert (await response.json())["platforms"] == ["discord"]
 
 
-async def test_a_refused_message_content_intent_is_a_clear_start_up_error(settings: Settings) -> None:
+async def test_a_refused_message_content_intent_is_a_clear_start_up_error(settings: Config) -> None:
     async with FakeDiscord() as fake:
         fake.refuse_privileged = True
         bot = Bot(replace(settings, discord_bot_token=fake.token, discord_api_url=fake.api_url,
@@ -69,7 +69,7 @@ async def test_a_refused_message_content_intent_is_a_clear_start_up_error(settin
         await bot.stop(grace=0)
 
 
-async def test_a_refused_bot_token_is_a_clear_start_up_error(settings: Settings) -> None:
+async def test_a_refused_bot_token_is_a_clear_start_up_error(settings: Config) -> None:
     async with FakeDiscord(token="the-real-token") as fake:
         bot = Bot(replace(settings, discord_bot_token="a-stale-token", discord_api_url=fake.api_url,
                           discord_gateway_url=str(fake.gateway_url), port=0))
@@ -79,7 +79,7 @@ async def test_a_refused_bot_token_is_a_clear_start_up_error(settings: Settings)
         assert not fake.gateway_log, "no gateway connection with a refused token"
 
 
-def test_endpoint_urls_are_checked(settings: Settings) -> None:
+def test_endpoint_urls_are_checked(settings: Config) -> None:
     with pytest.raises(ConfigError, match="DISCORD_GATEWAY_URL must start with ws://"):
         Bot(replace(settings, discord_bot_token="t", discord_gateway_url="http://127.0.0.1:1/"))
 
@@ -182,7 +182,7 @@ async def test_own_messages_other_bots_system_messages_and_edits_are_ignored(rig
     assert len(rig.model.requests) == 2
 
 
-async def test_other_bots_are_answered_when_allowed(settings: Settings) -> None:
+async def test_other_bots_are_answered_when_allowed(settings: Config) -> None:
     async with discord_rig(settings, allow_bots=True) as rig:
         await rig.fake.send_message(GENERAL, OTHER_BOT, "hello bot", mentions_bot=True)
         await rig.fake.send_message(GENERAL, BOT, f"<@{BOT}> never myself")
@@ -193,7 +193,7 @@ async def test_other_bots_are_answered_when_allowed(settings: Settings) -> None:
 # -- replies --
 
 
-async def test_the_reply_streams_by_editing_about_once_per_interval(settings: Settings) -> None:
+async def test_the_reply_streams_by_editing_about_once_per_interval(settings: Config) -> None:
     async with discord_rig(settings, update_interval=0.1) as rig:
         rig.model.chunk_delay = 0.05
         answer = " ".join(f"word{n}" for n in range(40))
@@ -209,7 +209,7 @@ async def test_the_reply_streams_by_editing_about_once_per_interval(settings: Se
         assert all(gap >= 0.08 for gap in gaps[:-1]), gaps  # the last edit is finish(): it does not wait
 
 
-async def test_spilling_into_a_new_message_keeps_to_one_call_per_interval(settings: Settings) -> None:
+async def test_spilling_into_a_new_message_keeps_to_one_call_per_interval(settings: Config) -> None:
     async with discord_rig(settings, update_interval=0.1) as rig:
         rig.model.chunk_delay = 0.05
         answer = "\n\n".join(f"Paragraph {n}: " + "the quick brown fox jumps over the lazy dog " * 4 for n in range(16))
@@ -322,7 +322,7 @@ async def test_a_message_replayed_after_a_gateway_resume_is_answered_once(rig: D
     assert len(rig.model.requests) == 2
 
 
-async def test_slack_and_discord_run_in_one_process(settings: Settings) -> None:
+async def test_slack_and_discord_run_in_one_process(settings: Config) -> None:
     async with FakeDiscord() as fake:
         build_world(fake)
         both = replace(settings, discord_bot_token=fake.token, discord_api_url=fake.api_url,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from chatbots.config import Settings
+from chatbots.config import Config
 from tests.discord_rig import (
     ALICE,
     BOB,
@@ -24,7 +24,7 @@ ADMIN_PERMISSIONS = Perm.DEFAULT_EVERYONE | Perm.MANAGE_GUILD
 
 
 @pytest.fixture
-async def rig(settings: Settings) -> AsyncIterator[DiscordRig]:
+async def rig(settings: Config) -> AsyncIterator[DiscordRig]:
     async with discord_rig(settings) as rig:
         await rig.fake.wait_for(lambda: rig.fake.commands(), timeout=5)
         yield rig

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from adapters.doctor import doctor
 from adapters.slack.checks import SLACK_BOT_SCOPES
-from chatbots.config import Settings
+from chatbots.config import Config
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.slack import FakeSlack, serve
@@ -43,9 +43,9 @@ async def discord_fake() -> AsyncIterator[FakeDiscord]:
 
 
 @pytest.fixture
-def base(model_server: FakeModelServer, tmp_path: Path) -> Settings:
+def base(model_server: FakeModelServer, tmp_path: Path) -> Config:
     """Model server and moderation on the fake, no platform."""
-    return Settings(
+    return Config(
         openai_api_key=OPENAI_KEY,
         openai_base_url=model_server.base_url,
         db_path=str(tmp_path / "chatbots.db"),
@@ -54,7 +54,7 @@ def base(model_server: FakeModelServer, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def full(base: Settings, slack: FakeSlack, discord_fake: FakeDiscord) -> Settings:
+def full(base: Config, slack: FakeSlack, discord_fake: FakeDiscord) -> Config:
     """Everything configured: Slack in Socket Mode and Discord, on their fakes."""
     return replace(
         base,
@@ -66,7 +66,7 @@ def full(base: Settings, slack: FakeSlack, discord_fake: FakeDiscord) -> Setting
     )
 
 
-async def run(settings: Settings, **options: float) -> tuple[int, str, dict[str, list[str]], list[str]]:
+async def run(settings: Config, **options: float) -> tuple[int, str, dict[str, list[str]], list[str]]:
     """Run doctor: exit code, the whole text, each row split into columns by check name, and the fix lines."""
     code, text = await doctor(settings, **options)
     for secret in SECRETS:
@@ -87,7 +87,7 @@ def fix_for(fixes: list[str], check: str) -> str:
     return found[0]
 
 
-async def test_everything_configured_and_working_is_all_ok(full: Settings, slack: FakeSlack) -> None:
+async def test_everything_configured_and_working_is_all_ok(full: Config, slack: FakeSlack) -> None:
     code, text, rows, fixes = await run(full)
 
     assert code == 0, text
@@ -103,7 +103,7 @@ async def test_everything_configured_and_working_is_all_ok(full: Settings, slack
     assert slack.socket_connects == 0
 
 
-async def test_the_table_is_aligned_and_a_run_twice_changes_nothing(base: Settings) -> None:
+async def test_the_table_is_aligned_and_a_run_twice_changes_nothing(base: Config) -> None:
     await run(base)
     code, text, rows, _ = await run(base)
 
@@ -120,7 +120,7 @@ async def test_the_table_is_aligned_and_a_run_twice_changes_nothing(base: Settin
     assert after.startswith("note: no platform is configured")
 
 
-async def test_unreachable_model_server_fails_with_the_base_url_hint(base: Settings) -> None:
+async def test_unreachable_model_server_fails_with_the_base_url_hint(base: Config) -> None:
     code, _, rows, fixes = await run(replace(base, openai_base_url=UNREACHABLE, moderation=False))
 
     assert code == 1
@@ -130,7 +130,7 @@ async def test_unreachable_model_server_fails_with_the_base_url_hint(base: Setti
     assert rows["database"][0] == "ok"  # one failure does not hide the other checks
 
 
-async def test_a_model_the_server_does_not_list_fails_naming_the_models_it_has(base: Settings) -> None:
+async def test_a_model_the_server_does_not_list_fails_naming_the_models_it_has(base: Config) -> None:
     code, _, rows, fixes = await run(replace(base, model="llama3"))
 
     assert code == 1
@@ -140,7 +140,7 @@ async def test_a_model_the_server_does_not_list_fails_naming_the_models_it_has(b
     assert "CHATBOTS_MODEL" in fix and "gpt-4o, gpt-4o-mini" in fix
 
 
-async def test_model_server_refusing_the_key_points_at_openai_api_key(base: Settings) -> None:
+async def test_model_server_refusing_the_key_points_at_openai_api_key(base: Config) -> None:
     async def refuse(request: web.Request) -> web.Response:
         return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
 
@@ -154,7 +154,7 @@ async def test_model_server_refusing_the_key_points_at_openai_api_key(base: Sett
     assert "OPENAI_API_KEY" in fix_for(fixes, "model server")
 
 
-async def test_a_server_without_a_model_list_is_ok(base: Settings) -> None:
+async def test_a_server_without_a_model_list_is_ok(base: Config) -> None:
     async with serve(web.Application()) as url:  # answers 404 to everything, like many chat-only servers
         code, _, rows, _ = await run(replace(base, openai_base_url=url + "/v1", moderation=False))
 
@@ -162,7 +162,7 @@ async def test_a_server_without_a_model_list_is_ok(base: Settings) -> None:
     assert rows["model server"] == ["ok", f"{url}/v1: reachable (no model list offered)"]
 
 
-async def test_no_api_key_and_no_base_url_is_a_failed_check_not_a_crash(base: Settings) -> None:
+async def test_no_api_key_and_no_base_url_is_a_failed_check_not_a_crash(base: Config) -> None:
     code, _, rows, fixes = await run(replace(base, openai_api_key=None, openai_base_url=None))
 
     assert code == 1
@@ -173,7 +173,7 @@ async def test_no_api_key_and_no_base_url_is_a_failed_check_not_a_crash(base: Se
 
 
 @pytest.mark.parametrize("status", [404, 500])
-async def test_a_failing_moderation_endpoint_fails_with_a_hint(base: Settings, model_server: FakeModelServer,
+async def test_a_failing_moderation_endpoint_fails_with_a_hint(base: Config, model_server: FakeModelServer,
                                                                status: int) -> None:
     model_server.moderation_status = status
     code, _, rows, fixes = await run(base)
@@ -186,7 +186,7 @@ async def test_a_failing_moderation_endpoint_fails_with_a_hint(base: Settings, m
     assert model_server.moderation_requests[0]["model"] == "omni-moderation-latest"
 
 
-async def test_moderation_works_and_is_skipped_when_off(base: Settings, model_server: FakeModelServer) -> None:
+async def test_moderation_works_and_is_skipped_when_off(base: Config, model_server: FakeModelServer) -> None:
     _, _, rows, _ = await run(base)
     assert rows["moderation"][0] == "ok"
     assert len(model_server.moderation_requests) == 1
@@ -197,7 +197,7 @@ async def test_moderation_works_and_is_skipped_when_off(base: Settings, model_se
     assert len(model_server.moderation_requests) == 1
 
 
-async def test_a_revoked_slack_token_fails_with_the_bot_token_hint(full: Settings, slack: FakeSlack) -> None:
+async def test_a_revoked_slack_token_fails_with_the_bot_token_hint(full: Config, slack: FakeSlack) -> None:
     slack.revoke_token(SLACK_BOT)
     code, _, rows, fixes = await run(full)
 
@@ -207,7 +207,7 @@ async def test_a_revoked_slack_token_fails_with_the_bot_token_hint(full: Setting
     assert rows["discord"][0] == "ok"
 
 
-async def test_slack_app_token_that_is_not_an_app_token_fails(full: Settings) -> None:
+async def test_slack_app_token_that_is_not_an_app_token_fails(full: Config) -> None:
     code, _, rows, fixes = await run(replace(full, slack_app_token="xoxb-doctor-secret-bot"))
 
     assert code == 1
@@ -215,7 +215,7 @@ async def test_slack_app_token_that_is_not_an_app_token_fails(full: Settings) ->
     assert "xapp-" in fix_for(fixes, "slack")
 
 
-async def test_slack_http_mode_needs_the_signing_secret(full: Settings) -> None:
+async def test_slack_http_mode_needs_the_signing_secret(full: Config) -> None:
     code, _, rows, fixes = await run(replace(full, slack_app_token=None))
     assert code == 1
     assert "HTTP mode: SLACK_SIGNING_SECRET not set" in rows["slack"][1]
@@ -226,7 +226,7 @@ async def test_slack_http_mode_needs_the_signing_secret(full: Settings) -> None:
     assert rows["slack"][1].endswith("HTTP mode (signing secret set)")
 
 
-async def test_missing_slack_scopes_are_named_with_how_to_add_them(full: Settings) -> None:
+async def test_missing_slack_scopes_are_named_with_how_to_add_them(full: Config) -> None:
     async with FakeSlack(scopes="chat:write,app_mentions:read") as narrow:
         code, _, rows, fixes = await run(replace(full, slack_api_url=narrow.api_url))
 
@@ -240,7 +240,7 @@ def test_the_scopes_checked_are_the_ones_the_manifests_ask_for() -> None:
         assert set(json.loads(manifest.read_text())["oauth_config"]["scopes"]["bot"]) == SLACK_BOT_SCOPES
 
 
-async def test_a_wrong_discord_token_fails_with_the_token_hint(full: Settings) -> None:
+async def test_a_wrong_discord_token_fails_with_the_token_hint(full: Config) -> None:
     code, _, rows, fixes = await run(replace(full, discord_bot_token="doctor.discord.wrong-token"))
 
     assert code == 1
@@ -249,7 +249,7 @@ async def test_a_wrong_discord_token_fails_with_the_token_hint(full: Settings) -
     assert rows["slack"][0] == "ok"
 
 
-async def test_discord_without_the_message_content_intent_fails(full: Settings, discord_fake: FakeDiscord) -> None:
+async def test_discord_without_the_message_content_intent_fails(full: Config, discord_fake: FakeDiscord) -> None:
     discord_fake.refuse_privileged = True
     code, _, rows, fixes = await run(full)
 
@@ -259,7 +259,7 @@ async def test_discord_without_the_message_content_intent_fails(full: Settings, 
     assert not discord_fake.connections  # the gateway was never opened
 
 
-async def test_unreachable_discord_api_points_at_discord_api_url(full: Settings) -> None:
+async def test_unreachable_discord_api_points_at_discord_api_url(full: Config) -> None:
     code, _, rows, fixes = await run(replace(full, discord_api_url="http://127.0.0.1:9/api/v10"))
 
     assert code == 1
@@ -267,7 +267,7 @@ async def test_unreachable_discord_api_points_at_discord_api_url(full: Settings)
     assert "DISCORD_API_URL" in fix_for(fixes, "discord")
 
 
-async def test_a_database_path_that_is_a_directory_fails_naming_chatbots_db(base: Settings, tmp_path: Path) -> None:
+async def test_a_database_path_that_is_a_directory_fails_naming_chatbots_db(base: Config, tmp_path: Path) -> None:
     code, _, rows, fixes = await run(replace(base, db_path=str(tmp_path)))
 
     assert code == 1
@@ -275,7 +275,7 @@ async def test_a_database_path_that_is_a_directory_fails_naming_chatbots_db(base
     assert "CHATBOTS_DB" in fix_for(fixes, "database")
 
 
-async def test_a_database_in_a_missing_folder_fails_naming_chatbots_db(base: Settings, tmp_path: Path) -> None:
+async def test_a_database_in_a_missing_folder_fails_naming_chatbots_db(base: Config, tmp_path: Path) -> None:
     code, _, rows, fixes = await run(replace(base, db_path=str(tmp_path / "nowhere" / "chatbots.db")))
 
     assert code == 1
@@ -283,7 +283,7 @@ async def test_a_database_in_a_missing_folder_fails_naming_chatbots_db(base: Set
     assert "does not exist" in fix_for(fixes, "database") and "CHATBOTS_DB" in fix_for(fixes, "database")
 
 
-async def test_a_database_another_process_keeps_locked_fails(base: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_database_another_process_keeps_locked_fails(base: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     await run(base)  # create and migrate it
     monkeypatch.setattr("chatbots.checks.DB_BUSY_TIMEOUT", 0.05)
     other = sqlite3.connect(base.db_path, isolation_level=None)
@@ -299,7 +299,7 @@ async def test_a_database_another_process_keeps_locked_fails(base: Settings, mon
     assert "one bot process per file" in fix_for(fixes, "database")
 
 
-async def test_the_write_probe_leaves_no_trace(base: Settings) -> None:
+async def test_the_write_probe_leaves_no_trace(base: Config) -> None:
     from chatbots.store import Store
 
     await run(base)
@@ -310,7 +310,7 @@ async def test_the_write_probe_leaves_no_trace(base: Settings) -> None:
         store.close()
 
 
-async def test_a_server_that_never_answers_fails_at_the_deadline(base: Settings) -> None:
+async def test_a_server_that_never_answers_fails_at_the_deadline(base: Config) -> None:
     never = asyncio.Event()
 
     async def hang(request: web.Request) -> web.Response:
@@ -330,7 +330,7 @@ async def test_a_server_that_never_answers_fails_at_the_deadline(base: Settings)
     assert "OPENAI_BASE_URL" in fix_for(fixes, "model server")
 
 
-async def test_credentials_in_urls_are_not_printed(base: Settings, model_server: FakeModelServer) -> None:
+async def test_credentials_in_urls_are_not_printed(base: Config, model_server: FakeModelServer) -> None:
     url = model_server.base_url.replace("http://", "http://user:url-password@")
     _, text, rows, _ = await run(replace(base, openai_api_key=None, openai_base_url=url, moderation=False))
 

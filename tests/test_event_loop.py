@@ -7,7 +7,7 @@ import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.model import OpenAIChat
 from chatbots.retention import upkeep
@@ -28,7 +28,7 @@ async def loop_lag() -> float:
 
 
 async def test_a_turn_waiting_on_a_locked_database_leaves_the_loop_free(
-    settings: Settings, model_server: FakeModelServer
+    settings: Config, model_server: FakeModelServer
 ) -> None:
     engine = Engine(Store.open(settings.db_path, busy_timeout=3.0), OpenAIChat.from_settings(settings), settings)
     operator = sqlite3.connect(settings.db_path)
@@ -44,7 +44,7 @@ async def test_a_turn_waiting_on_a_locked_database_leaves_the_loop_free(
     await engine.close()
 
 
-async def test_the_retention_purge_deletes_in_short_batches(settings: Settings) -> None:
+async def test_the_retention_purge_deletes_in_short_batches(settings: Config) -> None:
     now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
     store = Store.open(settings.db_path, clock=lambda: now[0])
     conversation = await store.conversation_id(KEY)
@@ -58,7 +58,7 @@ async def test_the_retention_purge_deletes_in_short_batches(settings: Settings) 
     store.close()
 
 
-async def test_old_event_ids_are_forgotten_even_without_a_retention_period(settings: Settings) -> None:
+async def test_old_event_ids_are_forgotten_even_without_a_retention_period(settings: Config) -> None:
     now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
     store = Store.open(settings.db_path, clock=lambda: now[0])
     assert await store.first_delivery("slack", "Ev-old")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatbots.config import Settings
+from chatbots.config import Config
 from tests.discord_rig import ALICE, GENERAL, DiscordRig, discord_rig
 
 odd_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40) | st.sampled_from(
@@ -69,7 +69,7 @@ async def still_connected(rig: DiscordRig) -> None:
 
 
 @pytest.fixture
-async def rig(settings: Settings) -> AsyncIterator[DiscordRig]:
+async def rig(settings: Config) -> AsyncIterator[DiscordRig]:
     async with discord_rig(settings) as rig:
         rig.template = await rig.fake.send_message(GENERAL, ALICE, "hello", mentions_bot=True)  # type: ignore[attr-defined]
         await rig.next_outcome()

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatbots.config import Settings
+from chatbots.config import Config
 from tests.fakes.slack import event_callback, post_signed, slash_command_form
 from tests.slack_rig import SECRET, SlackRig, slack_rig
 
@@ -54,12 +54,12 @@ bodies = (
 
 
 @pytest.fixture(scope="module")
-def shared_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(openai_api_key="sk-test", db_path=str(tmp_path_factory.mktemp("fuzz") / "bot.db"), moderation=False)
+def shared_settings(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    return Config(openai_api_key="sk-test", db_path=str(tmp_path_factory.mktemp("fuzz") / "bot.db"), moderation=False)
 
 
 @pytest.fixture
-async def rig(shared_settings: Settings) -> AsyncIterator[SlackRig]:
+async def rig(shared_settings: Config) -> AsyncIterator[SlackRig]:
     async with slack_rig(shared_settings, "http") as rig:
         yield rig
 

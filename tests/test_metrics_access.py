@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from adapters.runner import Bot
-from chatbots.config import ConfigError, Settings
+from chatbots.config import ConfigError, Config
 from tests.processes import free_port
 from tests.slack_rig import slack_rig
 from tests.test_observability import sample
@@ -23,13 +23,13 @@ async def get(port: int, headers: dict[str, str] | list[tuple[str, str]] | None 
             return response.status, await response.text(), dict(response.headers)
 
 
-async def test_metrics_are_off_when_neither_a_token_nor_a_port_is_set(settings: Settings) -> None:
+async def test_metrics_are_off_when_neither_a_token_nor_a_port_is_set(settings: Config) -> None:
     async with slack_rig(settings) as rig:
         status, _, _ = await get(rig.bot.port)
     assert status == 404
 
 
-async def test_with_a_token_metrics_answer_only_requests_bearing_it(settings: Settings) -> None:
+async def test_with_a_token_metrics_answer_only_requests_bearing_it(settings: Config) -> None:
     async with slack_rig(replace(settings, metrics_token=TOKEN)) as rig:
         await rig.reply_in("C1", await rig.mention("hello"))
         refused = [
@@ -49,7 +49,7 @@ async def test_with_a_token_metrics_answer_only_requests_bearing_it(settings: Se
     assert status == 200 and "chatbots_turns_total" in text
 
 
-async def test_with_a_port_metrics_are_served_there_and_not_on_the_public_port(settings: Settings) -> None:
+async def test_with_a_port_metrics_are_served_there_and_not_on_the_public_port(settings: Config) -> None:
     metrics_port = free_port()
     async with slack_rig(replace(settings, metrics_port=metrics_port)) as rig:
         await rig.reply_in("C1", await rig.mention("hello"))
@@ -60,7 +60,7 @@ async def test_with_a_port_metrics_are_served_there_and_not_on_the_public_port(s
     assert private == 200 and sample(text, "chatbots_turns_total", platform="slack", outcome="answered") == 1
 
 
-async def test_with_both_the_metrics_port_also_wants_the_token(settings: Settings) -> None:
+async def test_with_both_the_metrics_port_also_wants_the_token(settings: Config) -> None:
     metrics_port = free_port()
     async with slack_rig(replace(settings, metrics_port=metrics_port, metrics_token=TOKEN)) as rig:
         public, _, _ = await get(rig.bot.port, {"Authorization": f"Bearer {TOKEN}"})
@@ -69,7 +69,7 @@ async def test_with_both_the_metrics_port_also_wants_the_token(settings: Setting
     assert (public, without, bearing) == (404, 401, 200)
 
 
-async def test_a_metrics_port_in_use_stops_start_up_with_a_line_naming_it(settings: Settings) -> None:
+async def test_a_metrics_port_in_use_stops_start_up_with_a_line_naming_it(settings: Config) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -92,9 +92,9 @@ async def test_a_metrics_port_in_use_stops_start_up_with_a_line_naming_it(settin
 ])
 def test_metrics_settings_are_checked_with_one_line_naming_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        Settings.from_env(env)
+        Config.from_env(env)
 
 
 def test_metrics_settings_are_read_from_the_environment() -> None:
-    settings = Settings.from_env({"CHATBOTS_METRICS_TOKEN": TOKEN, "CHATBOTS_METRICS_PORT": "9102"})
+    settings = Config.from_env({"CHATBOTS_METRICS_TOKEN": TOKEN, "CHATBOTS_METRICS_PORT": "9102"})
     assert (settings.metrics_token, settings.metrics_port) == (TOKEN, 9102)

@@ -12,7 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from adapters.doctor import doctor
-from chatbots.config import ConfigError, Settings
+from chatbots.config import ConfigError, Config
 from chatbots.engine import Engine
 from chatbots.model import OpenAIChat
 from chatbots.moderation import Moderator
@@ -61,8 +61,8 @@ async def recorder() -> AsyncIterator[tuple[Recorder, str]]:
         yield found, url + "/v1"
 
 
-def configured(url: str, tmp_path: Path, **more: str) -> Settings:
-    return Settings.from_env({
+def configured(url: str, tmp_path: Path, **more: str) -> Config:
+    return Config.from_env({
         "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": url, "CHATBOTS_DB": str(tmp_path / "chatbots.db"),
         "CHATBOTS_MODEL_HEADERS": f"X-Gateway-Key: {GATEWAY_SECRET}; api-version: 2024-10-21",
         "OPENAI_ORG_ID": "org-rec", "OPENAI_PROJECT_ID": "proj_rec", **more,
@@ -125,16 +125,16 @@ async def test_a_moderation_server_of_its_own_gets_neither_the_chat_headers_nor_
 
 
 def test_model_headers_are_parsed_as_name_value_pairs() -> None:
-    settings = Settings.from_env({"CHATBOTS_MODEL_HEADERS": " api-key: abc:def ; X-Route:eu ;"})
+    settings = Config.from_env({"CHATBOTS_MODEL_HEADERS": " api-key: abc:def ; X-Route:eu ;"})
     assert settings.model_headers == (("api-key", "abc:def"), ("X-Route", "eu"))
-    assert Settings.from_env({}).model_headers == ()
+    assert Config.from_env({}).model_headers == ()
 
 
 @pytest.mark.parametrize("raw", ["api-key abc-secret", "api-key: ok; : abc-secret", "bad name: abc-secret",
                                  "api-key:", "X-Ok: fine; X-Tab: abc-secret\x01"])
 def test_a_malformed_header_list_is_one_error_line_without_the_value(raw: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        Settings.from_env({"CHATBOTS_MODEL_HEADERS": raw})
+        Config.from_env({"CHATBOTS_MODEL_HEADERS": raw})
     message = str(raised.value)
     assert message.startswith("CHATBOTS_MODEL_HEADERS must read `Name: value; Name2: value2`")
     assert "\n" not in message and "abc-secret" not in message

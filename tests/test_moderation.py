@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from chatbots.cli import main
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.moderation import (
     FLAGGED_INPUT_NOTICE,
     FLAGGED_OUTPUT_NOTICE,
@@ -19,7 +19,7 @@ from tests.slack_rig import SlackRig, slack_rig
 
 
 @pytest.fixture
-async def rig(settings: Settings) -> AsyncIterator[SlackRig]:
+async def rig(settings: Config) -> AsyncIterator[SlackRig]:
     async with slack_rig(replace(settings, moderation=True)) as rig:
         rig.model.flag_words = {"forbidden-topic"}
         rig.slack.add_user("UADMIN", name="boss", is_admin=True)
@@ -70,7 +70,7 @@ async def test_flagged_output_never_reaches_slack_and_what_was_shown_stays(rig: 
     assert kept[1] == "flagged" and "forbidden-topic" not in kept[0]
 
 
-async def test_flagged_text_is_stored_only_when_the_operator_opts_in(settings: Settings) -> None:
+async def test_flagged_text_is_stored_only_when_the_operator_opts_in(settings: Config) -> None:
     async with slack_rig(replace(settings, moderation=True, store_flagged_text=True)) as rig:
         rig.model.flag_words = {"forbidden-topic"}
         await rig.reply_in("C1", await rig.mention("forbidden-topic please"))
@@ -118,7 +118,7 @@ async def test_an_empty_moderation_answer_blocks_the_message_by_default(rig: Sla
     assert log_rows(rig) == [("in", "error_blocked", "", None)]
 
 
-async def test_moderation_down_can_be_allowed_by_policy(settings: Settings) -> None:
+async def test_moderation_down_can_be_allowed_by_policy(settings: Config) -> None:
     async with slack_rig(replace(settings, moderation=True, moderation_on_error="allow")) as rig:
         rig.model.moderation_status = 500
         [answer] = await rig.reply_in("C1", await rig.mention("hello?"))
@@ -135,7 +135,7 @@ async def test_a_workspace_can_turn_moderation_off_for_itself_only(rig: SlackRig
     assert refusal.text == f"_{FLAGGED_INPUT_NOTICE}_"
 
 
-async def test_moderation_can_be_turned_off_globally(settings: Settings) -> None:
+async def test_moderation_can_be_turned_off_globally(settings: Config) -> None:
     async with slack_rig(replace(settings, moderation=False)) as rig:
         rig.model.flag_words = {"forbidden-topic"}
         await rig.reply_in("C1", await rig.mention("forbidden-topic"))
@@ -146,7 +146,7 @@ async def test_moderation_log_command_lists_decisions(
     rig: SlackRig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await rig.reply_in("C1", await rig.mention("forbidden-topic"))
-    monkeypatch.setenv("CHATBOTS_DB", rig.bot.settings.db_path)
+    monkeypatch.setenv("CHATBOTS_DB", rig.bot.config.db_path)
     assert main(["moderation-log", "--flagged"]) == 0
     out = capsys.readouterr().out
     assert "flagged" in out and "harassment" in out and "slack" in out and "in " in out

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from chatbots.cli import main
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.logs import JsonFormatter, _TurnFilter
 from chatbots.types import ConversationKey, Inbound
@@ -34,7 +34,7 @@ def sample(metrics_text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-async def test_metrics_count_replies_errors_latency_tokens_moderation_and_refusals(settings: Settings) -> None:
+async def test_metrics_count_replies_errors_latency_tokens_moderation_and_refusals(settings: Config) -> None:
     async with slack_rig(replace(settings, moderation=True, metrics_token=METRICS_TOKEN)) as rig:
         rig.slack.add_user("UADMIN", name="boss", is_admin=True)
         rig.model.flag_words = {"forbidden-topic"}
@@ -101,7 +101,7 @@ async def test_export_writes_a_workspaces_conversations_as_json_lines(
 ) -> None:
     for workspace in ("T1", "T2"):
         await engine.handle(Inbound(ConversationKey("slack", workspace, "C1", "1.0"), "m1", "U1", "Ada", f"hi from {workspace}"), RecordingReply())
-    monkeypatch.setenv("CHATBOTS_DB", engine.settings.db_path)
+    monkeypatch.setenv("CHATBOTS_DB", engine.config.db_path)
     out = tmp_path / "t1.jsonl"
     assert main(["export", "--workspace", "slack:T1", "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]

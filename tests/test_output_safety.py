@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from adapters.slack.mrkdwn import MrkdwnPages, to_mrkdwn
 from adapters.slack.safe_markdown import BREAK, GuardState, guard
 from adapters.streaming import printable
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.paging import Pager, split_message
 from tests.discord_rig import GENERAL, discord_rig
 from tests.slack_rig import SlackRig, slack_rig
@@ -216,7 +216,7 @@ async def still_responsive(rig: SlackRig) -> None:
 
 
 @pytest.mark.parametrize("streaming", [True, False], ids=["native-streaming", "post-and-update"])
-async def test_a_hostile_answer_pings_no_one_and_the_bot_stays_responsive(settings: Settings, streaming: bool) -> None:
+async def test_a_hostile_answer_pings_no_one_and_the_bot_stays_responsive(settings: Config, streaming: bool) -> None:
     async with slack_rig(settings, "http", streaming_supported=streaming) as rig:
         rig.service.update_interval = 0.05
         rig.model.queue(ANSWER, chunks=40)
@@ -230,7 +230,7 @@ async def test_a_hostile_answer_pings_no_one_and_the_bot_stays_responsive(settin
 
 
 @pytest.mark.parametrize("streaming", [True, False], ids=["native-streaming", "post-and-update"])
-async def test_a_hostile_answer_cut_off_by_an_error_pings_no_one(settings: Settings, streaming: bool) -> None:
+async def test_a_hostile_answer_cut_off_by_an_error_pings_no_one(settings: Config, streaming: bool) -> None:
     async with slack_rig(settings, "http", streaming_supported=streaming) as rig:
         rig.model.queue(ANSWER, chunks=40, error_after=20)
         ts = await rig.mention("fail midway")
@@ -243,7 +243,7 @@ async def test_a_hostile_answer_cut_off_by_an_error_pings_no_one(settings: Setti
 # -- Discord --
 
 
-async def test_discord_answers_never_ping_anyone_or_preview_links_in_any_part_edit_or_notice(settings: Settings) -> None:
+async def test_discord_answers_never_ping_anyone_or_preview_links_in_any_part_edit_or_notice(settings: Config) -> None:
     answer = "\n\n".join(f"Part {n}: @everyone @here <@43> <@&100> <@!42> https://evil.example/{n}.png " + "filler words " * 20 for n in range(24))
     async with discord_rig(settings, update_interval=0.05) as rig:
         rig.model.chunk_delay = 0.01

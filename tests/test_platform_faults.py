@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatbots.config import Settings
+from chatbots.config import Config
 from tests.discord_rig import GENERAL, RANDOM, discord_rig
 from tests.fakes.slack import app_mention, next_ts
 from tests.slack_rig import SlackRig, slack_rig
@@ -15,7 +15,7 @@ STREAMED = "one two three four five six seven eight nine ten"
 
 
 @pytest.fixture(params=["http", "socket"])
-async def slack_update_rig(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[SlackRig]:
+async def slack_update_rig(request: pytest.FixtureRequest, settings: Config) -> AsyncIterator[SlackRig]:
     async with slack_rig(settings, request.param, streaming_supported=False) as rig:
         rig.service.update_interval = 0.05
         yield rig
@@ -36,7 +36,7 @@ async def test_slack_5xx_and_429_on_post_and_update_are_retried_and_nothing_doub
     assert statuses == [503, 200], "the failed post was retried once, and only one message exists"
 
 
-async def test_slack_rate_limit_on_append_stream_is_waited_out(settings: Settings) -> None:
+async def test_slack_rate_limit_on_append_stream_is_waited_out(settings: Config) -> None:
     async with slack_rig(settings, "http") as rig:
         rig.service.update_interval = 0.05
         rig.model.chunk_delay = 0.03
@@ -49,7 +49,7 @@ async def test_slack_rate_limit_on_append_stream_is_waited_out(settings: Setting
         assert 429 in [c.status for c in rig.slack.calls_to("chat.appendStream")]
 
 
-async def test_a_streamed_answer_longer_than_one_message_continues_in_the_next(settings: Settings) -> None:
+async def test_a_streamed_answer_longer_than_one_message_continues_in_the_next(settings: Config) -> None:
     answer = "\n\n".join(f"Section {n}. " + "some words in a sentence " * 40 for n in range(30))
     answer += "\n\n```python\n" + "print('code')\n" * 200 + "```\n\nDone."
     async with slack_rig(settings, "http") as rig:
@@ -66,7 +66,7 @@ async def test_a_streamed_answer_longer_than_one_message_continues_in_the_next(s
         assert joined.rstrip().endswith("Done.")
 
 
-async def test_a_socket_mode_reconnect_loses_no_event(settings: Settings) -> None:
+async def test_a_socket_mode_reconnect_loses_no_event(settings: Config) -> None:
     async with slack_rig(settings, "socket") as rig:
         await rig.slack.socket_disconnect("refresh_requested")
         await rig.slack.wait_for(lambda: rig.slack.socket_connects >= 2, message="a new Socket Mode connection")
@@ -76,14 +76,14 @@ async def test_a_socket_mode_reconnect_loses_no_event(settings: Settings) -> Non
         assert reply.text == "echo: after the refresh"
 
 
-async def test_discord_global_rate_limit_on_posting_is_waited_out(settings: Settings) -> None:
+async def test_discord_global_rate_limit_on_posting_is_waited_out(settings: Config) -> None:
     async with discord_rig(settings) as rig:
         rule = rig.fake.fail_next("POST", f"/channels/{GENERAL}/messages", status=429, retry_after=0.05, global_=True)
         contents = await rig.ask("busy?")
         assert contents == ["echo: busy?"] and rule.hits == 1
 
 
-async def test_discord_gateway_drop_midway_through_a_reply_loses_and_doubles_nothing(settings: Settings) -> None:
+async def test_discord_gateway_drop_midway_through_a_reply_loses_and_doubles_nothing(settings: Config) -> None:
     async with discord_rig(settings, update_interval=0.05) as rig:
         rig.model.chunk_delay = 0.05
         rig.model.queue(STREAMED, chunks=10)

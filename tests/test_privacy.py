@@ -11,7 +11,7 @@ import pytest
 
 from chatbots.cli import main
 from chatbots.commands import Caller, Commands
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.logs import configure_logging
 from chatbots.model import OpenAIChat
@@ -28,7 +28,7 @@ def count(store: Store, sql: str) -> int:
     return store.db.execute(sql).fetchone()[0]
 
 
-async def test_retention_deletes_old_messages_but_keeps_usage_totals(settings: Settings, model_server: FakeModelServer) -> None:
+async def test_retention_deletes_old_messages_but_keeps_usage_totals(settings: Config, model_server: FakeModelServer) -> None:
     now = [datetime(2026, 1, 1, 12, tzinfo=timezone.utc)]
     store = Store.open(settings.db_path, clock=lambda: now[0])
     engine = Engine(store, OpenAIChat.from_settings(settings), settings)
@@ -77,7 +77,7 @@ async def test_redaction_applies_to_what_the_model_receives_and_what_is_stored(
     assert stored == sent
 
 
-async def test_logs_never_contain_message_text_or_secrets(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+async def test_logs_never_contain_message_text_or_secrets(settings: Config, caplog: pytest.LogCaptureFixture) -> None:
     secret_key = "sk-PLANTED-api-key-0123456789"
     planted_text = "PLANTED-MESSAGE-TEXT about the merger"
     configure_logging("DEBUG")
@@ -94,7 +94,7 @@ async def test_logs_never_contain_message_text_or_secrets(settings: Settings, ca
         assert planted not in logged, f"{planted!r} leaked into the logs"
 
 
-async def test_uninstalling_the_app_erases_that_workspace_only(settings: Settings) -> None:
+async def test_uninstalling_the_app_erases_that_workspace_only(settings: Config) -> None:
     async with slack_rig(settings) as rig:
         for team in ("T1", "T2"):
             await rig.reply_in("C1", await rig.mention(f"hello from {team}", team=team))
@@ -109,7 +109,7 @@ async def test_uninstalling_the_app_erases_that_workspace_only(settings: Setting
         assert count(store, "SELECT count(*) FROM usage_daily") == 1
 
 
-async def test_a_revoked_bot_token_erases_the_workspace_but_user_tokens_do_not(settings: Settings) -> None:
+async def test_a_revoked_bot_token_erases_the_workspace_but_user_tokens_do_not(settings: Config) -> None:
     async with slack_rig(settings) as rig:
         await rig.reply_in("C1", await rig.mention("hello"))
         await rig.deliver(tokens_revoked(bot_ids=[], oauth_ids=["U1"]))

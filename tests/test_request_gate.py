@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from adapters.slack.gate import MAX_BODY
-from chatbots.config import Settings
+from chatbots.config import Config
 from tests.fakes.slack import app_mention, event_callback, next_ts, sign_request
 from tests.slack_rig import SECRET, SlackRig, slack_rig
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
 @pytest.fixture
-async def rig(settings: Settings) -> AsyncIterator[SlackRig]:
+async def rig(settings: Config) -> AsyncIterator[SlackRig]:
     async with slack_rig(settings, "http") as rig:
         yield rig
 

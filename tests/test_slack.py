@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from adapters.runner import Bot
-from chatbots.config import Settings
+from chatbots.config import Config
 from tests.fakes.slack import (
     FakeSlack,
     app_mention,
@@ -27,13 +27,13 @@ from tests.slack_rig import SECRET, SlackRig, slack_rig
 
 
 @pytest.fixture(params=["http", "socket"])
-async def rig(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[SlackRig]:
+async def rig(request: pytest.FixtureRequest, settings: Config) -> AsyncIterator[SlackRig]:
     async with slack_rig(settings, request.param) as rig:
         yield rig
 
 
 @pytest.fixture
-async def http_rig(settings: Settings) -> AsyncIterator[SlackRig]:
+async def http_rig(settings: Config) -> AsyncIterator[SlackRig]:
     async with slack_rig(settings, "http") as rig:
         yield rig
 
@@ -150,7 +150,7 @@ async def test_redelivered_events_are_answered_once(rig: SlackRig) -> None:
     assert len(rig.slack.calls_to("chat.startStream")) == 1
 
 
-async def test_a_redelivery_after_a_restart_is_still_answered_once(settings: Settings, tmp_path: Path) -> None:
+async def test_a_redelivery_after_a_restart_is_still_answered_once(settings: Config, tmp_path: Path) -> None:
     ts = next_ts()
     async with slack_rig(settings, "http") as rig:
         body = await rig.deliver(app_mention("C1", "U1", "<@UBOT> hi", ts=ts))
@@ -161,7 +161,7 @@ async def test_a_redelivery_after_a_restart_is_still_answered_once(settings: Set
         assert not again.model.requests
 
 
-async def test_mrkdwn_and_long_answers_when_streaming_is_not_available(settings: Settings) -> None:
+async def test_mrkdwn_and_long_answers_when_streaming_is_not_available(settings: Config) -> None:
     async with slack_rig(settings, "http", streaming_supported=False) as rig:
         long_answer = "## Plan\n\nUse **bold** and [docs](https://example.com/docs).\n\n" + "\n\n".join(
             f"Paragraph {n}: " + "words that fill the message " * 12 for n in range(40)
@@ -221,7 +221,7 @@ async def test_slack_rate_limits_are_waited_out_and_the_reply_lands(rig: SlackRi
     assert [c.status for c in rig.slack.calls_to("chat.startStream")] == [429, 200]
 
 
-async def test_a_failed_final_update_posts_the_answer_instead_of_losing_it(settings: Settings) -> None:
+async def test_a_failed_final_update_posts_the_answer_instead_of_losing_it(settings: Config) -> None:
     async with slack_rig(settings, "http", streaming_supported=False) as rig:
         rig.slack.fail_next("chat.update", error="cant_update_message", times=5)
         rig.model.queue("first part, then the rest of the answer", chunks=4)
@@ -245,7 +245,7 @@ async def test_health_endpoint(http_rig: SlackRig) -> None:
             assert response.status == 200 and (await response.json())["platforms"] == ["slack"]
 
 
-def test_http_mode_needs_the_signing_secret(settings: Settings) -> None:
+def test_http_mode_needs_the_signing_secret(settings: Config) -> None:
     from dataclasses import replace
 
     from chatbots.config import ConfigError
@@ -254,7 +254,7 @@ def test_http_mode_needs_the_signing_secret(settings: Settings) -> None:
         Bot(replace(settings, slack_bot_token="xoxb-1", slack_signing_secret=None))
 
 
-async def test_a_refused_bot_token_is_a_clear_start_up_error(settings: Settings) -> None:
+async def test_a_refused_bot_token_is_a_clear_start_up_error(settings: Config) -> None:
     from chatbots.config import ConfigError
 
     async with FakeSlack() as slack:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from chatbots.cli import main
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.engine import STORAGE_NOTICE, Engine
 from chatbots.model import OpenAIChat
 from chatbots.store import Store
@@ -35,7 +35,7 @@ KEY = ConversationKey("t", "T1", "C1", "1")
 
 
 async def test_a_locked_database_is_a_message_in_chat_and_the_bot_recovers(
-    settings: Settings, model_server: FakeModelServer
+    settings: Config, model_server: FakeModelServer
 ) -> None:
     engine = Engine(Store.open(settings.db_path, busy_timeout=0.05), OpenAIChat.from_settings(settings), settings)
     other = sqlite3.connect(settings.db_path)

@@ -17,7 +17,7 @@ from adapters.slack.events import translate
 from adapters.slack.mrkdwn import SOFT_LINE, to_mrkdwn
 from adapters.slack.safe_markdown import GuardState, guard
 from chatbots import paging
-from chatbots.config import Settings
+from chatbots.config import Config
 from chatbots.redact import redactor
 from tests.discord_rig import GENERAL, discord_rig
 from tests.slack_rig import slack_rig
@@ -108,7 +108,7 @@ class Spy:
 
 
 async def test_a_posted_answer_converts_each_line_once_not_the_whole_answer_per_render(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    settings: Config, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     converted = Spy(mrkdwn._inline, lambda line, *a, **k: len(line))
     monkeypatch.setattr(mrkdwn, "_inline", converted)
@@ -123,7 +123,7 @@ async def test_a_posted_answer_converts_each_line_once_not_the_whole_answer_per_
         assert converted.characters <= len(PROSE) + renders * SOFT_LINE, (converted.characters, renders)
 
 
-async def test_a_streamed_answer_makes_each_character_safe_once(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_streamed_answer_makes_each_character_safe_once(settings: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     guarded = Spy(slack_reply.guard, lambda text, start, end, state: end - start)
     monkeypatch.setattr(slack_reply, "guard", guarded)
     async with slack_rig(settings, "http") as rig:
@@ -136,7 +136,7 @@ async def test_a_streamed_answer_makes_each_character_safe_once(settings: Settin
         assert guarded.characters <= 2 * len(PROSE)
 
 
-async def test_a_discord_answer_splits_each_finished_message_once(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_discord_answer_splits_each_finished_message_once(settings: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     examined = Spy(paging.open_fence, lambda text, *a, **k: len(text))
     monkeypatch.setattr(paging, "open_fence", examined)
     async with discord_rig(settings, update_interval=0.01) as rig:

@@ -8,7 +8,7 @@ import aiohttp
 import discord
 
 from chatbots.checks import OK, SKIPPED, Check, CheckFailed, Row, describe, safe_url
-from chatbots.config import ConfigError, Settings
+from chatbots.config import ConfigError, Config
 
 from .connection import Endpoints, build_client
 
@@ -16,12 +16,12 @@ DISCORD_MESSAGE_CONTENT = (1 << 18) | (1 << 19)
 """Application flags GATEWAY_MESSAGE_CONTENT and GATEWAY_MESSAGE_CONTENT_LIMITED: either means the intent is on."""
 
 
-def checks(settings: Settings, timeout: float) -> list[Check]:
+def checks(settings: Config, timeout: float) -> list[Check]:
     return [Check("discord", lambda: discord_check(settings, timeout),
                   "check that DISCORD_API_URL (or discord.com) is reachable from here")]
 
 
-async def discord_check(settings: Settings, timeout: float) -> Row:
+async def discord_check(settings: Config, timeout: float) -> Row:
     if not settings.discord_bot_token:
         return Row("discord", SKIPPED, "DISCORD_BOT_TOKEN not set")
     try:

@@ -27,7 +27,7 @@ def caller_of(interaction: discord.Interaction) -> Caller:
 
 def build_tree(client: discord.Client, commands: Commands, observe: Observer) -> app_commands.CommandTree:
     tree = app_commands.CommandTree(client)
-    group = app_commands.Group(name="chatbot", description="Settings, usage and help for the chat bot")
+    group = app_commands.Group(name="chatbot", description="Config, usage and help for the chat bot")
 
     async def answer(interaction: discord.Interaction, text: str) -> None:
         # Defer at once (Discord allows 3 s), privately; the answer follows.

@@ -12,7 +12,7 @@ import discord.gateway
 import discord.http
 import yarl
 
-from chatbots.config import ConfigError, Settings
+from chatbots.config import ConfigError, Config
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Endpoints:
     _saved: tuple[str, yarl.URL] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Endpoints:
+    def from_settings(cls, settings: Config) -> Endpoints:
         api, gateway = settings.discord_api_url, settings.discord_gateway_url
         if api and not api.startswith(("http://", "https://")):
             raise ConfigError(f"DISCORD_API_URL must start with http:// or https://, got {api!r}")

@@ -11,7 +11,7 @@ import discord
 from aiohttp import web
 
 from chatbots.commands import Commands
-from chatbots.config import ConfigError, Settings
+from chatbots.config import ConfigError, Config
 from chatbots.engine import Engine
 from chatbots.types import Inbound, Outcome
 
@@ -37,13 +37,13 @@ class DiscordService(ServiceBase):
     name = "discord"
     platform = PLATFORM
 
-    def __init__(self, settings: Settings, engine: Engine, *, update_interval: float = 1.0,
+    def __init__(self, settings: Config, engine: Engine, *, update_interval: float = 1.0,
                  guild_ready_timeout: float = 2.0) -> None:
         if not settings.discord_bot_token:
             raise ConfigError("DISCORD_BOT_TOKEN is not set")
         self.endpoints = Endpoints.from_settings(settings)
         super().__init__(engine)
-        self.settings = settings
+        self.config = settings
         self.update_interval = update_interval
         self.guild_ready_timeout = guild_ready_timeout
         """Only delays discord.py's on_ready, which start() does not wait for; tests set it small."""
@@ -67,7 +67,7 @@ class DiscordService(ServiceBase):
             client.event(handler)
         self.tree = build_tree(client, self.commands, self._observe)
         try:
-            await client.login(self.settings.discord_bot_token or "")
+            await client.login(self.config.discord_bot_token or "")
         except discord.LoginFailure:
             await client.close()
             raise ConfigError(
@@ -150,7 +150,7 @@ class DiscordService(ServiceBase):
             return self._observe(Outcome.OWN)  # every post and edit of ours comes back over the gateway
         guild = message.guild
         role = guild.self_role if guild is not None else None
-        inbound = translate(message, bot_id, allow_bots=self.settings.allow_bots, bot_role_id=role.id if role else None)
+        inbound = translate(message, bot_id, allow_bots=self.config.allow_bots, bot_role_id=role.id if role else None)
         if inbound is None:
             return self._observe(Outcome.IGNORED)
         how = self.access.how_to_answer(message)

@@ -7,7 +7,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from chatbots.checks import OK, SKIPPED, Check, CheckFailed, Row, describe, safe_url
-from chatbots.config import Settings
+from chatbots.config import Config
 
 SLACK_BOT_SCOPES = frozenset({
     "app_mentions:read", "assistant:write", "channels:history", "chat:write", "commands",
@@ -19,11 +19,11 @@ SLACK_TOKEN_REFUSED = {"invalid_auth", "not_authed", "token_revoked", "token_exp
                        "org_login_required", "ekm_access_denied", "team_access_not_granted"}
 
 
-def checks(settings: Settings, timeout: float) -> list[Check]:
+def checks(settings: Config, timeout: float) -> list[Check]:
     return [Check("slack", lambda: slack(settings, timeout), "check that SLACK_API_URL (or slack.com) is reachable from here")]
 
 
-async def slack(settings: Settings, timeout: float) -> Row:
+async def slack(settings: Config, timeout: float) -> Row:
     if not settings.slack_bot_token:
         return Row("slack", SKIPPED, "SLACK_BOT_TOKEN not set")
     base_url = settings.slack_api_url or AsyncWebClient.BASE_URL

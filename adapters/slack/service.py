@@ -24,7 +24,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from chatbots.commands import Caller, Commands
-from chatbots.config import ConfigError, Settings
+from chatbots.config import ConfigError, Config
 from chatbots.engine import Engine
 from chatbots.types import Addressed, ConversationKey, Inbound, Outcome
 
@@ -57,14 +57,14 @@ class SlackService(ServiceBase):
     name = "slack"
     platform = PLATFORM
 
-    def __init__(self, settings: Settings, engine: Engine, *, update_interval: float = 1.0) -> None:
+    def __init__(self, settings: Config, engine: Engine, *, update_interval: float = 1.0) -> None:
         if not settings.slack_bot_token:
             raise ConfigError("SLACK_BOT_TOKEN is not set")
         self.socket_mode = bool(settings.slack_app_token)
         if not self.socket_mode and not settings.slack_signing_secret:
             raise ConfigError("SLACK_SIGNING_SECRET is not set (needed in HTTP mode; or set SLACK_APP_TOKEN for Socket Mode)")
         super().__init__(engine)
-        self.settings = settings
+        self.config = settings
         self.update_interval = update_interval
         self.client = AsyncWebClient(
             token=settings.slack_bot_token,
@@ -123,7 +123,7 @@ class SlackService(ServiceBase):
     async def _connect_socket(self) -> None:
         """Socket Mode. The first URL is asked for here rather than in slack_sdk's connect loop, which logs a
         traceback and retries forever when the app token is wrong: the operator needs one clear line instead."""
-        token = self.settings.slack_app_token or ""
+        token = self.config.slack_app_token or ""
         try:
             opened = await self.client.apps_connections_open(app_token=token)
         except SlackApiError as error:
@@ -176,7 +176,7 @@ class SlackService(ServiceBase):
 
     async def _on_event(self, body: dict[str, Any]) -> None:
         """Runs after Bolt has acknowledged the event: de-duplicate, translate, and hand off to a turn."""
-        message = translate(body, self.bot_user_id, allow_bots=self.settings.allow_bots)
+        message = translate(body, self.bot_user_id, allow_bots=self.config.allow_bots)
         if message is None:
             return self._observe(Outcome.IGNORED)
         event_id = body.get("event_id")
@@ -253,7 +253,7 @@ class SlackService(ServiceBase):
                 continue
             if _ts_order(ts) >= _ts_order(mention.message_id):
                 continue  # the mention itself, and anything newer, arrives as its own event
-            if user == self.bot_user_id or earlier.get("bot_id") and not self.settings.allow_bots:
+            if user == self.bot_user_id or earlier.get("bot_id") and not self.config.allow_bots:
                 continue
             name = (await self.users.get(key.workspace, user)).name
             await self.engine.handle(Inbound(key, ts, user, name, html.unescape(text), Addressed.CONTEXT), ContextOnly())
