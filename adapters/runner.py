@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import logging
 import signal
-import sqlite3
 import sys
 
 from aiohttp import web
@@ -23,7 +22,8 @@ from .service import Observer, PlatformService
 log = logging.getLogger(__name__)
 
 PLATFORM_VARIABLES = "SLACK_BOT_TOKEN (with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN) or DISCORD_BOT_TOKEN"
-PURGE_EVERY = 3600.0
+UPKEEP_EVERY = 30.0
+"""Seconds between upkeep rounds: lease checks each round; the purge itself claims a slot once an hour."""
 LINGER = 2.0
 """Seconds a refused request's unread body is drained (so the sender can read the refusal) before closing."""
 READ_BUFFER = 16 * 1024
@@ -132,16 +132,16 @@ class Bot:
         return int(runner.addresses[0][1])
 
     async def _upkeep_periodically(self, days: int | None) -> None:
-        """Forget old event ids, and enforce CHATBOTS_RETENTION_DAYS: at start, then every hour."""
+        """Forget old event ids and enforce CHATBOTS_RETENTION_DAYS (hourly); with replicas, expire answer leases."""
         while True:
             try:
                 removed = await self.engine.upkeep(days)
-            except sqlite3.Error as error:
+            except self.engine.storage_errors as error:
                 log.warning("upkeep skipped, the database is unavailable: %s", type(error).__name__)
             else:
                 if removed:
                     log.info("retention: deleted %d messages older than %d days", removed, days)
-            await asyncio.sleep(PURGE_EVERY)
+            await asyncio.sleep(UPKEEP_EVERY)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         self.stopping = True

@@ -130,7 +130,7 @@ def _database_sync(path: str) -> Row:
         applied = len(migrations.applied(store.db))
         pending = len(migrations.pending(store.db))
         try:
-            with store.db.atomic():  # a real write, rolled back: proves the file takes writes without changing it
+            with store.transaction():  # a real write, rolled back: proves the file takes writes without changing it
                 store.workspace_id("doctor", "write-probe")
                 raise _RollBack
         except _RollBack:

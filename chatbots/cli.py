@@ -16,7 +16,8 @@ from dotenv import load_dotenv
 from .app import open_engine
 from .config import ConfigError, Config
 from .logs import configure_logging
-from .store import SQLiteDatabase, StoreError
+from .store import StoreError, open_database
+from .store.sqlite import sqlite_error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,7 +96,7 @@ def _report(settings: Config, args: argparse.Namespace) -> str:
 
     if getattr(args, "days", None) is not None:
         _check_days(args.days, "--days")
-    store = SQLiteDatabase.open(settings.db_path)
+    store = open_database(settings.database_url, settings.db_path)
     try:
         if args.command == "usage":
             prices = PriceList(parse_prices(settings.prices))
@@ -118,7 +119,7 @@ def _report(settings: Config, args: argparse.Namespace) -> str:
 def _export(settings: Config, args: argparse.Namespace) -> int:
     from .reports import export_workspace, workspace_filter
 
-    store = SQLiteDatabase.open(settings.db_path)
+    store = open_database(settings.database_url, settings.db_path)
     try:
         workspace = workspace_filter(store, args.workspace)
         assert workspace is not None
@@ -179,7 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _command(settings, args)
         except sqlite3.Error as error:  # wherever a command meets the file: locked, read-only, damaged, disk full
-            raise StoreError.about(settings.db_path, error) from None
+            raise sqlite_error(settings.db_path, error) from None
+        except Exception as error:
+            if type(error).__module__.split(".")[0] != "psycopg":
+                raise
+            # The PostgreSQL server went away or refused a statement midway through a command.
+            raise StoreError(f"the database at DATABASE_URL failed: {str(error).strip().splitlines()[0]}") from None
     except (ConfigError, StoreError) as error:
         print(f"chatbots: {error}", file=sys.stderr)
         return 2

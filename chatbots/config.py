@@ -35,6 +35,8 @@ class Config:
     default_instructions: str | None = None
     """System instructions for workspaces that have not set their own."""
     db_path: str = "chatbots.db"
+    database_url: str | None = None
+    """DATABASE_URL: a PostgreSQL server shared by every replica; without it, the SQLite file db_path."""
     max_output_tokens: int | None = None
     """Sent to the model as its output cap when set; trimming always reserves room for an answer."""
     context_tokens: int | None = None
@@ -138,6 +140,7 @@ class Config:
             model=text("CHATBOTS_MODEL") or defaults.model,
             default_instructions=text("CHATBOTS_INSTRUCTIONS"),
             db_path=text("CHATBOTS_DB") or defaults.db_path,
+            database_url=database_url(text("DATABASE_URL")),
             max_output_tokens=number("CHATBOTS_MAX_OUTPUT_TOKENS", int, None, 1),
             context_tokens=number("CHATBOTS_CONTEXT_TOKENS", int, None, 256),
             stall_timeout=number("CHATBOTS_STALL_TIMEOUT", float, defaults.stall_timeout, 0.01),
@@ -192,3 +195,12 @@ def parse_headers(raw: str | None) -> tuple[tuple[str, str], ...]:
                               "(a header name, a colon, a value without control characters)")
         headers.append((name, value))
     return tuple(headers)
+
+
+def database_url(raw: str | None) -> str | None:
+    """DATABASE_URL as given, when it names PostgreSQL (postgres:// as Heroku writes it, or postgresql://)."""
+    if raw is None:
+        return None
+    if raw.split("://", 1)[0] not in ("postgres", "postgresql") or "://" not in raw:
+        raise ConfigError("DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host:5432/database)")
+    return raw

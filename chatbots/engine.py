@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -45,6 +44,7 @@ T = TypeVar("T")
 
 PARTIAL_SAVE_INTERVAL = 2.0
 """Seconds between saves of a streaming answer's shown text, for recovery after a crash."""
+ANSWER_LEASE_MARGIN = 30.0
 TRUNCATION_MARK = "\n\n[The rest of this message was cut: it is longer than the model can read.]"
 TRUNCATION_NOTICE = "\n\n_Note: your message was too long for this model, so I only read the first part of it._"
 EMPTY_NOTICE = "Your message has no text for me to answer. Ask me something!"
@@ -90,6 +90,9 @@ class Engine:
         self._counters: dict[str, TokenCounter] = {}
         self._instruction_tokens: LRU[tuple[str, str], int] = LRU(INSTRUCTION_SIZES)
         self._queues: dict[ConversationKey, tuple[asyncio.Lock, list[int]]] = {}
+        self.answer_lease = settings.stall_timeout + PARTIAL_SAVE_INTERVAL + ANSWER_LEASE_MARGIN
+        """Seconds a streaming answer may go unsaved before another replica declares it cut off: a live one is
+        saved at least every PARTIAL_SAVE_INTERVAL while text flows, and waits at most the stall timeout for it."""
 
     async def close(self) -> None:
         """Release the model's connections and the database."""
@@ -119,9 +122,15 @@ class Engine:
         """Erase everything stored for a workspace: the app was uninstalled or the bot left the server."""
         return await self.store.delete_workspace(platform, workspace)
 
+    @property
+    def storage_errors(self) -> tuple[type[Exception], ...]:
+        """What a database call raises when the database cannot be used (locked, gone, full)."""
+        return self.store.errors
+
     async def upkeep(self, retention_days: int | None) -> int:
         """Forget old event ids, and messages older than retention_days (when set); how many messages went."""
-        return await upkeep(self.store, retention_days)
+        lease = self.answer_lease if self.store.shared else None
+        return await upkeep(self.store, retention_days, lease)
 
     def discard(self) -> None:
         """Close the database of an engine that never served (start-up failed before any turn)."""
@@ -211,7 +220,7 @@ class Engine:
             async with self._in_order(message.key):
                 try:
                     result = await self._turn(message, reply, started)
-                except sqlite3.Error as error:
+                except self.store.errors as error:
                     # A locked, full or read-only database: say so in chat and keep serving other turns.
                     log.error("database unavailable during a turn: %s", type(error).__name__)
                     self.metrics.errors.labels("storage").inc()

@@ -151,3 +151,15 @@ def m003_moderation_log(db: Database) -> None:
 def m004_token_bounds(db: Database) -> None:
     """Sizes may be upper bounds counted without the tokenizer (see chatbots.tokens); earlier ones were exact."""
     db.execute("ALTER TABLE messages ADD COLUMN tokens_exact INTEGER NOT NULL DEFAULT 1")
+
+
+@migrations()
+def m005_answer_leases(db: Database) -> None:
+    """When a streaming answer was last saved: one not saved for a while was cut off with its process."""
+    db.execute("ALTER TABLE messages ADD COLUMN updated_at TEXT")
+
+
+@migrations()
+def m006_jobs(db: Database) -> None:
+    """When each periodic job last ran: one process claims a run, however many share the database."""
+    db.execute("CREATE TABLE jobs (name TEXT PRIMARY KEY, last_run TEXT NOT NULL)")

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any, TextIO
 
 from .pricing import PriceList
-from .store import SQLiteDatabase
+from .store import SQLDatabase
 from .store import reports as queries
 
 
@@ -21,19 +21,19 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def workspace_filter(store: SQLiteDatabase, text: str | None) -> tuple[str, str] | None:
+def workspace_filter(store: SQLDatabase, text: str | None) -> tuple[str, str] | None:
     """"slack:T123" or a bare id ("T123", looked up on every platform) -> (platform, id)."""
     if not text:
         return None
     platform, _, external = text.partition(":")
     if external:
         return platform, external
-    return queries.workspace_platform(store.db, text) or "?", text
+    return queries.workspace_platform(store, text) or "?", text
 
 
-def usage_report(store: SQLiteDatabase, prices: PriceList, days: int, workspace: tuple[str, str] | None, as_csv: bool) -> str:
+def usage_report(store: SQLDatabase, prices: PriceList, days: int, workspace: tuple[str, str] | None, as_csv: bool) -> str:
     since = (store.clock().date() - timedelta(days=days - 1)).isoformat()
-    rows = queries.usage_rows(store.db, since, workspace)
+    rows = queries.usage_rows(store, since, workspace)
     headers = ["day", "platform", "workspace", "user", "model", "prompt_tokens", "completion_tokens", "replies", "cost_usd"]
     table = [
         [r["day"], r["platform"], r["workspace"], r["user_id"], r["model"], r["prompt_tokens"], r["completion_tokens"],
@@ -53,8 +53,8 @@ def usage_report(store: SQLiteDatabase, prices: PriceList, days: int, workspace:
     return _table(headers, table) + f"\n\nTotal: {tokens:,} tokens, ~${cost:,.2f} over {days} days."
 
 
-def audit_report(store: SQLiteDatabase, workspace: tuple[str, str] | None) -> str:
-    rows = queries.audit_log(store.db, workspace)
+def audit_report(store: SQLDatabase, workspace: tuple[str, str] | None) -> str:
+    rows = queries.audit_log(store, workspace)
     if not rows:
         return "No settings changes recorded."
     return _table(
@@ -64,9 +64,9 @@ def audit_report(store: SQLiteDatabase, workspace: tuple[str, str] | None) -> st
     )
 
 
-def feedback_report(store: SQLiteDatabase, days: int) -> str:
+def feedback_report(store: SQLDatabase, days: int) -> str:
     since = (store.clock() - timedelta(days=days)).isoformat().replace("+00:00", "Z")
-    rows = queries.downvoted(store.db, since)
+    rows = queries.downvoted(store, since)
     if not rows:
         return f"No down-voted answers in the last {days} days."
     blocks = []
@@ -78,9 +78,9 @@ def feedback_report(store: SQLiteDatabase, days: int) -> str:
     return "\n\n".join(blocks)
 
 
-def moderation_report(store: SQLiteDatabase, days: int, flagged_only: bool) -> str:
+def moderation_report(store: SQLDatabase, days: int, flagged_only: bool) -> str:
     since = (store.clock() - timedelta(days=days)).isoformat().replace("+00:00", "Z")
-    rows = queries.moderation_log(store.db, since, flagged_only)
+    rows = queries.moderation_log(store, since, flagged_only)
     if not rows:
         return f"No moderation decisions in the last {days} days."
     return _table(
@@ -90,11 +90,11 @@ def moderation_report(store: SQLiteDatabase, days: int, flagged_only: bool) -> s
     )
 
 
-def export_workspace(store: SQLiteDatabase, workspace: tuple[str, str], out: TextIO) -> int:
+def export_workspace(store: SQLDatabase, workspace: tuple[str, str], out: TextIO) -> int:
     """A workspace's conversations as JSON lines, one message a line; returns how many were written."""
     platform, external = workspace
     written = 0
-    for row in queries.workspace_messages(store.db, platform, external):
+    for row in queries.workspace_messages(store, platform, external):
         out.write(json.dumps({"platform": platform, "workspace": external, **row}, ensure_ascii=False) + "\n")
         written += 1
     return written

@@ -12,7 +12,7 @@ from chatbots.engine import Engine
 from chatbots.model import OpenAIChat
 from chatbots.retention import upkeep
 from chatbots.store import Store
-from chatbots.store.sqlite import PURGE_BATCH
+from chatbots.store.base import PURGE_BATCH
 from chatbots.types import ConversationKey, Inbound
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply

@@ -1,8 +1,9 @@
-"""The store the bot talks to: every method is awaited, SQL runs on one worker thread, hot reads come from memory.
+"""The store the bot talks to: every method is awaited, SQL runs on worker threads, hot reads come from memory.
 
 A locked or slow database then delays only the turns that need it; the event loop keeps serving heartbeats,
-health checks and everything else. One process owns a database: the caches of ids, settings and recent
-windows are kept current by the writes made here.
+health checks and everything else. With SQLite one process owns the file, so the caches of settings and recent
+windows are kept current by the writes made here. With PostgreSQL replicas share the database: only ids, which
+never change, are cached; settings and windows are read for every turn, so no replica answers from stale rows.
 """
 
 from __future__ import annotations
@@ -19,9 +20,19 @@ from ..lru import LRU
 from ..types import ConversationKey
 from ..window import StoredMessage, Window, WindowCache
 from . import reports
-from .sqlite import INTERRUPTED_MARK, PURGE_BATCH, WINDOW_SQL, SQLiteDatabase, StoreError
+from .base import INTERRUPTED_MARK, PURGE_BATCH, WINDOW_SQL, SQLDatabase, StoreError
+from .sqlite import SQLiteDatabase
 
-__all__ = ["INTERRUPTED_MARK", "WINDOW_SQL", "SQLiteDatabase", "Store", "StoreError"]
+__all__ = ["INTERRUPTED_MARK", "WINDOW_SQL", "SQLDatabase", "SQLiteDatabase", "Store", "StoreError", "open_database"]
+
+
+def open_database(database_url: str | None, db_path: str, clock: Clock = system_clock) -> SQLDatabase:
+    """PostgreSQL when DATABASE_URL names one, else the SQLite file CHATBOTS_DB: created and migrated as needed."""
+    if database_url:
+        from .postgres import PostgresDatabase  # psycopg loads only for PostgreSQL
+
+        return PostgresDatabase.open(database_url, clock)
+    return SQLiteDatabase.open(db_path, clock)
 
 T = TypeVar("T")
 
@@ -30,10 +41,13 @@ SETTINGS_CACHE_ENTRIES = 10_000
 
 
 class Store:
-    def __init__(self, sql: SQLiteDatabase) -> None:
+    def __init__(self, sql: SQLDatabase) -> None:
         self.sql = sql
         self.clock: Clock = sql.clock
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatbots-db")
+        self.shared = sql.shared
+        self.errors: tuple[type[Exception], ...] = sql.errors
+        """What the database driver raises when the database cannot be used (locked, gone, full)."""
+        self._worker = ThreadPoolExecutor(max_workers=sql.workers, thread_name_prefix="chatbots-db")
         self._workspaces: LRU[tuple[str, str], int] = LRU(ID_CACHE_ENTRIES)
         self._conversations: LRU[ConversationKey, int] = LRU(ID_CACHE_ENTRIES)
         self._settings: LRU[tuple[int, str], dict[str, str]] = LRU(SETTINGS_CACHE_ENTRIES)
@@ -46,8 +60,8 @@ class Store:
 
     @property
     def db(self) -> Any:
-        """The sqlite-utils Database, for checks and tests that read the file directly."""
-        return self.sql.db
+        """The sqlite-utils Database, for checks and tests that read the file directly (SQLite only)."""
+        return self.sql.db  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Wait for statements in flight, then close the database."""
@@ -55,7 +69,7 @@ class Store:
         self.sql.close()
 
     async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking SQLiteDatabase call on the store's one database thread."""
+        """Run a blocking SQLDatabase call on one of the store's database threads."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._worker, functools.partial(call, *args, **kwargs))
 
@@ -82,7 +96,7 @@ class Store:
     async def settings_for(self, key: ConversationKey) -> dict[str, str]:
         """The workspace's settings with the channel's layered on; channel values come back as channel_NAME."""
         workspace = await self.workspace_id(key.platform, key.workspace)
-        found = self._settings.get((workspace, key.channel))
+        found = None if self.shared else self._settings.get((workspace, key.channel))
         if found is None:
             found = await self.run(self.sql.settings_for, workspace, key.channel)
             self._settings.put((workspace, key.channel), found)
@@ -90,7 +104,7 @@ class Store:
 
     async def window(self, conversation_id: int, token_budget: int) -> Window:
         """The newest messages that fit token_budget, oldest first, and whether upper-bound sizes cut it."""
-        if not self.windows.covers(conversation_id, token_budget):
+        if self.shared or not self.windows.covers(conversation_id, token_budget):
             rows, edge = await self.run(self.sql.load_window, conversation_id, token_budget)
             self.windows.put(conversation_id, token_budget, rows, edge)
         return self.windows.get(conversation_id, token_budget)
@@ -128,8 +142,14 @@ class Store:
             exact = fields.get("exact", True)
             self.windows.append(conversation, StoredMessage(message_id, "assistant", text, tokens, None, None, exact))
 
-    async def recover_interrupted(self) -> int:
-        return await self.run(self.sql.recover_interrupted)
+    async def recover_interrupted(self, idle_since: str | None = None) -> int:
+        return await self.run(self.sql.recover_interrupted, idle_since)
+
+    async def claim_job(self, name: str, every_seconds: float) -> bool:
+        return await self.run(self.sql.claim_job, name, every_seconds)
+
+    async def ping(self) -> None:
+        await self.run(self.sql.ping)
 
     async def record_reply_parts(self, workspace_id: int, message_id: int, platform_ids: list[str]) -> None:
         await self.run(self.sql.record_reply_parts, workspace_id, message_id, platform_ids)
@@ -192,13 +212,13 @@ class Store:
         return deleted
 
     async def usage_rows(self, since_day: str, workspace: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-        return await self.run(reports.usage_rows, self.sql.db, since_day, workspace)
+        return await self.run(reports.usage_rows, self.sql, since_day, workspace)
 
     async def feedback_totals(self, workspace_id: int, since: str) -> tuple[int, int]:
-        return await self.run(reports.feedback_totals, self.sql.db, workspace_id, since)
+        return await self.run(reports.feedback_totals, self.sql, workspace_id, since)
 
     async def audit_log(self, workspace: tuple[str, str] | None = None) -> list[dict[str, Any]]:
-        return await self.run(reports.audit_log, self.sql.db, workspace)
+        return await self.run(reports.audit_log, self.sql, workspace)
 
     async def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
         return await self.run(self.sql.latest_thread, platform, workspace, channel)

@@ -1,7 +1,7 @@
 """The read-only report queries (usage, audit, feedback, moderation log, export): one place, over the database.
 
 Used by the operator reports (chatbots/reports.py, on the command line) and by the Store (the `/chatbot usage`
-command); both pass the sqlite-utils Database they hold.
+command), over either database.
 """
 
 from __future__ import annotations
@@ -9,16 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlite_utils import Database
+from .base import SQLDatabase
 
 
-def workspace_platform(db: Database, external_id: str) -> str | None:
+_COUNT_UP = "SUM(CASE WHEN f.value = 1 THEN 1 ELSE 0 END)"
+_COUNT_DOWN = "SUM(CASE WHEN f.value = -1 THEN 1 ELSE 0 END)"
+
+
+def workspace_platform(db: SQLDatabase, external_id: str) -> str | None:
     """The platform a bare workspace id belongs to (operators type ids without one)."""
-    row = db.execute("SELECT platform FROM workspaces WHERE external_id = ? LIMIT 1", [external_id]).fetchone()
+    row = db._run("SELECT platform FROM workspaces WHERE external_id = ? LIMIT 1", [external_id]).one()
     return row[0] if row else None
 
 
-def usage_rows(db: Database, since_day: str, workspace: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+def usage_rows(db: SQLDatabase, since_day: str, workspace: tuple[str, str] | None = None) -> list[dict[str, Any]]:
     """Daily usage since a day (inclusive), per workspace, user and model."""
     sql = (
         "SELECT w.platform, w.external_id AS workspace, u.day, u.user_id, u.model, u.prompt_tokens, "
@@ -28,10 +32,10 @@ def usage_rows(db: Database, since_day: str, workspace: tuple[str, str] | None =
     if workspace:
         sql += " AND w.platform = ? AND w.external_id = ?"
         params += list(workspace)
-    return list(db.query(sql + " ORDER BY u.day, w.platform, w.external_id, u.user_id", params))
+    return (db.query_dicts(sql + " ORDER BY u.day, w.platform, w.external_id, u.user_id", params))
 
 
-def audit_log(db: Database, workspace: tuple[str, str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+def audit_log(db: SQLDatabase, workspace: tuple[str, str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
     """Settings changes, newest first: who changed what, from what to what."""
     sql = (
         "SELECT a.at, w.platform, w.external_id AS workspace, a.channel, a.actor_id, a.setting, a.old_value, a.new_value "
@@ -41,35 +45,37 @@ def audit_log(db: Database, workspace: tuple[str, str] | None = None, limit: int
     if workspace:
         sql += " WHERE w.platform = ? AND w.external_id = ?"
         params += list(workspace)
-    return list(db.query(sql + " ORDER BY a.id DESC LIMIT ?", [*params, limit]))
+    return db.query_dicts(sql + " ORDER BY a.id DESC LIMIT ?", [*params, limit])
 
 
-def feedback_totals(db: Database, workspace_id: int, since: str) -> tuple[int, int]:
+def feedback_totals(db: SQLDatabase, workspace_id: int, since: str) -> tuple[int, int]:
     """(thumbs up, thumbs down) on a workspace's replies since a time."""
-    row = db.execute(
-        "SELECT COALESCE(SUM(f.value = 1), 0), COALESCE(SUM(f.value = -1), 0) FROM feedback f "
+    row = db._run(
+        f"SELECT COALESCE({_COUNT_UP}, 0), COALESCE({_COUNT_DOWN}, 0) FROM feedback f "
         "JOIN messages m ON m.id = f.message_id JOIN conversations c ON c.id = m.conversation_id "
         "WHERE c.workspace_id = ? AND f.at >= ?",
         [workspace_id, since],
-    ).fetchone()
+    ).one()
+    assert row is not None
     return int(row[0]), int(row[1])
 
 
-def downvoted(db: Database, since: str) -> list[dict[str, Any]]:
+def downvoted(db: SQLDatabase, since: str) -> list[dict[str, Any]]:
     """Replies voted down since a time, with the question they answered: what admins read to tune instructions."""
-    return list(db.query(
-        """SELECT w.platform, w.external_id AS workspace, c.channel, m.created_at AS answered_at,
+    return db.query_dicts(
+        f"""SELECT w.platform, w.external_id AS workspace, c.channel, m.created_at AS answered_at,
                   (SELECT q.text FROM messages q WHERE q.conversation_id = m.conversation_id AND q.id < m.id
                      AND q.role = 'user' ORDER BY q.id DESC LIMIT 1) AS question,
-                  m.text AS answer, SUM(f.value = -1) AS down, SUM(f.value = 1) AS up
+                  m.text AS answer, {_COUNT_DOWN} AS down, {_COUNT_UP} AS up
            FROM feedback f JOIN messages m ON m.id = f.message_id
            JOIN conversations c ON c.id = m.conversation_id JOIN workspaces w ON w.id = c.workspace_id
-           WHERE f.at >= ? GROUP BY m.id HAVING down > 0 ORDER BY m.id DESC""",
+           WHERE f.at >= ? GROUP BY m.id, w.platform, w.external_id, c.channel HAVING {_COUNT_DOWN} > 0
+           ORDER BY m.id DESC""",
         [since],
-    ))
+    )
 
 
-def moderation_log(db: Database, since: str, flagged_only: bool = False) -> list[dict[str, Any]]:
+def moderation_log(db: SQLDatabase, since: str, flagged_only: bool = False) -> list[dict[str, Any]]:
     """Moderation decisions since a time, newest first (only the blocked ones with flagged_only)."""
     sql = (
         "SELECT l.at, w.platform, w.external_id AS workspace, c.channel, c.thread, l.direction, l.decision, "
@@ -78,18 +84,23 @@ def moderation_log(db: Database, since: str, flagged_only: bool = False) -> list
     )
     if flagged_only:
         sql += " AND l.decision != 'passed'"
-    return list(db.query(sql + " ORDER BY l.id DESC", [since]))
+    return db.query_dicts(sql + " ORDER BY l.id DESC", [since])
 
 
-def workspace_messages(db: Database, platform: str, external_id: str) -> Iterator[dict[str, Any]]:
-    """Every stored message of a workspace, conversation by conversation, oldest first (streamed, not loaded)."""
-    cursor = db.execute(
-        "SELECT c.channel, c.thread, m.id, m.role, m.text, m.author_id, m.author_name, m.platform_id, m.model, "
-        "m.prompt_tokens, m.completion_tokens, m.status, m.created_at FROM messages m "
-        "JOIN conversations c ON c.id = m.conversation_id JOIN workspaces w ON w.id = c.workspace_id "
-        "WHERE w.platform = ? AND w.external_id = ? AND m.status != 'streaming' ORDER BY c.id, m.id",
-        [platform, external_id],
-    )
-    names = [column[0] for column in cursor.description]
-    for row in cursor:
-        yield dict(zip(names, row))
+def workspace_messages(db: SQLDatabase, platform: str, external_id: str) -> Iterator[dict[str, Any]]:
+    """Every stored message of a workspace, conversation by conversation, oldest first, a page at a time."""
+    after = (-1, -1)
+    while True:
+        page = db.query_dicts(
+            "SELECT c.id AS conversation, c.channel, c.thread, m.id, m.role, m.text, m.author_id, m.author_name, "
+            "m.platform_id, m.model, m.prompt_tokens, m.completion_tokens, m.status, m.created_at FROM messages m "
+            "JOIN conversations c ON c.id = m.conversation_id JOIN workspaces w ON w.id = c.workspace_id "
+            "WHERE w.platform = ? AND w.external_id = ? AND m.status != 'streaming' AND (c.id, m.id) > (?, ?) "
+            "ORDER BY c.id, m.id LIMIT 1000",
+            [platform, external_id, *after],
+        )
+        for row in page:
+            yield {key: value for key, value in row.items() if key != "conversation"}
+        if len(page) < 1000:
+            return
+        after = (page[-1]["conversation"], page[-1]["id"])

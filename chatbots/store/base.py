@@ -1,0 +1,446 @@
+"""Every SQL statement the bot runs, written once for both SQLite and PostgreSQL: plain blocking calls, no caches.
+
+The statements use what the two dialects share (`?` placeholders, ON CONFLICT, RETURNING, window functions,
+row values); each backend supplies how to run them (SQLDatabase._run and friends) and the few differences it
+has, named on the class (BYTE_LENGTH). The bot reaches a database only through chatbots.store.Store, which runs
+these calls on worker threads so the event loop never waits on the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ..clock import Clock, iso
+from ..tokens import MESSAGE_OVERHEAD
+from ..types import ConversationKey
+from ..window import MAX_WINDOW_MESSAGES, StoredMessage
+
+log = logging.getLogger(__name__)
+
+WINDOW_SQL = """SELECT id, role, text, tokens, author_id, author_name, tokens_exact, running FROM (
+    SELECT newest.*, SUM(tokens) OVER (ORDER BY id DESC ROWS UNBOUNDED PRECEDING) AS running
+    FROM (SELECT id, role, text, tokens, author_id, author_name, tokens_exact FROM messages
+          WHERE conversation_id = ? AND status != 'streaming' ORDER BY id DESC LIMIT ?) AS newest
+) AS summed WHERE running - tokens <= ? ORDER BY id"""
+"""Newest rows first through the (conversation_id, id) index, summing tokens until the budget is spent; the
+first row past the budget comes too (it tells whether the budget cut the history)."""
+
+INTERRUPTED_MARK = "\n\n[This answer was interrupted.]"
+PURGE_BATCH = 2000
+"""Rows deleted per statement by the retention purge: each batch holds the write lock for milliseconds."""
+
+
+class StoreError(Exception):
+    """The database cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    rows: list[tuple[Any, ...]]
+    rowcount: int
+    columns: tuple[str, ...] = ()
+
+    def one(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+
+def _stored(row: Sequence[Any]) -> StoredMessage:
+    """A StoredMessage from (id, role, text, tokens, author_id, author_name, tokens_exact, ...)."""
+    return StoredMessage(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
+
+
+class SQLDatabase(ABC):
+    """The bot's statements over one database; subclasses say how to run a statement."""
+
+    BYTE_LENGTH = "length(CAST({} AS BLOB))"
+    """SQL for the UTF-8 byte length of a text expression."""
+    shared = False
+    """True when several processes may use the database at once (no process may trust a cache of its rows)."""
+    workers = 1
+    """Threads the Store may run calls on at once."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    # -- how a backend runs statements --
+
+    @abstractmethod
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement (committed unless a transaction is open) and fetch what it returns."""
+
+    @abstractmethod
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each row, committed together."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """Statements run inside commit together, or not at all."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def ping(self) -> None:
+        """Raise unless the database answers."""
+        self._run("SELECT 1")
+
+    def _now(self) -> str:
+        return iso(self.clock())
+
+    def query_dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows as dictionaries by column name (the operator reports)."""
+        result = self._run(sql, params)
+        return [dict(zip(result.columns, row)) for row in result.rows]
+
+    # -- ids --
+
+    def workspace_id(self, platform: str, external_id: str) -> int:
+        """The workspace's row id, created on first sight."""
+        found = self._run(
+            "INSERT INTO workspaces (platform, external_id, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (platform, external_id) DO NOTHING RETURNING id",
+            [platform, external_id, self._now()],
+        ).one() or self._run(
+            "SELECT id FROM workspaces WHERE platform = ? AND external_id = ?", [platform, external_id]
+        ).one()
+        assert found is not None
+        return int(found[0])
+
+    def conversation_id(self, key: ConversationKey) -> int:
+        """The conversation's row id, created (with its workspace) on first sight."""
+        workspace = self.workspace_id(key.platform, key.workspace)
+        found = self._run(
+            "INSERT INTO conversations (workspace_id, channel, thread, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (workspace_id, channel, thread) DO NOTHING RETURNING id",
+            [workspace, key.channel, key.thread, self._now()],
+        ).one() or self._run(
+            "SELECT id FROM conversations WHERE workspace_id = ? AND channel = ? AND thread = ?",
+            [workspace, key.channel, key.thread],
+        ).one()
+        assert found is not None
+        return int(found[0])
+
+    def has_conversation(self, key: ConversationKey) -> bool:
+        """Whether the bot has stored anything for this thread (without creating it)."""
+        return self._run(
+            "SELECT 1 FROM conversations c JOIN workspaces w ON w.id = c.workspace_id "
+            "WHERE w.platform = ? AND w.external_id = ? AND c.channel = ? AND c.thread = ?",
+            [key.platform, key.workspace, key.channel, key.thread],
+        ).one() is not None
+
+    # -- a turn's messages --
+
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        text: str,
+        tokens: int,
+        *,
+        author_id: str | None = None,
+        author_name: str | None = None,
+        platform_id: str | None = None,
+        model: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        status: str = "ok",
+        exact: bool = True,
+    ) -> int | None:
+        """Store one turn; None when this platform message was stored before (a redelivery, or the same message
+        delivered twice under two event types: the unique (conversation, platform id) key decides, across processes).
+
+        exact=False marks tokens as an upper bound (counted before the tokenizer was needed)."""
+        row = self._run(
+            "INSERT INTO messages (conversation_id, role, text, tokens, tokens_exact, author_id, author_name, "
+            "platform_id, model, prompt_tokens, completion_tokens, status, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+            [conversation_id, role, text, tokens, int(exact), author_id, author_name, platform_id, model,
+             prompt_tokens, completion_tokens, status, self._now()],
+        ).one()
+        return None if row is None else int(row[0])
+
+    def begin_answer(self, conversation_id: int, model: str) -> int:
+        """A row for an answer about to stream; kept out of history until complete_answer."""
+        now = self._now()
+        row = self._run(
+            "INSERT INTO messages (conversation_id, role, text, tokens, model, status, created_at, updated_at) "
+            "VALUES (?, 'assistant', '', 0, ?, 'streaming', ?, ?) RETURNING id",
+            [conversation_id, model, now, now],
+        ).one()
+        assert row is not None
+        return int(row[0])
+
+    def save_partial(self, message_id: int, text: str) -> None:
+        """The shown text so far, and a fresh lease: a streaming row not updated for a while was cut off."""
+        self._run("UPDATE messages SET text = ?, updated_at = ? WHERE id = ?", [text, self._now(), message_id])
+
+    def complete_answer(
+        self, message_id: int, text: str, tokens: int, *, status: str, exact: bool = True,
+        platform_id: str | None = None, usage: tuple[int, int] | None = None,
+    ) -> int | None:
+        """Finish an answer row: its text becomes history; an answer with nothing shown leaves no row.
+
+        Returns the conversation id when the answer was kept."""
+        if not text.strip():
+            self._run("DELETE FROM messages WHERE id = ?", [message_id])
+            return None
+        prompt_tokens, completion_tokens = usage or (None, None)
+        row = self._run(
+            "UPDATE messages SET text = ?, tokens = ?, tokens_exact = ?, status = ?, platform_id = ?, prompt_tokens = ?, "
+            "completion_tokens = ?, updated_at = ? WHERE id = ? RETURNING conversation_id",
+            [text, tokens, int(exact), status, platform_id, prompt_tokens, completion_tokens, self._now(), message_id],
+        ).one()
+        return None if row is None else int(row[0])
+
+    def recover_interrupted(self, idle_since: str | None = None) -> int:
+        """Answers left 'streaming' become 'interrupted', marked so in the text the model reads.
+
+        idle_since: only rows not updated since then (another process may still be streaming the rest); None
+        takes every streaming row, which only the one process that answers from a SQLite file may do.
+        """
+        # The partial text was saved without a size: give it an upper bound (its bytes), counted for real if it matters.
+        marked = "CASE WHEN text = '' THEN ? ELSE text || ? END"
+        sql = (
+            f"UPDATE messages SET status = 'interrupted', text = {marked}, "
+            f"tokens = {self.BYTE_LENGTH.format(marked)} + ?, tokens_exact = 0 WHERE status = 'streaming'"
+        )
+        params: list[Any] = [INTERRUPTED_MARK.strip(), INTERRUPTED_MARK, INTERRUPTED_MARK.strip(), INTERRUPTED_MARK,
+                             MESSAGE_OVERHEAD]
+        if idle_since is not None:
+            sql += " AND (updated_at IS NULL OR updated_at < ?)"
+            params.append(idle_since)
+        count = self._run(sql, params).rowcount
+        if count:
+            log.warning("marked %d answers interrupted (their process stopped midway)", count)
+        return count
+
+    def load_window(self, conversation_id: int, token_budget: int) -> tuple[list[StoredMessage], StoredMessage | None]:
+        """Reads at most MAX_WINDOW_MESSAGES + 1 rows from the (conversation_id, id) index: the cost depends on the
+        window, never on the size of the table or of the conversation's whole past."""
+        rows = self._run(WINDOW_SQL, [conversation_id, MAX_WINDOW_MESSAGES + 1, token_budget]).rows
+        messages = [_stored(row) for row in rows]
+        edge = None
+        if rows and (rows[0][7] > token_budget or len(rows) > MAX_WINDOW_MESSAGES):
+            edge = messages.pop(0)
+        return messages, edge
+
+    def make_exact(self, conversation_id: int, token_budget: int, count: Callable[[StoredMessage], int]) -> int:
+        """Replace the upper-bound sizes that decide this conversation's window with exact counts, and keep them.
+
+        Walks back from the newest message until exact sizes fill token_budget, so the window reaches as far
+        back as the model can really read. Runs once per conversation after the tokenizer is first needed;
+        returns how many sizes were corrected.
+        """
+        corrected: list[tuple[int, int]] = []
+        spent = seen = 0
+        before = 2**62
+        while spent <= token_budget and seen <= MAX_WINDOW_MESSAGES:
+            rows = self._run(
+                "SELECT id, role, text, tokens, author_id, author_name, tokens_exact FROM messages "
+                "WHERE conversation_id = ? AND id < ? AND status != 'streaming' ORDER BY id DESC LIMIT 100",
+                [conversation_id, before],
+            ).rows
+            for row in rows:
+                message = _stored(row)
+                tokens = message.tokens
+                if not message.exact:
+                    tokens = count(message)
+                    corrected.append((tokens, message.id))
+                spent += tokens
+                seen += 1
+                if spent > token_budget or seen > MAX_WINDOW_MESSAGES:
+                    break
+            if len(rows) < 100:
+                break
+            before = rows[-1][0]
+        if corrected:
+            self._run_many("UPDATE messages SET tokens = ?, tokens_exact = 1 WHERE id = ?", corrected)
+        return len(corrected)
+
+    def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
+        """The most recently active thread in a channel (the console resumes it)."""
+        row = self._run(
+            "SELECT c.thread FROM conversations c JOIN workspaces w ON w.id = c.workspace_id "
+            "WHERE w.platform = ? AND w.external_id = ? AND c.channel = ? "
+            "ORDER BY (SELECT max(m.id) FROM messages m WHERE m.conversation_id = c.id) DESC, c.id DESC LIMIT 1",
+            [platform, workspace, channel],
+        ).one()
+        return row[0] if row else None
+
+    # -- settings --
+
+    def settings_for(self, workspace_id: int, channel: str) -> dict[str, str]:
+        """The workspace's settings with the channel's layered on; channel values come back as channel_NAME."""
+        rows = self._run(
+            "SELECT channel, name, value FROM settings WHERE workspace_id = ? AND channel IN ('', ?)",
+            [workspace_id, channel],
+        ).rows
+        return {(f"channel_{name}" if row_channel else name): value for row_channel, name, value in rows}
+
+    def set_setting(self, workspace_id: int, name: str, value: str | None, *, channel: str = "") -> str | None:
+        """Set (or with None, clear) one setting; returns the old value."""
+        old = self._run(
+            "SELECT value FROM settings WHERE workspace_id = ? AND channel = ? AND name = ?", [workspace_id, channel, name]
+        ).one()
+        if value is None:
+            self._run("DELETE FROM settings WHERE workspace_id = ? AND channel = ? AND name = ?", [workspace_id, channel, name])
+        else:
+            self._run(
+                "INSERT INTO settings (workspace_id, channel, name, value, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (workspace_id, channel, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                [workspace_id, channel, name, value, self._now()],
+            )
+        return old[0] if old else None
+
+    def set_setting_audited(
+        self, workspace_id: int, name: str, value: str | None, *, actor_id: str, channel: str = ""
+    ) -> str | None:
+        """Change a setting and write who changed it, from what, to what, in one transaction."""
+        with self.transaction():
+            old = self.set_setting(workspace_id, name, value, channel=channel)
+            self._run(
+                "INSERT INTO audit (workspace_id, actor_id, setting, channel, old_value, new_value, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [workspace_id, actor_id, name, channel, old, value, self._now()],
+            )
+        return old
+
+    # -- usage and feedback --
+
+    def record_usage(self, workspace_id: int, user_id: str, day: str, model: str, prompt: int, completion: int) -> None:
+        self._run(
+            "INSERT INTO usage_daily (workspace_id, user_id, day, model, prompt_tokens, completion_tokens, replies) "
+            "VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (workspace_id, day, user_id, model) DO UPDATE SET "
+            "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
+            "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, replies = usage_daily.replies + 1",
+            [workspace_id, user_id, day, model, prompt, completion],
+        )
+
+    def day_usage(self, workspace_id: int, day: str) -> dict[str, int]:
+        """Tokens used on one day by each user of a workspace."""
+        rows = self._run(
+            "SELECT user_id, SUM(prompt_tokens + completion_tokens) FROM usage_daily "
+            "WHERE workspace_id = ? AND day = ? GROUP BY user_id",
+            [workspace_id, day],
+        ).rows
+        return {user: int(total) for user, total in rows}
+
+    def record_reply_parts(self, workspace_id: int, message_id: int, platform_ids: list[str]) -> None:
+        """Remember every platform message a reply was posted as, so a reaction on any of them finds it."""
+        self._run_many(
+            "INSERT INTO reply_parts (workspace_id, platform_id, message_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            [(workspace_id, platform_id, message_id) for platform_id in platform_ids],
+        )
+
+    def record_feedback(self, workspace_id: int, platform_id: str, user_id: str, value: int | None) -> bool:
+        """A thumbs up (1) or down (-1) on a reply, or None to withdraw it; False when it is not a bot reply."""
+        row = self._run(
+            "SELECT message_id FROM reply_parts WHERE workspace_id = ? AND platform_id = ?", [workspace_id, platform_id]
+        ).one()
+        if row is None:
+            return False
+        if value is None:
+            self._run("DELETE FROM feedback WHERE message_id = ? AND user_id = ?", [row[0], user_id])
+        else:
+            self._run(
+                "INSERT INTO feedback (message_id, user_id, value, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (message_id, user_id) DO UPDATE SET value = excluded.value, at = excluded.at",
+                [row[0], user_id, int(value), self._now()],
+            )
+        return True
+
+    def record_moderation(
+        self, workspace_id: int, conversation_id: int, direction: str, decision: str, categories: list[str], text: str | None
+    ) -> None:
+        self._run(
+            "INSERT INTO moderation_log (workspace_id, conversation_id, direction, decision, categories, text, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [workspace_id, conversation_id, direction, str(decision), ",".join(categories), text, self._now()],
+        )
+
+    # -- who may forget what, and erasing --
+
+    def is_participant(self, key: ConversationKey, user_id: str) -> bool:
+        return self._run(
+            "SELECT 1 FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+            "JOIN workspaces w ON w.id = c.workspace_id WHERE w.platform = ? AND w.external_id = ? AND c.channel = ? "
+            "AND c.thread = ? AND m.author_id = ? LIMIT 1",
+            [key.platform, key.workspace, key.channel, key.thread, user_id],
+        ).one() is not None
+
+    def forget_channel(self, platform: str, workspace: str, channel: str) -> tuple[int, list[int]]:
+        """Erase the stored messages of every conversation in a channel: (messages removed, conversation ids)."""
+        workspace_id = self.workspace_id(platform, workspace)
+        ids = [int(row[0]) for row in self._run(
+            "SELECT id FROM conversations WHERE workspace_id = ? AND channel = ?", [workspace_id, channel]
+        ).rows]
+        removed = 0
+        for conversation in ids:
+            removed += self._run("DELETE FROM messages WHERE conversation_id = ?", [conversation]).rowcount
+        return removed, ids
+
+    def forget_conversation(self, key: ConversationKey) -> tuple[int, int | None]:
+        """Erase a conversation's stored messages: (how many were removed, its conversation id if it exists)."""
+        if not self.has_conversation(key):
+            return 0, None
+        conversation = self.conversation_id(key)
+        return self._run("DELETE FROM messages WHERE conversation_id = ?", [conversation]).rowcount, conversation
+
+    def delete_workspace(self, platform: str, external_id: str) -> bool:
+        """Erase everything stored for a workspace (the app was uninstalled or the bot left the server)."""
+        return self._run("DELETE FROM workspaces WHERE platform = ? AND external_id = ?", [platform, external_id]).rowcount > 0
+
+    # -- de-duplication and retention --
+
+    def first_delivery(self, platform: str, event_id: str) -> bool:
+        """Record a platform event id; False when it was seen before (a retry or a redelivery), by any process."""
+        return self._run(
+            "INSERT INTO events (platform, event_id, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            [platform, event_id, self._now()],
+        ).rowcount == 1
+
+    def purge_events(self, older_than: str, batch: int = PURGE_BATCH) -> int:
+        """Drop de-duplication records older than any redelivery could be (up to batch of them)."""
+        return self._run(
+            "DELETE FROM events WHERE (platform, event_id) IN "
+            "(SELECT platform, event_id FROM events WHERE received_at < ? ORDER BY received_at LIMIT ?)",
+            [older_than, batch],
+        ).rowcount
+
+    def purge_batch(self, older_than: str, batch: int = PURGE_BATCH) -> int:
+        """Delete up to batch messages older than the retention cutoff (oldest first); returns how many went.
+
+        Small batches keep each write transaction short, so the bot's own writes never wait long behind it."""
+        removed = self._run(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+            [older_than, batch],
+        ).rowcount
+        if removed < batch:
+            self._run(
+                "UPDATE moderation_log SET text = NULL WHERE id IN "
+                "(SELECT id FROM moderation_log WHERE at < ? AND text IS NOT NULL LIMIT ?)",
+                [older_than, batch],
+            )
+        return removed
+
+    def purge(self, older_than: str) -> int:
+        """Delete all stored message text older than the cutoff, batch by batch; daily usage totals are kept."""
+        removed = 0
+        while True:
+            batch = self.purge_batch(older_than)
+            removed += batch
+            if batch < PURGE_BATCH:
+                return removed
+
+    def claim_job(self, name: str, every_seconds: float) -> bool:
+        """Whether this process should run a periodic job now: true for one caller per period, across processes."""
+        now = self.clock()
+        return self._run(
+            "INSERT INTO jobs (name, last_run) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_run = excluded.last_run "
+            "WHERE jobs.last_run <= ? RETURNING name",
+            [name, iso(now), iso(now - timedelta(seconds=every_seconds))],
+        ).one() is not None
