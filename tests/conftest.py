@@ -14,6 +14,7 @@ from chatbots.engine import Engine
 from chatbots.model import OpenAIChat
 from chatbots.store import Store
 from tests.fakes.model_server import FakeModelServer
+from tests.postgres import postgres_url  # noqa: F401 - a fixture
 
 
 @pytest.fixture

@@ -1,0 +1,177 @@
+"""One contract for both stores: every test here runs against SQLite and against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from chatbots.store import Store
+from chatbots.store import reports as queries
+from chatbots.store.base import INTERRUPTED_MARK, PURGE_BATCH
+from chatbots.store.postgres import PostgresDatabase
+from chatbots.store.sqlite import SQLiteDatabase
+from chatbots.types import ConversationKey
+from tests.postgres import empty
+
+KEY = ConversationKey("slack", "T1", "C1", "1.0")
+Now = list[datetime]
+
+
+@pytest.fixture
+def now() -> Now:
+    return [datetime(2026, 6, 1, 12, tzinfo=timezone.utc)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path, now: Now) -> Callable[[], Store]:
+    """Opens a Store on the backend under test; every store opened in one test shares one database."""
+    clock = lambda: now[0]  # noqa: E731
+    if request.param == "sqlite":
+        path = tmp_path / "bot.db"
+        return lambda: Store(SQLiteDatabase.open(path, clock))
+    url = request.getfixturevalue("postgres_url")
+    empty(url)
+    return lambda: Store(PostgresDatabase.open(url, clock))
+
+
+@pytest.fixture
+async def store(open_store: Callable[[], Store]) -> AsyncIterator[Store]:
+    opened = open_store()
+    yield opened
+    opened.close()
+
+
+async def test_ids_are_stable_and_workspaces_are_separate(store: Store) -> None:
+    a = await store.conversation_id(KEY)
+    assert await store.conversation_id(KEY) == a
+    b = await store.conversation_id(ConversationKey("slack", "T2", "C1", "1.0"))
+    c = await store.conversation_id(ConversationKey("discord", "T1", "C1", "1.0"))
+    assert len({a, b, c}) == 3
+    assert await store.has_conversation(KEY)
+    assert not await store.has_conversation(ConversationKey("slack", "T1", "C1", "2.0"))
+
+
+async def test_one_platform_message_is_stored_once(store: Store) -> None:
+    conversation = await store.conversation_id(KEY)
+    first = await store.add_message(conversation, "user", "hi", 3, platform_id="m1", author_id="U1", exact=False)
+    assert first is not None
+    assert await store.add_message(conversation, "user", "hi", 3, platform_id="m1", author_id="U1") is None
+    assert await store.first_delivery("slack", "Ev1") and not await store.first_delivery("slack", "Ev1")
+    assert await store.first_delivery("discord", "Ev1"), "platforms have separate id spaces"
+
+
+async def test_windows_answers_and_exact_counts(store: Store) -> None:
+    conversation = await store.conversation_id(KEY)
+    for n in range(6):
+        await store.add_message(conversation, "user", f"turn {n}", 40, exact=False)
+    window = await store.window(conversation, 100)
+    assert [m.text for m in window.messages] == ["turn 4", "turn 5"] and window.rough
+    assert await store.make_exact(conversation, 100, lambda message: 10) == 6
+    assert [m.text for m in (await store.window(conversation, 100)).messages] == [f"turn {n}" for n in range(6)]
+
+    row = await store.begin_answer(conversation, "gpt-4o-mini")
+    assert [m.text for m in (await store.window(conversation, 1000)).messages][-1] == "turn 5", "streaming stays out"
+    await store.complete_answer(row, "the answer", 3, status="ok", platform_id="p1", usage=(10, 3))
+    assert (await store.window(conversation, 1000)).messages[-1].text == "the answer"
+    empty_row = await store.begin_answer(conversation, "gpt-4o-mini")
+    await store.complete_answer(empty_row, "  ", 0, status="interrupted")
+    assert (await store.window(conversation, 1000)).messages[-1].text == "the answer", "nothing shown leaves no row"
+    assert await store.latest_thread("slack", "T1", "C1") == "1.0"
+    assert await store.is_participant(KEY, "U1") is False
+
+
+async def test_an_answer_whose_lease_ran_out_is_marked_interrupted(store: Store, now: Now) -> None:
+    conversation = await store.conversation_id(KEY)
+    stale = await store.begin_answer(conversation, "m")
+    await store.save_partial(stale, "half an ans")
+    now[0] += timedelta(minutes=5)
+    live = await store.begin_answer(conversation, "m")
+    await store.save_partial(live, "still going")
+    assert await store.recover_interrupted(idle_since=(now[0] - timedelta(seconds=90)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")) == 1
+    texts = [m.text for m in (await store.window(conversation, 10_000)).messages]
+    assert texts == ["half an ans" + INTERRUPTED_MARK], "the live answer is still streaming, so not in history"
+
+
+async def test_settings_audit_usage_feedback_and_reports(store: Store) -> None:
+    workspace = await store.workspace_id("slack", "T1")
+    assert await store.set_setting_audited(workspace, "instructions", "Be brief.", actor_id="UADMIN") is None
+    assert await store.set_setting_audited(workspace, "instructions", "Be kind.", actor_id="UADMIN") == "Be brief."
+    await store.set_setting(workspace, "instructions", "Channel rule.", channel="C1")
+    assert await store.settings_for(KEY) == {"instructions": "Be kind.", "channel_instructions": "Channel rule."}
+    assert [row["new_value"] for row in await store.audit_log()] == ["Be kind.", "Be brief."]
+
+    await store.record_usage(workspace, "U1", "2026-06-01", "gpt-4o-mini", 100, 20)
+    await store.record_usage(workspace, "U1", "2026-06-01", "gpt-4o-mini", 1, 2)
+    assert await store.day_usage(workspace, "2026-06-01") == {"U1": 123}
+    [usage] = await store.usage_rows("2026-01-01")
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["replies"]) == (101, 22, 2)
+
+    conversation = await store.conversation_id(KEY)
+    await store.add_message(conversation, "user", "what is 2+2?", 5, author_id="U1", platform_id="q1")
+    answer = await store.add_message(conversation, "assistant", "5", 1)
+    assert answer is not None
+    await store.record_reply_parts(workspace, answer, ["r1", "r2"])
+    assert await store.record_feedback(workspace, "r2", "U1", -1)
+    assert await store.record_feedback(workspace, "r1", "U2", 1)
+    assert not await store.record_feedback(workspace, "not-a-reply", "U1", 1)
+    assert await store.feedback_totals(workspace, "2000-01-01") == (1, 1)
+    [down] = await store.run(queries.downvoted, store.sql, "2000-01-01")
+    assert (down["question"], down["answer"], down["down"], down["up"]) == ("what is 2+2?", "5", 1, 1)
+    await store.record_moderation(KEY, "in", "flagged", ["violence"], None)
+    [logged] = await store.run(queries.moderation_log, store.sql, "2000-01-01", True)
+    assert (logged["decision"], logged["categories"]) == ("flagged", "violence")
+    exported = await store.run(lambda: list(queries.workspace_messages(store.sql, "slack", "T1")))
+    assert [row["text"] for row in exported] == ["what is 2+2?", "5"]
+    assert await store.is_participant(KEY, "U1")
+
+
+async def test_forgetting_and_erasing(store: Store) -> None:
+    conversation = await store.conversation_id(KEY)
+    other = await store.conversation_id(ConversationKey("slack", "T1", "C1", "2.0"))
+    await store.add_message(conversation, "user", "a", 1)
+    await store.add_message(other, "user", "b", 1)
+    assert await store.forget_conversation(KEY) == 1
+    assert await store.forget_channel("slack", "T1", "C1") == 1
+    await store.add_message(conversation, "user", "c", 1)
+    assert await store.delete_workspace("slack", "T1")
+    assert not await store.has_conversation(ConversationKey("slack", "T1", "C1", "2.0"))
+
+
+async def test_purges_go_in_bounded_batches_and_a_job_runs_once_per_period(store: Store, now: Now) -> None:
+    conversation = await store.conversation_id(KEY)
+    await store.run(store.sql._run_many, "INSERT INTO messages (conversation_id, role, text, tokens, created_at) "
+                    "VALUES (?, 'user', 'old', 1, '2025-01-01T00:00:00.000000Z')", [(conversation,)] * (PURGE_BATCH + 5))
+    await store.add_message(conversation, "user", "new", 1)
+    assert await store.run(store.sql.purge_batch, "2026-01-01") == PURGE_BATCH
+    assert await store.purge("2026-01-01") == 5
+    assert [m.text for m in (await store.window(conversation, 100)).messages] == ["new"]
+    assert await store.first_delivery("slack", "old-event")
+    now[0] += timedelta(days=3)
+    assert await store.purge_events("2026-06-02") == 1
+
+    assert await store.claim_job("purge", 3600)
+    assert not await store.claim_job("purge", 3600), "claimed once per period"
+    now[0] += timedelta(hours=1)
+    assert await store.claim_job("purge", 3600)
+
+
+async def test_two_processes_on_one_postgres_see_each_others_writes_at_once(postgres_url: str, now: Now) -> None:
+    empty(postgres_url)
+    first, second = (Store(PostgresDatabase.open(postgres_url, lambda: now[0])) for _ in range(2))
+    try:
+        conversation = await first.conversation_id(KEY)
+        assert await second.conversation_id(KEY) == conversation
+        await first.add_message(conversation, "user", "one", 1)
+        assert [m.text for m in (await second.window(conversation, 100)).messages] == ["one"]
+        await second.add_message(conversation, "assistant", "two", 1)
+        assert [m.text for m in (await first.window(conversation, 100)).messages] == ["one", "two"], "no stale window"
+        workspace = await first.workspace_id("slack", "T1")
+        assert await second.settings_for(KEY) == {}
+        await first.set_setting(workspace, "model", "gpt-4o")
+        assert await second.settings_for(KEY) == {"model": "gpt-4o"}, "a change applies to the next message anywhere"
+    finally:
+        first.close()
+        second.close()
