@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 from typing import Any, Callable, Mapping, Sequence
 
 import yarl
@@ -356,6 +357,11 @@ class DiscordState:
     def connected_shards(self) -> list[int]:
         """Shard ids with a live, ready gateway connection."""
         return sorted(shard for shard, s in self._shard_sessions.items() if s.live)
+
+    def shard_events(self, shard: int) -> list[tuple[str, dict[str, Any]]]:
+        """(event, data) of every dispatch queued on the shard's current session, oldest first."""
+        s = self._shard_sessions.get(shard)
+        return [(event, json.loads(frame)["d"]) for _, event, frame in s.history] if s else []
 
     def identified_shards(self) -> list[list[int] | None]:
         """The ``shard`` field of every IDENTIFY received, in order (None: the client did not shard)."""
