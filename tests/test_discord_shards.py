@@ -8,6 +8,7 @@ Real discord.py (AutoShardedClient) against the fake Discord, which shards as Di
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -51,10 +52,12 @@ def ready_guilds(fake: FakeDiscord, shard: int) -> list[int]:
 
 
 async def test_without_shard_settings_one_process_runs_the_recommended_shards_and_answers_on_each(
-        settings: Config) -> None:
+        settings: Config, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="adapters.discord")
     async with discord_rig(settings, world=two_guilds) as rig:
         fake = rig.fake
         await fake.wait_connected(shards=(0, 1))
+        assert "running shards 0,1 of 2" in caplog.text
         assert fake.calls_matching("GET", "/gateway/bot"), "the shard count comes from Discord's recommendation"
         assert fake.identified_shards() == [[0, 2], [1, 2]]
         assert ready_guilds(fake, 0) == [GUILD_ON_0] and ready_guilds(fake, 1) == [GUILD_ON_1]
