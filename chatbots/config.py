@@ -70,6 +70,10 @@ class Config:
     discord_bot_token: str | None = None
     discord_api_url: str | None = None
     discord_gateway_url: str | None = None
+    discord_shard_count: int | None = None
+    """DISCORD_SHARD_COUNT: shards across all processes; unset, Discord's recommendation (GET /gateway/bot)."""
+    discord_shards: tuple[int, ...] | None = None
+    """DISCORD_SHARDS: the shard ids this process runs; unset, all of them."""
     metrics_token: str | None = None
     """`GET /metrics` on PORT answers only requests bearing this token."""
     metrics_port: int | None = None
@@ -131,6 +135,8 @@ class Config:
                 raise ConfigError(f"{name} must be at most 65535, got {value}")
         if metrics_port == port:
             raise ConfigError("CHATBOTS_METRICS_PORT must differ from PORT: it keeps /metrics off the public port")
+        shard_count = number("DISCORD_SHARD_COUNT", int, None, 1)
+        shards = parse_shards(text("DISCORD_SHARDS"), shard_count)
         return cls(
             openai_api_key=text("OPENAI_API_KEY"),
             openai_base_url=base_url,
@@ -168,6 +174,8 @@ class Config:
             discord_bot_token=text("DISCORD_BOT_TOKEN"),
             discord_api_url=text("DISCORD_API_URL"),
             discord_gateway_url=text("DISCORD_GATEWAY_URL"),
+            discord_shard_count=shard_count,
+            discord_shards=shards,
             metrics_token=metrics_token,
             metrics_port=metrics_port,
         )
@@ -178,6 +186,26 @@ class Config:
             raise ConfigError(
                 "OPENAI_API_KEY is not set (or set OPENAI_BASE_URL to an OpenAI-compatible server that needs no key)"
             )
+
+
+def parse_shards(raw: str | None, count: int | None) -> tuple[int, ...] | None:
+    """DISCORD_SHARDS `0,1` against DISCORD_SHARD_COUNT: distinct ids from 0 to count - 1, in the order given."""
+    if raw is None:
+        return None
+    if count is None:
+        raise ConfigError("DISCORD_SHARDS needs DISCORD_SHARD_COUNT (the number of shards across all processes)")
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not parts or not all(part.isascii() and part.isdigit() for part in parts):
+        raise ConfigError(f"DISCORD_SHARDS must be shard ids separated by commas, like 0,1; got {raw!r}")
+    shards = tuple(int(part) for part in parts)
+    outside = [shard for shard in shards if shard >= count]
+    if outside:
+        raise ConfigError(f"DISCORD_SHARDS ids must be from 0 to {count - 1} (DISCORD_SHARD_COUNT={count}), "
+                          f"got {outside[0]}")
+    repeated = next((shard for shard in shards if shards.count(shard) > 1), None)
+    if repeated is not None:
+        raise ConfigError(f"DISCORD_SHARDS lists shard {repeated} twice")
+    return shards
 
 
 def parse_headers(raw: str | None) -> tuple[tuple[str, str], ...]:

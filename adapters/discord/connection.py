@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +13,8 @@ import discord.http
 import yarl
 
 from chatbots.config import ConfigError, Config
+
+from .shards import ShardedClient
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,14 @@ def guard_parsers(client: discord.Client) -> None:
             parsers[event] = guarded(event, parsers[event])
 
 
-def build_client(guild_ready_timeout: float = 2.0) -> discord.Client:
+def build_client(guild_ready_timeout: float = 2.0, *, shard_count: int | None = None,
+                 shard_ids: Sequence[int] | None = None) -> ShardedClient:
+    """The gateway client: shard_count None asks Discord for its recommendation; shard_ids None runs them all."""
     # The bot never joins voice: discord.py's start-up warnings about missing voice libraries are noise here.
     discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
-    client = discord.Client(
+    client = ShardedClient(
+        shard_count=shard_count,
+        shard_ids=list(shard_ids) if shard_ids is not None else None,
         intents=gateway_intents(),
         allowed_mentions=discord.AllowedMentions.none(),  # model output must never ping @everyone, roles or people
         max_messages=None,  # replies carry the message they answer; no cache needed

@@ -22,6 +22,7 @@ from .commands import build_tree
 from .connection import Endpoints, build_client
 from .events import DM_WORKSPACE, PLATFORM, is_own, translate
 from .reply import DiscordReply
+from .shards import ShardedClient
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class DiscordService(ServiceBase):
         self.turns = TurnTasks()
         self.access = ChannelAccess()
         self.commands = Commands.for_engine(engine)
-        self.client: discord.Client | None = None
+        self.client: ShardedClient | None = None
         self._sync: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -60,8 +61,9 @@ class DiscordService(ServiceBase):
 
     async def start(self) -> None:
         self.endpoints.apply()
-        client = self.client = build_client(self.guild_ready_timeout)
-        for handler in (self.on_connect, self.on_message, self.on_guild_channel_update, self.on_thread_update,
+        client = self.client = build_client(self.guild_ready_timeout, shard_count=self.config.discord_shard_count,
+                                            shard_ids=self.config.discord_shards)
+        for handler in (self.on_shard_connect, self.on_message, self.on_guild_channel_update, self.on_thread_update,
                         self.on_guild_role_update, self.on_guild_role_create, self.on_guild_role_delete,
                         self.on_raw_reaction_add, self.on_raw_reaction_remove, self.on_guild_remove):
             client.event(handler)
@@ -85,8 +87,10 @@ class DiscordService(ServiceBase):
             connected.cancel()
             raise await self._startup_error()
         user = client.user
-        log.info("discord connected as bot user %s", user.id if user else "?")
-        self._sync = asyncio.create_task(self._sync_commands())
+        log.info("discord connected as bot user %s, running shards %s of %s", user.id if user else "?",
+                 ",".join(map(str, client.running_shards)), client.shard_count)
+        if 0 in client.running_shards:  # one process registers the commands; they are global
+            self._sync = asyncio.create_task(self._sync_commands())
 
     async def _sync_commands(self) -> None:
         """Register /chatbot with Discord (global commands); a failure is logged, and chat still works."""
@@ -138,7 +142,9 @@ class DiscordService(ServiceBase):
 
     # -- gateway events (discord.py runs each handler as its own task) --
 
-    async def on_connect(self) -> None:
+    async def on_shard_connect(self, shard_id: int) -> None:
+        """The first shard to connect proves the token, intents and gateway; start() waits for that one."""
+        log.info("discord shard %s of %s connected", shard_id, self.client.shard_count if self.client else "?")
         self._connected.set()
 
     async def on_message(self, message: discord.Message) -> None:

@@ -21,6 +21,9 @@ Overview (details in each docstring):
   ``gateway_offline()``, ``send_reconnect``, ``invalidate_session``; ``refuse_privileged``.
 * REST record: ``calls`` / ``calls_matching``; message model: ``messages / bot_messages / bot_contents /
   content_history / get_message``; ``interactions``; ``commands``.
+* shards, as on Discord: ``recommended_shards`` / ``max_concurrency`` (``GET /gateway/bot``); each IDENTIFY's
+  ``shard`` opens that shard's session, a guild's events go to its shard only, DMs to shard 0;
+  ``identified_shards / connected_shards / shard_events``; controls take ``shard=`` (default 0).
 * faults and load: ``fail_next``, ``latency``, ``enforce_rate_limits``, ``enforce_permissions``.
 * waiting: ``wait_for / wait_for_call / wait_connected``; glue: ``redirect_discordpy``, ``running_client``.
 

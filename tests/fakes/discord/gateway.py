@@ -7,25 +7,40 @@ import contextlib
 import copy
 import json
 import secrets
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Mapping, NamedTuple, Sequence
 
 from aiohttp import WSMsgType, web
 
-from .records import API_VERSION, GatewayFrame, Intent, InteractionRecord, Perm, _AUTO, _Conn, _Session, _iso, log
+from .records import API_VERSION, GatewayFrame, Intent, InteractionRecord, Perm, _AUTO, _Conn, _Session, _iso, log, shard_of
+
+GUILD_ID_IS_ID = frozenset({"GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"})
+"""Guild events whose payload names the guild in ``id``; every other guild-scoped event carries ``guild_id``."""
+
+
+class _Sent(NamedTuple):
+    """Where a dispatch went: the session (shard) that queued it and its sequence number there."""
+
+    session: _Session
+    seq: int
 
 
 class Gateway:
-    """Serves the gateway websocket and dispatches events; reconnects and invalid sessions on demand."""
+    """Serves the gateway websocket and dispatches events; reconnects and invalid sessions on demand.
+
+    Sharding as on Discord: each IDENTIFY's ``shard: [id, count]`` opens that shard's session; a guild's
+    events go only to shard ``(guild_id >> 22) % count``, DMs and guild-less events to shard 0. Every
+    control below acts on shard 0 unless told ``shard=``.
+    """
 
     # ---------------------------------------------------------------- gateway control
 
-    async def disconnect_gateway(self, code: int | None = 4000, reason: str = "") -> None:
-        """Drop the current gateway socket (``code=None``: abort TCP without a close frame).
+    async def disconnect_gateway(self, code: int | None = 4000, reason: str = "", *, shard: int = 0) -> None:
+        """Drop the shard's gateway socket (``code=None``: abort TCP without a close frame).
 
         The session survives: a resumable code makes discord.py RESUME at ``resume_gateway_url`` and
         the fake replays every dispatch it missed, then sends RESUMED.
         """
-        s = self._session
+        s = self._shard_sessions.get(shard)
         conn = s.conn if s else None
         if conn is None:
             return
@@ -59,21 +74,23 @@ class Gateway:
         finally:
             self.release_reconnects()
 
-    async def send_reconnect(self) -> None:
+    async def send_reconnect(self, *, shard: int = 0) -> None:
         """Send op 7 RECONNECT (discord.py closes and resumes)."""
-        await self._send_op(7, None)
+        await self._send_op(7, None, shard)
 
-    async def invalidate_session(self, resumable: bool = False) -> None:
+    async def invalidate_session(self, resumable: bool = False, *, shard: int = 0) -> None:
         """Send op 9 INVALID_SESSION; unresumable forces a fresh IDENTIFY."""
-        if self._session and not resumable:
-            self._session.invalid = True
-        await self._send_op(9, resumable)
+        s = self._shard_sessions.get(shard)
+        if s and not resumable:
+            s.invalid = True
+        await self._send_op(9, resumable, shard)
 
     async def dispatch(self, event: str, data: dict[str, Any], intent: int = 0) -> int | None:
-        """Send any DISPATCH event (escape hatch for events without a helper); returns its seq."""
-        seq = self._emit(event, data, intent)
-        await self._flush(seq)
-        return seq
+        """Send any DISPATCH event (escape hatch for events without a helper) on the shard that owns it;
+        returns its seq on that shard."""
+        sent = self._emit(event, data, intent)
+        await self._flush(sent)
+        return sent.seq if sent else None
 
     # ---------------------------------------------------------------- dispatch helpers
 
@@ -125,8 +142,8 @@ class Gateway:
             mention_ids=mention_ids, mention_roles=mention_roles, reply_to=reply_to, embeds=embeds,
             attachments=attachments, webhook_id=webhook_id, flags=flags, parse_mentions=True)
         payload = self._gateway_message(msg)
-        seq = self._emit("MESSAGE_CREATE", payload, self._message_intent(channel_id), content_gated=True)
-        await self._flush(seq)
+        sent = self._emit("MESSAGE_CREATE", payload, self._message_intent(channel_id), content_gated=True)
+        await self._flush(sent)
         return payload
 
     async def send_dm(self, user_id: int, content: str, **kwargs: Any) -> dict[str, Any]:
@@ -139,8 +156,8 @@ class Gateway:
         msg = self._message(channel_id, message_id)
         self._apply_edit(msg, {"content": content} if content is not None else {}, embeds=embeds)
         payload = self._gateway_message(msg)
-        seq = self._emit("MESSAGE_UPDATE", payload, self._message_intent(channel_id), content_gated=True)
-        await self._flush(seq)
+        sent = self._emit("MESSAGE_UPDATE", payload, self._message_intent(channel_id), content_gated=True)
+        await self._flush(sent)
         return payload
 
     async def send_reaction_add(self, channel_id: int, message_id: int, user_id: int, emoji: str) -> dict[str, Any]:
@@ -150,8 +167,8 @@ class Gateway:
         payload = self._reaction_payload(channel_id, message_id, user_id, emoji)
         payload["message_author_id"] = msg["author"]["id"]
         payload["burst_colors"] = []
-        seq = self._emit("MESSAGE_REACTION_ADD", payload, self._reaction_intent(channel_id))
-        await self._flush(seq)
+        sent = self._emit("MESSAGE_REACTION_ADD", payload, self._reaction_intent(channel_id))
+        await self._flush(sent)
         return payload
 
     async def send_reaction_remove(self, channel_id: int, message_id: int, user_id: int, emoji: str) -> dict[str, Any]:
@@ -160,8 +177,8 @@ class Gateway:
         self._remove_reaction(msg, emoji, user_id)
         payload = self._reaction_payload(channel_id, message_id, user_id, emoji)
         payload.pop("member", None)
-        seq = self._emit("MESSAGE_REACTION_REMOVE", payload, self._reaction_intent(channel_id))
-        await self._flush(seq)
+        sent = self._emit("MESSAGE_REACTION_REMOVE", payload, self._reaction_intent(channel_id))
+        await self._flush(sent)
         return payload
 
     async def send_guild_delete(self, guild_id: int, *, unavailable: bool = False) -> None:
@@ -174,8 +191,8 @@ class Gateway:
             guild = self._guilds.pop(guild_id)
             for cid in guild.channels:
                 self._channel_guild.pop(cid, None)
-        seq = self._emit("GUILD_DELETE", payload, Intent.GUILDS)
-        await self._flush(seq)
+        sent = self._emit("GUILD_DELETE", payload, Intent.GUILDS)
+        await self._flush(sent)
 
     async def send_interaction(
         self,
@@ -258,18 +275,29 @@ class Gateway:
         full = " ".join(p for p in (name, group, subcommand) if p)
         self.interactions[iid] = InteractionRecord(iid, token, full, channel_id, guild_id, user_id,
                                                    copy.deepcopy(payload))
-        seq = self._emit("INTERACTION_CREATE", payload, 0)
-        await self._flush(seq)
+        sent = self._emit("INTERACTION_CREATE", payload, 0)
+        await self._flush(sent)
         return payload
 
     # ---------------------------------------------------------------- gateway internals
 
-    def _emit(self, event: str, data: dict[str, Any], intent: int = 0, *, content_gated: bool = False) -> int | None:
-        """Queue a DISPATCH in the current session (delivered now, or replayed after RESUME).
+    def _owner(self, event: str, data: Mapping[str, Any]) -> _Session | None:
+        """The current session of the shard that receives this event (None if that shard is not connected)."""
+        raw = data.get("id") if event in GUILD_ID_IS_ID else data.get("guild_id")
+        try:
+            guild_id = int(raw) if raw is not None else None
+        except (TypeError, ValueError):
+            guild_id = None  # junk from a malformed-payload test: shard 0 receives it, like a DM
+        return next((s for s in self._shard_sessions.values() if s.owns(guild_id)), None)
 
-        Returns its sequence number, or None when filtered by intents / no session exists.
+    def _emit(self, event: str, data: dict[str, Any], intent: int = 0, *, content_gated: bool = False,
+              session: _Session | None = None) -> _Sent | None:
+        """Queue a DISPATCH in the owning shard's session, or in ``session`` (delivered now, or replayed
+        after RESUME).
+
+        Returns where it went, or None when filtered by intents / no session of that shard exists.
         """
-        s = self._session
+        s = session if session is not None else self._owner(event, data)
         if s is None or s.invalid:
             self.dropped_events.append((event, data))
             return None
@@ -283,7 +311,7 @@ class Gateway:
         self.gateway_log.append(GatewayFrame("send", 0, event, s.seq, data))
         if s.conn is not None:
             s.conn.wake.set()
-        return s.seq
+        return _Sent(s, s.seq)
 
     def _strip_content(self, data: dict[str, Any]) -> dict[str, Any]:
         # Without the MESSAGE_CONTENT intent Discord blanks content in guild messages, except the
@@ -297,23 +325,23 @@ class Gateway:
         data.pop("poll", None)
         return data
 
-    async def _flush(self, seq: int | None, timeout: float = 5.0) -> None:
-        """Wait until ``seq`` was written to the live socket (no-op while disconnected)."""
-        s = self._session
-        if seq is None or s is None:
+    async def _flush(self, sent: _Sent | None, timeout: float = 5.0) -> None:
+        """Wait until the dispatch was written to its shard's live socket (no-op while disconnected)."""
+        if sent is None:
             return
+        s, seq = sent
 
         def done() -> bool:
             conn = s.conn
-            if conn is None or conn.closed or not conn.ready or self._session is not s:
+            if conn is None or conn.closed or not conn.ready or self._shard_sessions.get(s.shard_id) is not s:
                 return True
             return conn.cursor > 0 and s.history[conn.cursor - 1][0] >= seq
 
         with contextlib.suppress(AssertionError):
             await self.wait_for(done, timeout)
 
-    async def _send_op(self, op: int, d: Any) -> None:
-        s = self._session
+    async def _send_op(self, op: int, d: Any, shard: int = 0) -> None:
+        s = self._shard_sessions.get(shard)
         if s is None or s.conn is None:
             return
         self.gateway_log.append(GatewayFrame("send", op, None, None, d))
@@ -394,31 +422,37 @@ class Gateway:
         if intents & refused:
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
+        shard = d.get("shard")
+        if shard is not None and not (isinstance(shard, list) and len(shard) == 2
+                                      and all(isinstance(n, int) for n in shard) and 0 <= shard[0] < shard[1]):
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
         conn.identify = d
-        if self._session is not None and self._session.conn is not None and self._session.conn is not conn:
-            old = self._session.conn
+        session = _Session(secrets.token_hex(16), intents, shard)
+        previous = self._shard_sessions.get(session.shard_id)
+        if previous is not None and previous.conn is not None and previous.conn is not conn:
+            old = previous.conn
             self._detach(old)
             self._spawn(old.ws.close(code=4000))
-        session = _Session(secrets.token_hex(16), intents, d.get("shard"))
         self._sessions[session.id] = session
-        self._session = session
+        self._shard_sessions[session.shard_id] = session
         self._ever_identified = True
         session.conn = conn
         conn.session = session
         ready = {
             "v": API_VERSION, "user": self._me_payload(), "user_settings": {}, "private_channels": [],
             "relationships": [], "presences": [], "guild_join_requests": [],
-            "guilds": [{"id": str(g.id), "unavailable": True} for g in self._guilds.values()],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in self._guilds.values() if session.owns(g.id)],
             "session_id": session.id, "session_type": "normal", "resume_gateway_url": self.resume_gateway_url,
             "application": {"id": str(self.application_id), "flags": self._application_flags()},
             "geo_ordered_rtc_regions": ["us-east"], "auth": {}, "_trace": ['["gateway-prd-fake-1",{"micros":0.0}]'],
         }
         if session.shard is not None:
             ready["shard"] = session.shard
-        self._emit("READY", ready)
+        self._emit("READY", ready, session=session)
         for guild in self._guilds.values():
-            if not guild.unavailable:
-                self._emit("GUILD_CREATE", self._guild_create_payload(guild))
+            if not guild.unavailable and session.owns(guild.id):
+                self._emit("GUILD_CREATE", self._guild_create_payload(guild, session), session=session)
         conn.ready = True
         conn.writer = asyncio.ensure_future(self._writer(conn))
 
@@ -427,7 +461,7 @@ class Gateway:
         if d.get("token") != self.token:
             await conn.ws.close(code=4004, message=b"Authentication failed.")
             return
-        if session is None or session.invalid or session is not self._session:
+        if session is None or session.invalid or self._shard_sessions.get(session.shard_id) is not session:
             self.gateway_log.append(GatewayFrame("send", 9, None, None, False))
             await conn.send_text(json.dumps({"t": None, "s": None, "op": 9, "d": False}))
             return
@@ -440,7 +474,7 @@ class Gateway:
         conn.session = session
         conn.cursor = next((i for i, (s, _, _) in enumerate(session.history) if s > seq), len(session.history))
         session.conn = conn
-        self._emit("RESUMED", {"_trace": ['["gateway-prd-fake-1",{"micros":0.0}]']})
+        self._emit("RESUMED", {"_trace": ['["gateway-prd-fake-1",{"micros":0.0}]']}, session=session)
         conn.ready = True
         conn.writer = asyncio.ensure_future(self._writer(conn))
 
@@ -472,7 +506,7 @@ class Gateway:
                 chunk["presences"] = []
             if d.get("nonce") is not None:
                 chunk["nonce"] = d["nonce"]
-            self._emit("GUILD_MEMBERS_CHUNK", chunk)
+            self._emit("GUILD_MEMBERS_CHUNK", chunk, session=conn.session)
 
     def _application_flags(self) -> int:
         # GATEWAY_*_LIMITED flags mean "enabled in the portal" for unverified bots.

@@ -8,7 +8,7 @@ import time
 import urllib.parse
 from typing import Any, Mapping, Sequence
 
-from .records import Intent, InteractionRecord, Perm, THREAD_TYPES, _Guild, _iso, _iso_from_snowflake
+from .records import Intent, InteractionRecord, Perm, THREAD_TYPES, _Guild, _Session, _iso, _iso_from_snowflake
 
 
 class Payloads:
@@ -78,8 +78,8 @@ class Payloads:
             perms |= int(guild.roles[role_id]["permissions"])
         return Perm.ALL if perms & Perm.ADMINISTRATOR else perms
 
-    def _guild_create_payload(self, guild: _Guild) -> dict[str, Any]:
-        s = self._session
+    def _guild_create_payload(self, guild: _Guild, session: _Session | None = None) -> dict[str, Any]:
+        s = session if session is not None else self._owner("GUILD_CREATE", {"id": str(guild.id)})
         intents = s.intents if s else 0
         # Like Discord: without GUILD_PRESENCES only the bot's own member is included; clients with
         # GUILD_MEMBERS then request the rest (op 8 -> GUILD_MEMBERS_CHUNK).

@@ -257,6 +257,32 @@ class _Session:
         self.conn: _Conn | None = None
         self.invalid = False
 
+    @property
+    def shard_id(self) -> int:
+        """IDENTIFY without ``shard`` is shard 0 of 1, as on Discord."""
+        return int(self.shard[0]) if self.shard else 0
+
+    @property
+    def shard_count(self) -> int:
+        return int(self.shard[1]) if self.shard else 1
+
+    def owns(self, guild_id: int | None) -> bool:
+        """Whether this session's shard receives the guild's events; DMs and guild-less events go to shard 0."""
+        if guild_id is None:
+            return self.shard_id == 0
+        return shard_of(guild_id, self.shard_count) == self.shard_id
+
+    @property
+    def live(self) -> bool:
+        """Connected, past READY / RESUMED, and every queued dispatch written."""
+        conn = self.conn
+        return bool(conn and conn.ready and not conn.closed and conn.cursor >= len(self.history))
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """Discord's rule: a guild's events arrive on shard ``(guild_id >> 22) % shard_count``."""
+    return (guild_id >> 22) % shard_count
+
 
 def _json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     # Content-Type must be exactly "application/json": discord.py's json_or_text() compares the header

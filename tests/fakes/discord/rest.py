@@ -292,8 +292,9 @@ class RestApi:
         return {"url": str(self.gateway_url).rstrip("/")}
 
     async def _r_gateway_bot(self, call: RestCall) -> Any:
-        return {"url": str(self.gateway_url).rstrip("/"), "shards": 1,
-                "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1}}
+        return {"url": str(self.gateway_url).rstrip("/"), "shards": self.recommended_shards,
+                "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14400000,
+                                        "max_concurrency": self.max_concurrency}}
 
     async def _r_get_channel(self, call: RestCall, cid: str) -> Any:
         channel_id = self._rest_channel(cid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 from typing import Any, Callable, Mapping, Sequence
 
 import yarl
@@ -55,6 +56,9 @@ class DiscordState:
         self.interaction_ack_timeout = 3.0
         #: Users who do not accept DMs: POST to their DM channel fails with 50007.
         self.dms_closed: set[int] = set()
+        #: ``GET /gateway/bot``: the shard count Discord recommends, and how many shards may IDENTIFY per 5 s.
+        self.recommended_shards = 1
+        self.max_concurrency = 1
 
         self.calls: list[RestCall] = []
         self.gateway_log: list[GatewayFrame] = []
@@ -78,7 +82,7 @@ class DiscordState:
         self._commands: dict[int | None, dict[tuple[str, int], dict[str, Any]]] = {}
         self._fail_rules: list[FailRule] = []
         self._buckets: dict[str, tuple[float, int]] = {}  # key -> (window_end, used)
-        self._session: _Session | None = None
+        self._shard_sessions: dict[int, _Session] = {}  # shard id -> its current session (unsharded: 0)
         self._sessions: dict[str, _Session] = {}
         self._ever_identified = False
 
@@ -341,8 +345,27 @@ class DiscordState:
         return [f for f in self.gateway_log if f.direction == "recv" and (op is None or f.op == op)]
 
     @property
+    def _session(self) -> _Session | None:
+        """Shard 0's session: the only one of an unsharded client, and the one DMs arrive on."""
+        return self._shard_sessions.get(0)
+
+    @property
     def session_id(self) -> str | None:
         return self._session.id if self._session else None
+
+    @property
+    def connected_shards(self) -> list[int]:
+        """Shard ids with a live, ready gateway connection."""
+        return sorted(shard for shard, s in self._shard_sessions.items() if s.live)
+
+    def shard_events(self, shard: int) -> list[tuple[str, dict[str, Any]]]:
+        """(event, data) of every dispatch queued on the shard's current session, oldest first."""
+        s = self._shard_sessions.get(shard)
+        return [(event, json.loads(frame)["d"]) for _, event, frame in s.history] if s else []
+
+    def identified_shards(self) -> list[list[int] | None]:
+        """The ``shard`` field of every IDENTIFY received, in order (None: the client did not shard)."""
+        return [(f.d or {}).get("shard") for f in self.gateway_received(2)]
 
     @property
     def identify_count(self) -> int:
@@ -398,12 +421,15 @@ class DiscordState:
             lambda: (lambda m: m if len(m) >= count else None)(self.calls_matching(method, path_substring, status=status)),
             timeout, what=f"{count}x {method} *{path_substring}*")
 
-    async def wait_connected(self, timeout: float = 5.0) -> None:
-        """Wait until a client has identified (or resumed) and everything queued was written to it."""
+    async def wait_connected(self, timeout: float = 5.0, *, shards: Sequence[int] | None = None) -> None:
+        """Wait until a client has identified (or resumed) and everything queued was written to it.
+
+        ``shards``: wait for each of these shard ids; by default every shard seen so far, at least one.
+        """
         def ok() -> bool:
-            s = self._session
-            return bool(s and s.conn and s.conn.ready and not s.conn.closed and s.conn.cursor >= len(s.history))
-        await self.wait_for(ok, timeout, what="a ready gateway connection")
+            wanted = list(shards) if shards is not None else list(self._shard_sessions)
+            return bool(wanted) and all(s is not None and s.live for s in map(self._shard_sessions.get, wanted))
+        await self.wait_for(ok, timeout, what=f"ready gateway connections (shards {shards or 'seen'})")
 
     async def _notify(self) -> None:
         if self._cond is None:
