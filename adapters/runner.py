@@ -82,10 +82,16 @@ class Bot:
         self.metrics_port = 0
 
     async def _health(self, request: web.Request) -> web.Response:
-        """200 while serving; 503 once shutting down, so a load balancer stops sending work."""
-        status = "stopping" if self.stopping else "ok"
+        """200 while serving; 503 once shutting down or while the database does not answer, so a load balancer
+        sends the work to a replica that can do it (this one recovers by itself when the database is back)."""
+        if self.stopping:
+            status = "stopping"
+        elif not await self.engine.database_ready():
+            status = "database unavailable"
+        else:
+            status = "ok"
         platforms = [service.name for service in self.services]
-        return web.json_response({"status": status, "platforms": platforms}, status=503 if self.stopping else 200)
+        return web.json_response({"status": status, "platforms": platforms}, status=200 if status == "ok" else 503)
 
     def _counter_for(self, platform: str) -> Observer:
         events = self.engine.metrics.events

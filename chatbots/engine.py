@@ -106,12 +106,22 @@ class Engine:
     # -- what platforms ask of the core: adapters go through these, never through the store --
 
     async def first_delivery(self, platform: str, event_id: str) -> bool:
-        """Record a platform event id; False when it was seen before (a retry or a redelivery)."""
-        return await self.store.first_delivery(platform, event_id)
+        """Record a platform event id; False when it was seen before (a retry or a redelivery).
+
+        With the database away this cannot be known: the event goes on to its turn, which tells the person."""
+        try:
+            return await self.store.first_delivery(platform, event_id)
+        except self.store.errors as error:
+            log.warning("could not check an event for redelivery, the database is unavailable: %s", type(error).__name__)
+            return True
 
     async def in_conversation(self, key: ConversationKey) -> bool:
-        """Whether the bot is part of this conversation (has stored anything for it)."""
-        return await self.store.has_conversation(key)
+        """Whether the bot is part of this conversation (has stored anything for it); unknown counts as no."""
+        try:
+            return await self.store.has_conversation(key)
+        except self.store.errors as error:
+            log.warning("could not look up a conversation, the database is unavailable: %s", type(error).__name__)
+            return False
 
     async def record_vote(self, platform: str, workspace: str, reply_id: str, user_id: str, vote: Vote | None) -> bool:
         """A person's vote on one of the bot's replies (None withdraws it); False when reply_id is not one of ours."""
@@ -121,6 +131,15 @@ class Engine:
     async def erase_workspace(self, platform: str, workspace: str) -> bool:
         """Erase everything stored for a workspace: the app was uninstalled or the bot left the server."""
         return await self.store.delete_workspace(platform, workspace)
+
+    async def database_ready(self, timeout: float = 2.0) -> bool:
+        """Whether the database answers a trivial query in time (health checks route work away while it does not)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.store.ping()
+        except (TimeoutError, *self.store.errors):
+            return False
+        return True
 
     @property
     def storage_errors(self) -> tuple[type[Exception], ...]:

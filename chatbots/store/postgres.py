@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..clock import Clock, system_clock
 from .base import Result, SQLDatabase, StoreError
@@ -24,6 +24,8 @@ from .pg_schema import MIGRATIONS
 
 MIGRATION_LOCK = 0x43686174626F7473  # "Chatbots": the advisory lock one migrating replica holds
 POOL_SIZE = 8
+WAIT_FOR_CONNECTION = 2.0
+"""Seconds a statement waits for a pooled connection (the server may be restarting) before it fails."""
 
 
 def is_postgres_url(url: str | None) -> bool:
@@ -58,17 +60,22 @@ class PostgresDatabase(SQLDatabase):
         self._local = threading.local()  # the connection of a transaction open on this thread
 
     @classmethod
-    def open(cls, url: str, clock: Clock = system_clock, connect_timeout: float = 10.0) -> PostgresDatabase:
-        """Connect, and create or migrate the schema (one replica migrates; the others wait, then find it done)."""
+    def open(
+        cls, url: str, clock: Clock = system_clock, connect_timeout: float = 10.0, wait: float = WAIT_FOR_CONNECTION
+    ) -> PostgresDatabase:
+        """Connect, and create or migrate the schema (one replica migrates; the others wait, then find it done).
+
+        wait: how long a statement waits for a connection while the server is away, before the turn gives up."""
         pool = ConnectionPool(
-            url, min_size=1, max_size=POOL_SIZE, open=False, check=ConnectionPool.check_connection,
+            url, min_size=1, max_size=POOL_SIZE, open=False, check=ConnectionPool.check_connection, timeout=wait,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))}, name="chatbots",
         )
         try:
+            psycopg.connect(url, connect_timeout=max(1, int(connect_timeout))).close()  # a quick, precise refusal
             pool.open(wait=True, timeout=connect_timeout)
             database = cls(pool, url, clock)
             database.migrate()
-        except (psycopg.Error, TimeoutError, psycopg.pool.PoolTimeout) as error:  # type: ignore[attr-defined]
+        except (psycopg.Error, PoolTimeout) as error:
             pool.close()
             raise StoreError(f"cannot use the database at {safe_url(url)}: {_first_line(error)} "
                              "(check DATABASE_URL, that the server is running and reachable, and the user's rights)") from None
