@@ -54,3 +54,12 @@ async def make_engine(settings: Config) -> AsyncIterator[Callable[..., Engine]]:
 @pytest.fixture
 def engine(make_engine: Callable[..., Engine]) -> Engine:
     return make_engine()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line, not one per test, when the PostgreSQL tests could not run here."""
+    from tests.postgres import SKIP_REASON
+
+    skipped = terminalreporter.stats.get("skipped", [])
+    if any(SKIP_REASON in str(getattr(report, "longrepr", "")) for report in skipped):
+        terminalreporter.write_line(SKIP_REASON)
