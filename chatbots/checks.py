@@ -106,8 +106,40 @@ class _RollBack(Exception):
 
 
 async def database(settings: Config) -> Row:
-    # sqlite blocks (up to the busy timeout on a locked file): keep it off the loop the other checks run on.
+    # Database calls block (up to the busy timeout on a locked file): keep them off the loop the other checks run on.
+    if settings.database_url:
+        return await asyncio.to_thread(_postgres_sync, settings.database_url)
     return await asyncio.to_thread(_database_sync, settings.db_path)
+
+
+def _postgres_sync(url: str) -> Row:
+    """Reachable, migrated and writable, checked without changing anything (the write probe is rolled back)."""
+    from .store.postgres import PostgresDatabase, safe_url
+
+    try:
+        database = PostgresDatabase.connect(url)
+    except StoreError as error:
+        raise CheckFailed(str(error).split(" (check")[0],
+                          "check DATABASE_URL (host, port, user, password, database name) and that the server accepts "
+                          "connections from this host") from None
+    try:
+        applied, pending = database.applied_migrations()
+        try:
+            with database.transaction():
+                database.workspace_id("doctor", "write-probe")
+                raise _RollBack
+        except _RollBack:
+            pass
+        except Exception as error:  # psycopg.Error: a read-only replica, no privileges, disk full
+            raise CheckFailed(f"{safe_url(url)}: cannot write ({str(error).strip().splitlines()[0]})",
+                              "grant this user INSERT/UPDATE/DELETE on the bot's tables, and point DATABASE_URL at the "
+                              "primary, not a read-only replica") from None
+    finally:
+        database.close()
+    if pending:
+        raise CheckFailed(f"{safe_url(url)}: {len(pending)} migrations pending",
+                          "start `chatbots run` once (it migrates at start-up), with a user allowed to create tables")
+    return Row("database", OK, f"{safe_url(url)}: {len(applied)} migrations applied, writable")
 
 
 def _database_sync(path: str) -> Row:

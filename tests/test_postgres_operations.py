@@ -163,3 +163,48 @@ def test_database_url_must_name_postgresql(value: str) -> None:
 
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         Config.from_env({"DATABASE_URL": value})
+
+
+async def test_doctor_checks_the_postgresql_server(postgres_url: str) -> None:
+    from chatbots.checks import CheckFailed, database
+    from chatbots.store.postgres import PostgresDatabase
+
+    empty(postgres_url)
+    PostgresDatabase.open(postgres_url).close()
+    row = await database(Config(database_url=postgres_url))
+    assert row.detail.endswith("migrations applied, writable") and "postgres@" in row.detail
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT count(*) FROM workspaces").fetchone() == (0,), "the write probe left nothing"
+    with pytest.raises(CheckFailed, match="cannot use the database"):
+        await database(Config(database_url=f"postgresql://postgres:secret@127.0.0.1:{free_port()}/x"))
+
+
+async def test_a_replica_that_died_midway_leaves_an_answer_another_replica_marks_interrupted(
+    settings: Config, postgres_url: str
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from chatbots.engine import Engine
+    from chatbots.model import OpenAIChat
+    from chatbots.store import Store
+    from chatbots.store.postgres import PostgresDatabase
+    from chatbots.types import ConversationKey
+
+    empty(postgres_url)
+    now = [datetime(2026, 6, 1, tzinfo=timezone.utc)]
+    dead = Store(PostgresDatabase.open(postgres_url, lambda: now[0]))
+    conversation = await dead.conversation_id(ConversationKey("slack", "T1", "C1", "1"))
+    row = await dead.begin_answer(conversation, "gpt-4o-mini")
+    await dead.save_partial(row, "half of it")
+    dead.close()  # the replica is gone; its answer row still says streaming
+    survivor = Engine(Store(PostgresDatabase.open(postgres_url, lambda: now[0])), OpenAIChat.from_settings(settings), settings)
+    try:
+        await survivor.upkeep(None)
+        with psycopg.connect(postgres_url) as conn:
+            assert conn.execute("SELECT status FROM messages").fetchone() == ("streaming",), "within its lease"
+        now[0] += timedelta(seconds=survivor.answer_lease + 1)
+        await survivor.upkeep(None)
+        with psycopg.connect(postgres_url) as conn:
+            assert conn.execute("SELECT status FROM messages").fetchone() == ("interrupted",)
+    finally:
+        await survivor.close()

@@ -66,6 +66,20 @@ class PostgresDatabase(SQLDatabase):
         """Connect, and create or migrate the schema (one replica migrates; the others wait, then find it done).
 
         wait: how long a statement waits for a connection while the server is away, before the turn gives up."""
+        database = cls.connect(url, clock, connect_timeout, wait)
+        try:
+            database.migrate()
+        except (psycopg.Error, PoolTimeout) as error:
+            database.close()
+            raise StoreError(f"cannot migrate the database at {safe_url(url)}: {_first_line(error)} "
+                             "(check that DATABASE_URL's user may create tables)") from None
+        return database
+
+    @classmethod
+    def connect(
+        cls, url: str, clock: Clock = system_clock, connect_timeout: float = 10.0, wait: float = WAIT_FOR_CONNECTION
+    ) -> PostgresDatabase:
+        """A pool of connections, without touching the schema (`chatbots doctor` looks, and changes nothing)."""
         pool = ConnectionPool(
             url, min_size=1, max_size=POOL_SIZE, open=False, check=ConnectionPool.check_connection, timeout=wait,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))}, name="chatbots",
@@ -73,13 +87,11 @@ class PostgresDatabase(SQLDatabase):
         try:
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout))).close()  # a quick, precise refusal
             pool.open(wait=True, timeout=connect_timeout)
-            database = cls(pool, url, clock)
-            database.migrate()
         except (psycopg.Error, PoolTimeout) as error:
             pool.close()
             raise StoreError(f"cannot use the database at {safe_url(url)}: {_first_line(error)} "
                              "(check DATABASE_URL, that the server is running and reachable, and the user's rights)") from None
-        return database
+        return cls(pool, url, clock)
 
     def migrate(self) -> list[str]:
         """Apply the migrations not yet applied, in one transaction under an advisory lock; returns their names."""
@@ -99,8 +111,8 @@ class PostgresDatabase(SQLDatabase):
 
     def applied_migrations(self) -> tuple[list[str], list[str]]:
         """(applied, pending) migration names."""
-        result = self._run("SELECT name FROM chatbots_migrations ORDER BY name")
-        done = [row[0] for row in result.rows]
+        exists = self._run("SELECT to_regclass('chatbots_migrations') IS NOT NULL").one()
+        done = [row[0] for row in self._run("SELECT name FROM chatbots_migrations ORDER BY name").rows] if exists and exists[0] else []
         return done, [name for name, _ in MIGRATIONS if name not in done]
 
     def close(self) -> None:
