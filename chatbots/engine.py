@@ -44,7 +44,8 @@ T = TypeVar("T")
 
 PARTIAL_SAVE_INTERVAL = 2.0
 """Seconds between saves of a streaming answer's shown text, for recovery after a crash."""
-ANSWER_LEASE_MARGIN = 30.0
+ANSWER_LEASE_MARGIN = 10.0
+"""Allowance for scheduling and clock differences between replicas when judging a lease."""
 TRUNCATION_MARK = "\n\n[The rest of this message was cut: it is longer than the model can read.]"
 TRUNCATION_NOTICE = "\n\n_Note: your message was too long for this model, so I only read the first part of it._"
 EMPTY_NOTICE = "Your message has no text for me to answer. Ask me something!"

@@ -1,0 +1,68 @@
+"""Two `chatbots run` processes on one PostgreSQL database behave as one Slack bot (HTTP mode, behind a balancer)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import pytest
+
+from tests.fakes.model_server import FakeModelServer
+from tests.fakes.slack import FakeSlack, app_mention, channel_message, event_callback, next_ts, post_signed
+from tests.postgres import empty
+from tests.processes import bot_process, free_port
+
+SECRET = "replicas-signing-secret"
+
+
+@pytest.fixture
+async def replicas(postgres_url: str) -> AsyncIterator[tuple[FakeSlack, FakeModelServer, list[int]]]:
+    """Two replicas in Slack HTTP mode, started at once (they race to migrate a fresh schema)."""
+    empty(postgres_url)
+    async with FakeSlack() as slack, FakeModelServer() as model, AsyncExitStack() as stack:
+        env = {"SLACK_BOT_TOKEN": "xoxb-replicas", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.api_url,
+               "OPENAI_BASE_URL": model.base_url, "DATABASE_URL": postgres_url}
+        ports = [free_port(), free_port()]
+        await asyncio.gather(*(stack.enter_async_context(bot_process(env, port)) for port in ports))
+        yield slack, model, ports
+
+
+async def deliver(port: int, body: dict) -> None:
+    status, _ = await post_signed(None, f"http://127.0.0.1:{port}/slack/events", body, SECRET)
+    assert status == 200
+
+
+async def shown(slack: FakeSlack, thread_ts: str, text: str) -> None:
+    await slack.wait_for(lambda: any(m.text == text for m in slack.messages("C1") if m.thread_ts == thread_ts),
+                         timeout=15, message=f"{text!r}")
+
+
+async def test_one_event_reaching_both_replicas_at_once_is_answered_once(
+    replicas: tuple[FakeSlack, FakeModelServer, list[int]],
+) -> None:
+    slack, model, ports = replicas
+    ts = next_ts()
+    body = event_callback("T1", app_mention("C1", "U1", "<@UBOT> once please", ts=ts), event_id="EvTwice")
+    await asyncio.gather(*(deliver(port, body) for port in ports))
+    await shown(slack, ts, "echo: once please")
+    later = next_ts()  # a later event through both: once it is answered, the first is long settled
+    await asyncio.gather(*(deliver(port, event_callback("T1", app_mention("C1", "U1", "<@UBOT> next", ts=later),
+                                                        event_id="EvNext")) for port in ports))
+    await shown(slack, later, "echo: next")
+    answers = [m for m in slack.messages("C1") if m.thread_ts == ts]
+    assert [m.text for m in answers] == ["echo: once please"]
+    assert sum(1 for request in model.requests if "once please" in str(request["messages"])) == 1
+
+
+async def test_a_conversation_continues_on_whichever_replica_gets_the_next_message(
+    replicas: tuple[FakeSlack, FakeModelServer, list[int]],
+) -> None:
+    slack, model, ports = replicas
+    ts = next_ts()
+    await deliver(ports[0], event_callback("T1", app_mention("C1", "U1", "<@UBOT> my code word is teal", ts=ts)))
+    await shown(slack, ts, "echo: my code word is teal")
+    await deliver(ports[1], event_callback("T1", channel_message("C1", "U1", "what was it?", thread_ts=ts)))
+    await shown(slack, ts, "echo: what was it?")
+    prompt = str(model.requests[-1]["messages"])
+    assert "my code word is teal" in prompt and "echo: my code word is teal" in prompt, "the other replica's turns"
