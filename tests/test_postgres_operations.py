@@ -208,3 +208,39 @@ async def test_a_replica_that_died_midway_leaves_an_answer_another_replica_marks
             assert conn.execute("SELECT status FROM messages").fetchone() == ("interrupted",)
     finally:
         await survivor.close()
+
+
+async def test_every_operator_command_works_on_postgresql(
+    postgres_url: str, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chatbots.cli import main
+    from chatbots.store import Store
+    from chatbots.store.postgres import PostgresDatabase
+    from chatbots.types import ConversationKey
+
+    empty(postgres_url)
+    store = Store(PostgresDatabase.open(postgres_url))
+    workspace = await store.workspace_id("slack", "T1")
+    await store.set_setting_audited(workspace, "limit_user", "5000", actor_id="UADMIN")
+    conversation = await store.conversation_id(ConversationKey("slack", "T1", "C1", "1.0"))
+    await store.add_message(conversation, "user", "what is the capital of France?", 9, author_id="U1", platform_id="q")
+    answer = await store.add_message(conversation, "assistant", "Lyon.", 3)
+    assert answer is not None
+    await store.record_reply_parts(workspace, answer, ["2.0"])
+    await store.record_feedback(workspace, "2.0", "U1", -1)
+    await store.record_usage(workspace, "U1", store.clock().date().isoformat(), "gpt-4o-mini", 1000, 500)
+    await store.record_moderation(ConversationKey("slack", "T1", "C1", "1.0"), "in", "flagged", ["hate"], None)
+    store.close()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    monkeypatch.setenv("CHATBOTS_DB", str(tmp_path / "unused.db"))
+    expected = {
+        ("usage",): "gpt-4o-mini", ("audit",): "limit_user", ("feedback",): "Lyon.",
+        ("moderation-log", "--flagged"): "hate", ("export", "--workspace", "slack:T1"): "capital of France",
+        ("purge", "--days", "30"): "Deleted 0 messages",
+    }
+    for command, needle in expected.items():
+        assert main(list(command)) == 0, command
+        assert needle in capsys.readouterr().out, command
+    assert not (tmp_path / "unused.db").exists(), "DATABASE_URL wins over CHATBOTS_DB"
