@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from chatbots.cli import main
-from chatbots.migrate_db import OWN_HISTORY, Progress, migrate_db, table_order
+from chatbots.migrate_db import OWN_HISTORY, Progress, copy_all, migrate_db, table_order
 from chatbots.store import Store
 from chatbots.store.postgres import PostgresDatabase
 from chatbots.store.sqlite import SQLiteDatabase
@@ -297,3 +297,38 @@ def test_a_terminal_gets_a_bar_that_redraws_in_place() -> None:
     assert len(frames) == 4 and screen.getvalue().count("\n") == 1
     assert frames[-1].rstrip("\n").endswith("[" + "#" * Progress.WIDTH + "]       12,000/12,000")
     assert "#" * 12 + "." * 18 in frames[1]
+
+
+class WriterMidway(Progress):
+    """A bot still writing the file: once conversations are copied, it starts a new conversation."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(io.StringIO())
+        self.path = path
+
+    def finish(self, table: str, total: int) -> None:
+        super().finish(table, total)
+        if table == "conversations":
+            with sqlite3.connect(self.path) as conn:
+                conn.execute("PRAGMA foreign_keys=ON")
+                cursor = conn.execute("INSERT INTO conversations (workspace_id, channel, thread, created_at) "
+                                      "VALUES (1, 'C7', '7.0', '2026-06-02T00:00:00.000000Z')")
+                conn.execute("INSERT INTO messages (conversation_id, role, text, tokens, created_at) "
+                             "VALUES (?, 'user', 'meanwhile', 3, '2026-06-02T00:00:00.000000Z')", [cursor.lastrowid])
+
+
+async def test_a_bot_writing_the_file_meanwhile_cannot_split_a_conversation_from_its_messages(
+    source: Path, target: str
+) -> None:
+    await built(source)
+    before = counts_sqlite(source)
+    sqlite = SQLiteDatabase.open(source)
+    postgres = PostgresDatabase.open(target)
+    try:
+        copied = copy_all(sqlite.db.conn, postgres, WriterMidway(source))
+    finally:
+        sqlite.close()
+        postgres.close()
+    assert {row.table: row.source for row in copied} == before, "the copy is of one moment"
+    assert counts_sqlite(source)["messages"] == before["messages"] + 1
+    assert counts_postgres(target, ["messages"])["messages"] == before["messages"]
