@@ -332,3 +332,21 @@ async def test_a_bot_writing_the_file_meanwhile_cannot_split_a_conversation_from
     assert {row.table: row.source for row in copied} == before, "the copy is of one moment"
     assert counts_sqlite(source)["messages"] == before["messages"] + 1
     assert counts_postgres(target, ["messages"])["messages"] == before["messages"]
+
+
+async def test_a_target_with_fewer_rows_than_the_source_fails_naming_the_table(
+    source: Path, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await built(source)
+    PostgresDatabase.open(target).close()
+    with psycopg.connect(target, autocommit=True) as conn:  # a target that quietly drops what it is given
+        conn.execute("CREATE FUNCTION drop_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+        conn.execute("CREATE TRIGGER drop_events BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION drop_row()")
+        try:
+            assert main(["migrate-db", "--to", target]) == 1
+        finally:
+            conn.execute("DROP TRIGGER drop_events ON events")
+            conn.execute("DROP FUNCTION drop_row()")
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines()[-1] == f"chatbots: events: {len(KEYS)} rows in SQLite but only 0 in {target}"
+    assert "every SQLite row is there" not in out
