@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
     purge = commands.add_parser("purge", help="delete stored messages older than the retention period now")
     purge.add_argument("--days", type=int, help="retention in days (default: CHATBOTS_RETENTION_DAYS)")
+
+    migrate = commands.add_parser("migrate-db", help="copy the SQLite database (CHATBOTS_DB) into PostgreSQL; safe to repeat")
+    migrate.add_argument("--to", required=True, metavar="URL", help="the target: postgresql://USER:PASSWORD@HOST/DATABASE")
     return parser
 
 
@@ -144,6 +147,10 @@ def _command(settings: Config, args: argparse.Namespace) -> int:
         return asyncio.run(_chat(settings, args))
     if args.command == "export":
         return _export(settings, args)
+    if args.command == "migrate-db":
+        from .migrate_db import migrate_db
+
+        return migrate_db(settings.db_path, args.to, sys.stdout, sys.stderr)
     if args.command in ("usage", "audit", "feedback", "moderation-log", "purge"):
         print(_report(settings, args))
         return 0
