@@ -160,6 +160,8 @@ class Engine:
     async def _in_order(self, key: ConversationKey) -> AsyncIterator[None]:
         """One turn at a time per conversation, in arrival order; other conversations run alongside.
 
+        This orders turns within the process; Store.turn then orders them across replicas sharing a database.
+
         At most MAX_WAITING_TURNS wait: a flood into one conversation is turned away at the door (ConversationBusy),
         and every turn already waiting keeps its place."""
         entry = self._queues.get(key)
