@@ -83,7 +83,6 @@ class Engine:
         self.store = store
         self.model = model
         self.config = settings
-        self.limits = UsageLimits(store, store.clock)
         self.metrics = Metrics()
         self.moderator = Moderator.from_settings(settings, getattr(model, "client", None))
         self.redact = redactor(settings.redact)
@@ -94,6 +93,7 @@ class Engine:
         self.answer_lease = settings.stall_timeout + PARTIAL_SAVE_INTERVAL + ANSWER_LEASE_MARGIN
         """Seconds a streaming answer may go unsaved before another replica declares it cut off: a live one is
         saved at least every PARTIAL_SAVE_INTERVAL while text flows, and waits at most the stall timeout for it."""
+        self.limits = UsageLimits(store, store.clock, self.answer_lease)
 
     async def close(self) -> None:
         """Release the model's connections and the database."""
@@ -102,6 +102,7 @@ class Engine:
             await close()
         if self.moderator is not None:
             await self.moderator.close()
+        await self.store.close_turns()
         self.store.close()
 
     # -- what platforms ask of the core: adapters go through these, never through the store --
@@ -179,6 +180,8 @@ class Engine:
     async def _in_order(self, key: ConversationKey) -> AsyncIterator[None]:
         """One turn at a time per conversation, in arrival order; other conversations run alongside.
 
+        This orders turns within the process; Store.turn then orders them across replicas sharing a database.
+
         At most MAX_WAITING_TURNS wait: a flood into one conversation is turned away at the door (ConversationBusy),
         and every turn already waiting keeps its place."""
         entry = self._queues.get(key)
@@ -239,7 +242,8 @@ class Engine:
         try:
             async with self._in_order(message.key):
                 try:
-                    result = await self._turn(message, reply, started)
+                    async with self.store.turn(message.key):  # and across replicas sharing the database
+                        result = await self._turn(message, reply, started)
                 except self.store.errors as error:
                     # A locked, full or read-only database: say so in chat and keep serving other turns.
                     log.error("database unavailable during a turn: %s", type(error).__name__)

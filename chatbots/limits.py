@@ -3,19 +3,22 @@
 A request is admitted only if what was used today, plus what answers still being written have reserved, plus
 this request's prompt and its output limit fit under every daily cap that applies. The output limit, sent to
 the model, is shrunk to what is left, and the real usage replaces the reservation when the answer ends.
-Reservations live in memory so concurrent requests see each other before any of them finishes (one process
-owns a database). Daily totals are read from the store once per workspace and day, then kept current here.
+With one process on a SQLite file, reservations and request times live in memory (concurrent requests see
+each other before any of them finishes) and daily totals are read once per workspace and day, then kept
+current here. When replicas share the database (store.shared) all of it lives there instead: each admission
+reads and reserves in one transaction under the workspace's lock, so two replicas cannot both take the last room.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
-from .clock import Clock
+from .clock import Clock, iso
 from .config import Config
-from .store import Store
+from .store import Store, UsageSnapshot
 from .types import ConversationKey, Usage
 
 MIN_ANSWER_TOKENS = 32
@@ -26,6 +29,9 @@ MAX_RATE = 10_000
 """Largest requests-per-minute cap a command accepts."""
 MAX_TRACKED_DAYS = 10_000
 """Workspace-days of usage totals kept in memory at most."""
+RESERVATION_LEASE = timedelta(minutes=15)
+"""With a shared database, a reservation older than this (or than the answer lease, if longer) stops counting: its
+replica was killed before settling. Longer than answers stream, which their output limit bounds."""
 _MINUTE = timedelta(minutes=1)
 
 
@@ -99,6 +105,8 @@ class Admission:
     reserved: int
     output_limit: int | None
     """The most tokens the answer may use, to send to the model; None when no cap applies and none is configured."""
+    reservation: int | None = None
+    """The reservation's row when the database is shared (None: held in memory, or nothing to hold)."""
 
 
 class Refused(Exception):
@@ -122,10 +130,33 @@ class _Room:
     """Of what is used, the part reserved by answers still being written."""
 
 
+def _rooms_of(caps: Caps, snapshot: UsageSnapshot) -> list[_Room]:
+    rooms = []
+    if caps.user_daily:
+        held = snapshot.user_held
+        rooms.append(_Room("user", caps.user_daily, caps.user_daily - snapshot.user_used - held, held))
+    if caps.workspace_daily:
+        held = snapshot.workspace_held
+        rooms.append(_Room("workspace", caps.workspace_daily, caps.workspace_daily - snapshot.workspace_used - held, held))
+    return rooms
+
+
+def _rate_refusal_in(recent: Sequence[datetime], caps: Caps, now: datetime) -> Refused | None:
+    """Refused when the request times within the last minute (oldest first) already reach the rate cap."""
+    if caps.per_minute and len(recent) >= caps.per_minute:
+        wait = int((recent[-caps.per_minute] + _MINUTE - now).total_seconds()) + 1
+        return Refused(
+            f"You're sending requests faster than allowed here ({caps.per_minute} per minute). Try again in {wait} s."
+        )
+    return None
+
+
 class UsageLimits:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, answer_lease: float = 0.0) -> None:
         self.store = store
         self.clock = clock
+        self.lease = max(RESERVATION_LEASE, timedelta(seconds=answer_lease))
+        """How long a reservation in a shared database counts without being settled."""
         self._used: dict[tuple[int, str], dict[str, int]] = {}
         """Tokens per user, per (workspace, day); only today's days are kept."""
         self._reserved: dict[tuple[int, str, str], int] = {}
@@ -153,12 +184,7 @@ class UsageLimits:
             return None
         while recent and now - recent[0] >= _MINUTE:
             recent.popleft()
-        if caps.per_minute and len(recent) >= caps.per_minute:
-            wait = int((recent[-caps.per_minute] + _MINUTE - now).total_seconds()) + 1
-            return Refused(
-                f"You're sending requests faster than allowed here ({caps.per_minute} per minute). Try again in {wait} s."
-            )
-        return None
+        return _rate_refusal_in(recent, caps, now)
 
     def _sweep(self, now: datetime) -> None:
         """Drop the request times of people idle for a minute, so many people over time cost no memory."""
@@ -168,14 +194,12 @@ class UsageLimits:
         self._recent = {key: times for key, times in self._recent.items() if times and now - times[-1] < _MINUTE}
 
     def _rooms(self, workspace_id: int, user_id: str, caps: Caps, day: str, used: dict[str, int]) -> list[_Room]:
-        rooms = []
-        if caps.user_daily:
-            held = self._reserved.get((workspace_id, day, user_id), 0)
-            rooms.append(_Room("user", caps.user_daily, caps.user_daily - used.get(user_id, 0) - held, held))
-        if caps.workspace_daily:
-            held = sum(tokens for (ws, held_day, _), tokens in self._reserved.items() if ws == workspace_id and held_day == day)
-            rooms.append(_Room("workspace", caps.workspace_daily, caps.workspace_daily - sum(used.values()) - held, held))
-        return rooms
+        user_held = self._reserved.get((workspace_id, day, user_id), 0) if caps.user_daily else 0
+        workspace_held = sum(
+            tokens for (ws, held_day, _), tokens in self._reserved.items() if ws == workspace_id and held_day == day
+        ) if caps.workspace_daily else 0
+        snapshot = UsageSnapshot(used.get(user_id, 0), sum(used.values()), user_held, workspace_held, [])
+        return _rooms_of(caps, snapshot)
 
     def _short(self, room: _Room, need: int, now: datetime) -> Refused | None:
         """Why a request needing this many tokens does not fit under a cap: the cap is too small, or used up."""
@@ -199,9 +223,27 @@ class UsageLimits:
             return Refused(f"You've used your daily allowance of {room.cap:,} tokens in this workspace{left}{held}. {reset}")
         return Refused(f"This workspace has used its daily allowance of {room.cap:,} tokens{left}{held}. {reset}")
 
+    async def _snapshot(self, workspace_id: int, user_id: str, caps: Caps, now: datetime) -> UsageSnapshot:
+        """What every replica has used and reserved (shared database only); no lock: a read to refuse early."""
+        minute_ago = iso(now - _MINUTE) if caps.per_minute else None
+        return await self.store.usage_snapshot(workspace_id, user_id, now.date().isoformat(), iso(now - self.lease), minute_ago)
+
+    def _refusal(self, caps: Caps, snapshot: UsageSnapshot, need: int, now: datetime) -> Refused | None:
+        """Why a request needing this many tokens is refused now, from a shared snapshot; None when it may go on."""
+        refusal = _rate_refusal_in([datetime.fromisoformat(at) for at in snapshot.recent], caps, now)
+        for room in _rooms_of(caps, snapshot):
+            refusal = refusal or self._short(room, need, now)
+        return refusal
+
     async def precheck(self, workspace_id: int, user_id: str, caps: Caps) -> None:
         """Refuse early, before any moderation or model call, when the rate is reached or no daily room is left."""
         now = self.clock()
+        if self.store.shared:
+            if caps.daily or caps.per_minute:
+                refusal = self._refusal(caps, await self._snapshot(workspace_id, user_id, caps, now), MIN_ANSWER_TOKENS, now)
+                if refusal is not None:
+                    raise refusal
+            return
         refusal = self._rate_refusal(workspace_id, user_id, caps, now)
         if refusal is not None:
             raise refusal
@@ -216,9 +258,12 @@ class UsageLimits:
         """Tokens a request may still spend under the tightest daily cap, reservations included (None: no daily cap)."""
         if not caps.daily:
             return None
-        day = self.clock().date().isoformat()
-        used = await self.used_today(workspace_id, day)
-        rooms = self._rooms(workspace_id, user_id, caps, day, used)
+        now = self.clock()
+        if self.store.shared:
+            rooms = _rooms_of(caps, await self._snapshot(workspace_id, user_id, replace(caps, per_minute=0), now))
+        else:
+            day = now.date().isoformat()
+            rooms = self._rooms(workspace_id, user_id, caps, day, await self.used_today(workspace_id, day))
         return max(0, min(room.left for room in rooms))
 
     async def admit(self, workspace_id: int, user_id: str, caps: Caps, prompt: int, output: int | None) -> Admission:
@@ -227,6 +272,8 @@ class UsageLimits:
         prompt must be an upper bound of what the server will count; output is the limit wanted (None: none).
         """
         now = self.clock()
+        if self.store.shared:
+            return await self._admit_shared(workspace_id, user_id, caps, prompt, output, now)
         day = now.date().isoformat()
         used = await self.used_today(workspace_id, day) if caps.daily else {}
         # From here to the reservation nothing awaits, so concurrent requests are admitted one after another.
@@ -246,8 +293,40 @@ class UsageLimits:
         self._reserved[slot] = self._reserved.get(slot, 0) + reserved
         return Admission(workspace_id, user_id, day, reserved, limit)
 
+    async def _admit_shared(
+        self, workspace_id: int, user_id: str, caps: Caps, prompt: int, output: int | None, now: datetime
+    ) -> Admission:
+        day = now.date().isoformat()
+        if not (caps.daily or caps.per_minute):
+            return Admission(workspace_id, user_id, day, 0, output)  # nothing to share: no round trip
+        limit = [output]
+
+        def decide(snapshot: UsageSnapshot) -> int:
+            """Runs inside the admission's transaction, under the workspace's lock: raise to refuse."""
+            need = prompt + MIN_ANSWER_TOKENS
+            if refusal := _rate_refusal_in([datetime.fromisoformat(at) for at in snapshot.recent], caps, now):
+                raise refusal
+            for room in _rooms_of(caps, snapshot):
+                if refusal := self._short(room, need, now):
+                    raise refusal
+                limit[0] = room.left - prompt if limit[0] is None else min(limit[0], room.left - prompt)
+            return prompt + (limit[0] or 0)
+
+        minute_ago = iso(now - _MINUTE) if caps.per_minute else None
+        reservation = await self.store.reserve_usage(workspace_id, user_id, day, iso(now - self.lease), minute_ago, decide)
+        return Admission(workspace_id, user_id, day, prompt + (limit[0] or 0), limit[0], reservation)
+
     async def settle(self, admission: Admission, model: str, usage: Usage | None) -> None:
         """Release the reservation and count what the reply really used (nothing, if it failed before usage)."""
+        if self.store.shared:
+            counted = None if usage is None else (usage.prompt_tokens, usage.completion_tokens)
+            if admission.reservation is not None:
+                await self.store.settle_reservation(
+                    admission.reservation, admission.workspace_id, admission.user_id, admission.day, model, counted
+                )
+            elif counted is not None:
+                await self.store.record_usage(admission.workspace_id, admission.user_id, admission.day, model, *counted)
+            return
         slot = (admission.workspace_id, admission.day, admission.user_id)
         used = await self.used_today(admission.workspace_id, admission.day) if usage is not None else None
         left = self._reserved.get(slot, 0) - admission.reserved

@@ -28,8 +28,9 @@ BATCH = 5_000
 """Rows read from SQLite and written to PostgreSQL at a time: memory stays flat whatever the database's size."""
 FIRST = ("workspaces", "conversations", "messages")
 """Copied before the rest, which refer to them; foreign keys decide the order of everything else."""
-OWN_HISTORY = ("_sqlite_migrations",)
-"""Each backend keeps its own migration history; it is not copied."""
+NOT_COPIED = ("_sqlite_migrations", "reservations", "requests")
+"""Each backend keeps its own migration history; reservations and request times are the in-flight state of
+running bots (replicas keep them in the database), meaningless once the bot that wrote them stopped."""
 MARKER = "migrate-db"
 """The jobs row that marks a database this command copied into (and when it last did)."""
 CONNECT_TIMEOUT = 10
@@ -111,7 +112,7 @@ def table_order(source: sqlite3.Connection) -> list[str]:
     """Tables to copy, each after the tables its foreign keys point at (FIRST first, then by name)."""
     names = [row[0] for row in source.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        if row[0] not in OWN_HISTORY]
+        if row[0] not in NOT_COPIED]
     parents = {name: {row[2] for row in source.execute(f'PRAGMA foreign_key_list("{name}")')} - {name} for name in names}
     rank = {name: (FIRST.index(name) if name in FIRST else len(FIRST), name) for name in names}
     ordered: list[str] = []

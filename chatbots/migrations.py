@@ -163,3 +163,29 @@ def m005_answer_leases(db: Database) -> None:
 def m006_jobs(db: Database) -> None:
     """When each periodic job last ran: one process claims a run, however many share the database."""
     db.execute("CREATE TABLE jobs (name TEXT PRIMARY KEY, last_run TEXT NOT NULL)")
+
+
+@migrations()
+def m007_shared_limits(db: Database) -> None:
+    """Caps' state for replicas sharing one database: reservations of answers in progress, and request times.
+
+    A single process keeps both in memory; the tables exist in every schema so the two stay alike."""
+    db.execute(
+        """CREATE TABLE reservations (
+            id INTEGER PRIMARY KEY,
+            workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            day TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX reservations_by_day ON reservations (workspace_id, day, user_id)")
+    db.execute(
+        """CREATE TABLE requests (
+            workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX requests_by_user ON requests (workspace_id, user_id, at)")

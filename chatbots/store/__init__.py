@@ -9,8 +9,10 @@ never change, are cached; settings and windows are read for every turn, so no re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Callable
+import hashlib
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,10 +22,12 @@ from ..lru import LRU
 from ..types import ConversationKey
 from ..window import StoredMessage, Window, WindowCache
 from . import reports
-from .base import INTERRUPTED_MARK, PURGE_BATCH, WINDOW_SQL, SQLDatabase, StoreError
+from .base import INTERRUPTED_MARK, PURGE_BATCH, WINDOW_SQL, SQLDatabase, StoreError, UsageSnapshot
 from .sqlite import SQLiteDatabase
 
-__all__ = ["INTERRUPTED_MARK", "WINDOW_SQL", "SQLDatabase", "SQLiteDatabase", "Store", "StoreError", "open_database"]
+__all__ = [
+    "INTERRUPTED_MARK", "WINDOW_SQL", "SQLDatabase", "SQLiteDatabase", "Store", "StoreError", "UsageSnapshot", "open_database",
+]
 
 
 def open_database(database_url: str | None, db_path: str, clock: Clock = system_clock) -> SQLDatabase:
@@ -35,6 +39,13 @@ def open_database(database_url: str | None, db_path: str, clock: Clock = system_
     return SQLiteDatabase.open(db_path, clock)
 
 T = TypeVar("T")
+
+
+def turn_key(key: ConversationKey) -> int:
+    """A conversation's lock key: a signed 64-bit hash of its key (a collision only makes two turns take turns)."""
+    text = "\x1f".join((key.platform, key.workspace, key.channel, key.thread))
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 ID_CACHE_ENTRIES = 10_000
 SETTINGS_CACHE_ENTRIES = 10_000
@@ -62,6 +73,11 @@ class Store:
     def db(self) -> Any:
         """The sqlite-utils Database, for checks and tests that read the file directly (SQLite only)."""
         return self.sql.db  # type: ignore[attr-defined]
+
+    async def close_turns(self) -> None:
+        """Release the connections that hold conversation turns (PostgreSQL); call before close."""
+        if self.sql.turn_locks is not None:
+            await self.sql.turn_locks.close()
 
     def close(self) -> None:
         """Wait for statements in flight, then close the database."""
@@ -166,6 +182,36 @@ class Store:
 
     async def day_usage(self, workspace_id: int, day: str) -> dict[str, int]:
         return await self.run(self.sql.day_usage, workspace_id, day)
+
+    # -- what replicas share: caps' reservations and request times, and whose turn it is --
+
+    async def usage_snapshot(
+        self, workspace_id: int, user_id: str, day: str, held_since: str, minute_ago: str | None
+    ) -> UsageSnapshot:
+        return await self.run(self.sql.usage_snapshot, workspace_id, user_id, day, held_since, minute_ago)
+
+    async def reserve_usage(
+        self, workspace_id: int, user_id: str, day: str, held_since: str, minute_ago: str | None,
+        decide: Callable[[UsageSnapshot], int],
+    ) -> int:
+        """Admit under the workspace's lock, across replicas; decide runs on the database thread and may raise."""
+        return await self.run(self.sql.reserve_usage, workspace_id, user_id, day, held_since, minute_ago, decide)
+
+    async def settle_reservation(
+        self, reservation_id: int, workspace_id: int, user_id: str, day: str, model: str, usage: tuple[int, int] | None
+    ) -> None:
+        await self.run(self.sql.settle_reservation, reservation_id, workspace_id, user_id, day, model, usage)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: ConversationKey) -> AsyncIterator[None]:
+        """Hold the conversation's turn across every process sharing the database (nothing to do when one process
+        owns it: the engine orders turns in memory). Keyed by the conversation key, so no row is created."""
+        locks = self.sql.turn_locks
+        if locks is None:
+            yield
+            return
+        async with locks.held(turn_key(key)):
+            yield
 
     # -- what platforms and commands ask --
 

@@ -36,6 +36,19 @@ PURGE_BATCH = 2000
 """Rows deleted per statement by the retention purge: each batch holds the write lock for milliseconds."""
 
 
+@dataclass(frozen=True, slots=True)
+class UsageSnapshot:
+    """What the caps see for one person in one workspace on one day, as every replica sees it."""
+
+    user_used: int
+    workspace_used: int
+    user_held: int
+    """Tokens reserved by this person's answers still being written (unexpired reservations)."""
+    workspace_held: int
+    recent: list[str]
+    """This person's request times within the last minute, oldest first (only when a rate cap asked for them)."""
+
+
 class StoreError(Exception):
     """The database cannot be used; the message says what to fix."""
 
@@ -60,6 +73,9 @@ class SQLDatabase(ABC):
 
     BYTE_LENGTH = "length(CAST({} AS BLOB))"
     """SQL for the UTF-8 byte length of a text expression."""
+    WORKSPACE_LOCK: str | None = None
+    """SQL taking a lock on one workspace's caps until the transaction ends, or None when one process owns the
+    database (SQLite: the write transaction is enough)."""
     shared = False
     """True when several processes may use the database at once (no process may trust a cache of its rows)."""
     workers = 1
@@ -84,6 +100,10 @@ class SQLDatabase(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    turn_locks: Any = None
+    """The backend's locks on conversation turns across processes (chatbots.store.postgres.TurnLocks), or None
+    when one process owns the database."""
 
     def ping(self) -> None:
         """Raise unless the database answers."""
@@ -328,6 +348,65 @@ class SQLDatabase(ABC):
             [workspace_id, day],
         ).rows
         return {user: int(total) for user, total in rows}
+
+    def usage_snapshot(
+        self, workspace_id: int, user_id: str, day: str, held_since: str, minute_ago: str | None
+    ) -> UsageSnapshot:
+        """Today's usage and reservations (those made since held_since: older ones belong to a process that died),
+        and with minute_ago, the person's request times since then."""
+        row = self._run(
+            "SELECT (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage_daily "
+            "WHERE workspace_id = ? AND day = ? AND user_id = ?), "
+            "(SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage_daily WHERE workspace_id = ? AND day = ?), "
+            "(SELECT COALESCE(SUM(tokens), 0) FROM reservations WHERE workspace_id = ? AND day = ? AND user_id = ? "
+            "AND created_at >= ?), "
+            "(SELECT COALESCE(SUM(tokens), 0) FROM reservations WHERE workspace_id = ? AND day = ? AND created_at >= ?)",
+            [workspace_id, day, user_id, workspace_id, day, workspace_id, day, user_id, held_since, workspace_id, day,
+             held_since],
+        ).one()
+        assert row is not None
+        recent: list[str] = []
+        if minute_ago is not None:
+            recent = [at for (at,) in self._run(
+                "SELECT at FROM requests WHERE workspace_id = ? AND user_id = ? AND at > ? ORDER BY at",
+                [workspace_id, user_id, minute_ago],
+            ).rows]
+        return UsageSnapshot(int(row[0]), int(row[1]), int(row[2]), int(row[3]), recent)
+
+    def reserve_usage(
+        self, workspace_id: int, user_id: str, day: str, held_since: str, minute_ago: str | None,
+        decide: Callable[[UsageSnapshot], int],
+    ) -> int:
+        """Admit a request in one transaction under the workspace's lock: read what every replica has used and
+        reserved, let decide return the tokens to reserve (or raise to refuse), and write the reservation (and,
+        with minute_ago, the request's time). Returns the reservation's id, for settle_reservation."""
+        now = self._now()
+        with self.transaction():
+            if self.WORKSPACE_LOCK is not None:
+                self._run(self.WORKSPACE_LOCK, [workspace_id % 2**31])
+            self._run("DELETE FROM reservations WHERE workspace_id = ? AND created_at < ?", [workspace_id, held_since])
+            if minute_ago is not None:
+                self._run(
+                    "DELETE FROM requests WHERE workspace_id = ? AND user_id = ? AND at <= ?", [workspace_id, user_id, minute_ago]
+                )
+            tokens = decide(self.usage_snapshot(workspace_id, user_id, day, held_since, minute_ago))
+            row = self._run(
+                "INSERT INTO reservations (workspace_id, day, user_id, tokens, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                [workspace_id, day, user_id, tokens, now],
+            ).one()
+            if minute_ago is not None:
+                self._run("INSERT INTO requests (workspace_id, user_id, at) VALUES (?, ?, ?)", [workspace_id, user_id, now])
+        assert row is not None
+        return int(row[0])
+
+    def settle_reservation(
+        self, reservation_id: int, workspace_id: int, user_id: str, day: str, model: str, usage: tuple[int, int] | None
+    ) -> None:
+        """Release a reservation and count what the answer really used (prompt, completion), in one transaction."""
+        with self.transaction():
+            self._run("DELETE FROM reservations WHERE id = ?", [reservation_id])
+            if usage is not None:
+                self.record_usage(workspace_id, user_id, day, model, usage[0], usage[1])
 
     def record_reply_parts(self, workspace_id: int, message_id: int, platform_ids: list[str]) -> None:
         """Remember every platform message a reply was posted as, so a reaction on any of them finds it."""

@@ -114,4 +114,21 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("m006_jobs", [
         "CREATE TABLE jobs (name TEXT PRIMARY KEY, last_run TEXT NOT NULL)",
     ]),
+    ("m007_shared_limits", [
+        f"""CREATE TABLE reservations (
+            id {ID},
+            workspace_id BIGINT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            day TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            tokens BIGINT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX reservations_by_day ON reservations (workspace_id, day, user_id)",
+        """CREATE TABLE requests (
+            workspace_id BIGINT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL,
+            at TEXT NOT NULL
+        )""",
+        "CREATE INDEX requests_by_user ON requests (workspace_id, user_id, at)",
+    ]),
 ]

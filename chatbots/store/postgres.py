@@ -8,15 +8,17 @@ the Store keeps no cache of rows another process could change. The same statemen
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ..clock import Clock, system_clock
 from .base import Result, SQLDatabase, StoreError
@@ -24,6 +26,12 @@ from .pg_schema import MIGRATIONS
 
 MIGRATION_LOCK = 0x43686174626F7473  # "Chatbots": the advisory lock one migrating replica holds
 POOL_SIZE = 8
+"""Connections for statements: one per Store worker thread, so a statement never waits for a connection."""
+TURN_WAITERS = 4
+"""Connections on which turns wait for a conversation another replica is answering (see TurnLocks)."""
+TURN_WAIT_TIMEOUT = 3600.0
+"""Seconds a turn may wait for one of those connections: waiting turns wait for answers, which take long."""
+LIMITS_LOCK_SPACE = 0x4361_7073  # "Caps": with a workspace id, the lock admissions to its caps take in turn
 WAIT_FOR_CONNECTION = 2.0
 """Seconds a statement waits for a pooled connection (the server may be restarting) before it fails."""
 
@@ -49,6 +57,7 @@ def _pg(sql: str) -> str:
 
 class PostgresDatabase(SQLDatabase):
     BYTE_LENGTH = "octet_length({})"
+    WORKSPACE_LOCK = f"SELECT pg_advisory_xact_lock({LIMITS_LOCK_SPACE}, CAST(? AS integer))"
     shared = True
     workers = POOL_SIZE
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
@@ -58,6 +67,7 @@ class PostgresDatabase(SQLDatabase):
         self.pool = pool
         self.url = url
         self._local = threading.local()  # the connection of a transaction open on this thread
+        self.turn_locks = TurnLocks(url)
 
     @classmethod
     def open(
@@ -116,7 +126,7 @@ class PostgresDatabase(SQLDatabase):
         return done, [name for name, _ in MIGRATIONS if name not in done]
 
     def close(self) -> None:
-        self.pool.close()
+        self.pool.close()  # turn locks close asynchronously first (Store.close_turns)
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -149,6 +159,90 @@ class PostgresDatabase(SQLDatabase):
                 yield
             finally:
                 self._local.conn = None
+
+
+log = logging.getLogger(__name__)
+
+
+class TurnLocks:
+    """Session advisory locks, one per conversation being answered, so replicas answer a conversation in turn.
+
+    An uncontended turn takes its lock with pg_try_advisory_lock on one connection that holds the locks of every
+    turn this process is answering: a thousand parallel conversations cost one connection, not a thousand. A
+    turn whose conversation another replica is answering waits with pg_advisory_lock on a connection of its own
+    from a small pool (TURN_WAITERS), and holds it until its turn ends; that takes two replicas in one
+    conversation at the same moment, so few turns ever wait. Neither uses the statement pool, so a waiting or
+    answering turn never starves the statements. The engine already orders turns within one process, so each
+    process asks for a conversation's lock once at a time (session locks are re-entrant within a connection).
+    A connection whose state is in doubt (an error, or a cancel mid-statement) is closed, which frees its locks:
+    a lock is never left held by a turn that ended.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._shared: psycopg.AsyncConnection[Any] | None = None
+        self._connecting = asyncio.Lock()
+        self._waiters: AsyncConnectionPool | None = None
+
+    async def _holder(self) -> psycopg.AsyncConnection[Any]:
+        async with self._connecting:
+            if self._shared is None or self._shared.closed:
+                self._shared = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            return self._shared
+
+    async def _pool(self) -> AsyncConnectionPool:
+        async with self._connecting:
+            if self._waiters is None:
+                self._waiters = AsyncConnectionPool(
+                    self.url, min_size=0, max_size=TURN_WAITERS, open=False, timeout=TURN_WAIT_TIMEOUT,
+                    kwargs={"autocommit": True}, name="chatbots-turns",
+                )
+                await self._waiters.open()
+            return self._waiters
+
+    @asynccontextmanager
+    async def held(self, key: int) -> AsyncIterator[None]:
+        """Hold the lock on key (a conversation's turn) for the body, across every process on this database."""
+        holder = await self._holder()
+        try:
+            taken = await (await holder.execute("SELECT pg_try_advisory_lock(%s)", [key])).fetchone()
+        except BaseException:
+            await holder.close()
+            raise
+        if taken and taken[0]:
+            try:
+                yield
+            finally:
+                await _release(holder, key)
+            return
+        pool = await self._pool()
+        async with pool.connection() as own:
+            try:
+                await own.execute("SELECT pg_advisory_lock(%s)", [key])
+            except BaseException:
+                await own.close()  # it may have the lock: closing frees it, and the pool drops the connection
+                raise
+            try:
+                yield
+            finally:
+                await _release(own, key)
+
+    async def close(self) -> None:
+        if self._shared is not None:
+            await self._shared.close()
+        if self._waiters is not None:
+            await self._waiters.close()
+
+
+async def _release(conn: psycopg.AsyncConnection[Any], key: int) -> None:
+    """Unlock; when that cannot be done, close the connection, which frees every lock it holds."""
+    try:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+    except BaseException as error:
+        log.warning("a turn lock could not be released (%s); its connection is closed instead", type(error).__name__)
+        await conn.close()
+        if not isinstance(error, psycopg.Error):
+            raise
 
 
 def _first_line(error: BaseException) -> str:
