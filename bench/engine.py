@@ -6,20 +6,21 @@ and trim the window, build the prompt, stream, store the answer. Each row also r
 the store sent per turn (SQLDatabase.statements) and, on PostgreSQL, the pool check-outs per turn: the
 pool checks each connection it hands out with an empty query, one more round trip each.
 
-    python -m bench.engine [--turns 300] [--http] [--database-url URL | --postgres] [--no-pool-check]
+    python -m bench.engine [--turns 300] [--http] [--database-url URL | --postgres] [--experiments]
 
 --http also runs the same turns through the fake OpenAI server over loopback HTTP (SDK included).
 --database-url names a PostgreSQL server (its database is only used to connect): the benchmark creates a
 throw-away database there, fills it with COPY, ANALYZEs it, measures, and drops it; SQLite is measured in
 the same run for comparison. --postgres picks the local server: its Unix socket when there is one, else
-127.0.0.1:5432 (user postgres, trust auth). --no-pool-check measures PostgreSQL without the pool's
-check-out query as well (an experiment: it sets a private attribute of psycopg_pool).
+127.0.0.1:5432 (user postgres, trust auth). --experiments measures what some changes would save, on the
+same PostgreSQL database (see EXPERIMENTS).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -100,6 +101,8 @@ def build_database(path: Path, total: int, hot: int) -> None:
 def build_postgres(url: str, total: int, hot: int) -> None:
     """The same rows as build_database, into PostgreSQL with COPY; then VACUUM ANALYZE, so the planner has statistics
     and the visibility map is set, as on a database that has been running a while."""
+    import psycopg
+
     from chatbots.store.postgres import PostgresDatabase
 
     database = PostgresDatabase.open(url)
@@ -117,6 +120,8 @@ def build_postgres(url: str, total: int, hot: int) -> None:
                     for row in message_rows(hot_id, others, total, hot):
                         copy.write_row(row)
             conn.execute("VACUUM ANALYZE")
+            with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+                conn.execute("CHECKPOINT")  # a settled database, not one writing out the load in the background
     finally:
         database.close()
 
@@ -214,7 +219,20 @@ async def run_sqlite(turns: int, messages: int, http: bool, log=print) -> list[d
             await engine.close()
 
 
-async def run_postgres(server_url: str, turns: int, messages: int, http: bool, pool_check: bool = True,
+EXPERIMENTS = ("no pool check", "synchronous_commit off", "cached windows and settings")
+"""What each would save, measured on the same database after the default: the pool's check-out query skipped
+(a private psycopg_pool attribute); commits not waiting for the WAL flush (a session setting an operator can put
+in DATABASE_URL: ?options=-c%20synchronous_commit%3Doff); windows and settings served from memory as on SQLite
+(the floor a validated cache could reach; unsafe with replicas as it stands)."""
+
+
+def _with_option(url: str, option: str) -> str:
+    parts = urlsplit(url)
+    extra = "options=" + option.replace(" ", "%20").replace("=", "%3D")
+    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
+
+
+async def run_postgres(server_url: str, turns: int, messages: int, http: bool, experiments: bool = False,
                        log=print) -> list[dict[str, Any]]:
     from chatbots.store.postgres import PostgresDatabase
 
@@ -223,28 +241,30 @@ async def run_postgres(server_url: str, turns: int, messages: int, http: bool, p
         began = time.perf_counter()
         build_postgres(url, messages, 1000)
         log(f"postgresql ({via}): built {messages:,} messages in {time.perf_counter() - began:.1f}s")
-        settings = Config(openai_api_key="x", database_url=url, moderation=False)
         results = []
-        for n, check in enumerate((True, False) if not pool_check else (True,)):
-            engine = Engine(Store(PostgresDatabase.open(url)), InstantModel(), settings)
-            if not check:
-                engine.store.sql.pool._check = None  # type: ignore[attr-defined]  # experiment: no check-out query
-            label = f"postgresql via {via}" + ("" if check else ", no pool check")
+        for n, variant in enumerate(("default", *EXPERIMENTS) if experiments else ("default",)):
+            variant_url = _with_option(url, "-c synchronous_commit=off") if variant == "synchronous_commit off" else url
+            settings = Config(openai_api_key="x", database_url=variant_url, moderation=False)
+            engine = Engine(Store(PostgresDatabase.open(variant_url)), InstantModel(), settings)
+            if variant == "no pool check":
+                engine.store.sql.pool._check = None  # type: ignore[attr-defined]
+            if variant == "cached windows and settings":
+                engine.store.shared = False
+            label = f"postgresql via {via}" + ("" if variant == "default" else f", experiment: {variant}")
             try:
-                results += await measure_engine(engine, label, turns, http, settings, 1_000_000 * n,
-                                                  transport=via, pool_check=check)
+                results += await measure_engine(engine, label, turns, http, settings, 1_000_000 * n, transport=via)
             finally:
                 await engine.close()
     return results
 
 
 async def run(turns: int = 300, messages: int = 1_000_000, http: bool = False, log=print, database_url: str | None = None,
-              pool_check: bool = True) -> list[dict[str, Any]]:
+              experiments: bool = False) -> list[dict[str, Any]]:
     """Build each database, warm up, measure; one summary per backend and mode, SQLite's first. Moderation is off:
     only the engine is timed."""
     results = await run_sqlite(turns, messages, http, log)
     if database_url:
-        results += await run_postgres(database_url, turns, messages, http, pool_check, log)
+        results += await run_postgres(database_url, turns, messages, http, experiments, log)
     return results
 
 
@@ -255,13 +275,13 @@ async def main() -> None:
     parser.add_argument("--http", action="store_true")
     parser.add_argument("--database-url", help="a PostgreSQL server to measure too (a throw-away database is made on it)")
     parser.add_argument("--postgres", action="store_true", help="measure the local PostgreSQL too (Unix socket if present)")
-    parser.add_argument("--no-pool-check", action="store_true", help="also measure PostgreSQL without the pool's check-out query")
+    parser.add_argument("--experiments", action="store_true", help="also measure PostgreSQL variants: " + "; ".join(EXPERIMENTS))
     args = parser.parse_args()
     url = args.database_url
     if args.postgres and not url:
         url, via = local_postgres_url()
         print(f"local PostgreSQL over {via}")
-    for row in await run(args.turns, args.messages, args.http, database_url=url, pool_check=not args.no_pool_check):
+    for row in await run(args.turns, args.messages, args.http, database_url=url, experiments=args.experiments):
         print(json.dumps(row))
 
 
