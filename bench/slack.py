@@ -122,8 +122,8 @@ class SlackSide:
         for method in READS:
             self.fake.method_latency[method] = seconds
 
-    async def send(self, question: str, expected: str, user: str = "U1") -> Trace:
-        """Post a signed app_mention starting a new thread; the Trace fills in as the reply shows."""
+    async def send(self, question: str, expected: str, user: str = "U1", url: str | None = None) -> Trace:
+        """Post a signed app_mention starting a new thread (to url: another replica); the Trace fills in as the reply shows."""
         if user not in self._users:
             self.fake.add_user(user, name=f"user-{user.lower()}")
             self._users.add(user)
@@ -133,7 +133,7 @@ class SlackSide:
         trace = Trace(f"{channel}/{ts}", question, visible(expected), time.monotonic())
         self.traces[(channel, ts)] = trace
         assert self._session is not None
-        status, _ = await post_signed(self._session, self.url, body, SECRET)
+        status, _ = await post_signed(self._session, url or self.url, body, SECRET)
         assert status == 200, status
         return trace
 

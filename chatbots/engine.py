@@ -199,9 +199,8 @@ class Engine:
             if waiting[0] == 0:
                 del self._queues[key]
 
-    async def _instructions(self, key: ConversationKey) -> tuple[str, str]:
-        """The model and system instructions that apply here: the workspace's, then the channel's on top."""
-        found = await self.store.settings_for(key)
+    def _instructions(self, found: dict[str, str]) -> tuple[str, str]:
+        """The model and system instructions these settings give: the workspace's, then the channel's on top."""
         model = found.get("model") or self.config.model
         return model, system_instructions(found, self.config.default_instructions)
 
@@ -268,10 +267,11 @@ class Engine:
             if message.addressed is not Addressed.CONTEXT:
                 await _quietly(reply.fail(EMPTY_NOTICE), "fail")
             return TurnResult(TurnStatus.EMPTY)
-        model, instructions = await self._instructions(message.key)
+        found = await self.store.settings_for(message.key)  # once per turn: on PostgreSQL each read is a round trip
+        model, instructions = self._instructions(found)
         counter = self.counter(model)
         workspace_id = await self.store.workspace_id(message.key.platform, message.key.workspace)
-        caps = await self.caps(message.key)
+        caps = caps_for(message.key, found, self.config)
         if message.addressed is not Addressed.CONTEXT:
             try:  # before moderation or the model cost anything: a flood over the rate stops here
                 await self.limits.precheck(workspace_id, message.author_id, caps)
@@ -286,7 +286,7 @@ class Engine:
                 await _quietly(reply.fail(NO_ROOM_NOTICE), "fail")
             return TurnResult(TurnStatus.NO_ROOM)
         text, truncated = fitted
-        moderated = self.moderator is not None and (await self.store.settings_for(message.key)).get("moderation", "on") == "on"
+        moderated = self.moderator is not None and found.get("moderation", "on") == "on"
         if moderated:
             assert self.moderator is not None
             verdict = await self.moderator.check(text)

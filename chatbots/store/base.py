@@ -83,6 +83,9 @@ class SQLDatabase(ABC):
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        self.statements = 0
+        """Statements sent (each _run, each _run_many, each transaction opened): the benchmark's round-trip count.
+        Unlocked, so concurrent threads may lose a count; never read for decisions."""
 
     # -- how a backend runs statements --
 

@@ -138,6 +138,7 @@ class PostgresDatabase(SQLDatabase):
             yield conn
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        self.statements += 1
         with self._connection() as conn:
             cursor = conn.execute(_pg(sql), list(params) or None)  # type: ignore[arg-type]
             rows = cursor.fetchall() if cursor.description else []
@@ -145,6 +146,7 @@ class PostgresDatabase(SQLDatabase):
             return Result(rows, cursor.rowcount, columns)
 
     def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.statements += 1
         with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
             cursor.executemany(_pg(sql), rows)  # type: ignore[arg-type]
 
@@ -153,6 +155,7 @@ class PostgresDatabase(SQLDatabase):
         if getattr(self._local, "conn", None) is not None:
             yield
             return
+        self.statements += 1
         with self.pool.connection() as conn, conn.transaction():
             self._local.conn = conn
             try:

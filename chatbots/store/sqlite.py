@@ -68,6 +68,7 @@ class SQLiteDatabase(SQLDatabase):
         self.db.close()
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        self.statements += 1
         with self._lock:
             cursor = self.db.execute(sql, list(params))
             rows = cursor.fetchall() if cursor.description else []
@@ -77,6 +78,7 @@ class SQLiteDatabase(SQLDatabase):
             return Result(rows, cursor.rowcount, columns)
 
     def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.statements += 1
         with self._lock:
             self.db.conn.executemany(sql, rows)
             if not self._in_transaction:
@@ -86,6 +88,7 @@ class SQLiteDatabase(SQLDatabase):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        self.statements += 1
         with self._lock, self.db.atomic():
             self._in_transaction = True
             try:
