@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from chatbots.cli import main
-from chatbots.migrate_db import OWN_HISTORY, Progress, copy_all, migrate_db, table_order
+from chatbots.migrate_db import NOT_COPIED, Progress, copy_all, migrate_db, table_order
 from chatbots.store import Store
 from chatbots.store.postgres import PostgresDatabase
 from chatbots.store.sqlite import SQLiteDatabase
@@ -124,7 +124,7 @@ def test_both_schemas_have_the_same_columns(tmp_path: Path, target: str) -> None
     finally:
         sqlite.close()
         postgres.close()
-    assert "_sqlite_migrations" in OWN_HISTORY and "messages" in mine
+    assert "_sqlite_migrations" in NOT_COPIED and "messages" in mine
     assert mine == theirs
 
 
