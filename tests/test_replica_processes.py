@@ -66,3 +66,25 @@ async def test_a_conversation_continues_on_whichever_replica_gets_the_next_messa
     await shown(slack, ts, "echo: what was it?")
     prompt = str(model.requests[-1]["messages"])
     assert "my code word is teal" in prompt and "echo: my code word is teal" in prompt, "the other replica's turns"
+
+
+async def test_socket_mode_replicas_each_open_a_connection_and_a_redelivery_to_the_other_is_answered_once(
+    postgres_url: str,
+) -> None:
+    empty(postgres_url)
+    async with FakeSlack() as slack, FakeModelServer() as model, AsyncExitStack() as stack:
+        env = {"SLACK_BOT_TOKEN": "xoxb-replicas", "SLACK_APP_TOKEN": "xapp-replicas", "SLACK_API_URL": slack.api_url,
+               "OPENAI_BASE_URL": model.base_url, "DATABASE_URL": postgres_url}
+        await asyncio.gather(*(stack.enter_async_context(bot_process(env, free_port())) for _ in range(2)))
+        await slack.wait_for(lambda: slack.socket_connections == 2, 30, "a connection from each replica")
+        ts = next_ts()
+        body = event_callback("T1", app_mention("C1", "U1", "<@UBOT> over the socket", ts=ts), event_id="EvSock")
+        await slack.socket_send_event(body, connection=0)
+        await slack.socket_send_event(body, retry_attempt=1, retry_reason="timeout", connection=1)
+        await shown(slack, ts, "echo: over the socket")
+        later = next_ts()
+        await slack.socket_send_event(
+            event_callback("T1", app_mention("C1", "U1", "<@UBOT> and then", ts=later), event_id="EvSock2"), connection=1)
+        await shown(slack, later, "echo: and then")
+        assert [m.text for m in slack.messages("C1") if m.thread_ts == ts] == ["echo: over the socket"]
+        assert sum(1 for request in model.requests if "over the socket" in str(request["messages"])) == 1

@@ -56,8 +56,9 @@ class SocketMode:
         *,
         accepts_response_payload: bool | None = None,
         timeout: float = 5.0,
+        connection: int = -1,
     ) -> str:
-        """Push one envelope to the newest open connection (waiting for one); return its id.
+        """Push one envelope to an open connection (the newest unless told which, in opening order); return its id.
 
         ``envelope_type`` is "events_api", "slash_commands" or "interactive". Only
         events_api envelopes carry retry_attempt / retry_reason, as in Slack; Bolt maps them
@@ -75,17 +76,18 @@ class SocketMode:
         if envelope_type == "events_api":
             envelope["retry_attempt"] = retry_attempt
             envelope["retry_reason"] = retry_reason
-        ws = [s for s in self._sockets if not s.closed][-1]
+        ws = [s for s in self._sockets if not s.closed][connection]
         self.envelopes.append(envelope)
         await ws.send_json(envelope)
         return envelope["envelope_id"]
 
     async def socket_send_event(
-        self, event_callback_body: dict[str, Any], retry_attempt: int = 0, retry_reason: str = ""
+        self, event_callback_body: dict[str, Any], retry_attempt: int = 0, retry_reason: str = "", connection: int = -1
     ) -> str:
-        """Push an Events API body (see ``event_callback``) as an events_api envelope."""
+        """Push an Events API body (see ``event_callback``) as an events_api envelope (Slack spreads an app's
+        events over its open connections: ``connection`` picks one, in opening order)."""
         self.record_event(event_callback_body)
-        return await self.socket_send("events_api", event_callback_body, retry_attempt, retry_reason)
+        return await self.socket_send("events_api", event_callback_body, retry_attempt, retry_reason, connection=connection)
 
     async def socket_send_slash_command(self, form: dict[str, Any]) -> str:
         """Push a slash command (see ``slash_command_form``); in Socket Mode it arrives as JSON."""
