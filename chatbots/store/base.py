@@ -413,9 +413,13 @@ class SQLDatabase(ABC):
 
     def record_reply_parts(self, workspace_id: int, message_id: int, platform_ids: list[str]) -> None:
         """Remember every platform message a reply was posted as, so a reaction on any of them finds it."""
-        self._run_many(
-            "INSERT INTO reply_parts (workspace_id, platform_id, message_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            [(workspace_id, platform_id, message_id) for platform_id in platform_ids],
+        parts = list(dict.fromkeys(platform_ids))
+        if not parts:
+            return
+        self._run(  # one statement, one round trip: a reply of many parts needs no transaction around it
+            "INSERT INTO reply_parts (workspace_id, platform_id, message_id) VALUES "
+            + ", ".join("(?, ?, ?)" for _ in parts) + " ON CONFLICT DO NOTHING",
+            [value for platform_id in parts for value in (workspace_id, platform_id, message_id)],
         )
 
     def record_feedback(self, workspace_id: int, platform_id: str, user_id: str, value: int | None) -> bool:

@@ -89,9 +89,13 @@ class PostgresDatabase(SQLDatabase):
     def connect(
         cls, url: str, clock: Clock = system_clock, connect_timeout: float = 10.0, wait: float = WAIT_FOR_CONNECTION
     ) -> PostgresDatabase:
-        """A pool of connections, without touching the schema (`chatbots doctor` looks, and changes nothing)."""
+        """A pool of connections, without touching the schema (`chatbots doctor` looks, and changes nothing).
+
+        Connections are not checked when handed out (that is a round trip per statement): a connection the server
+        dropped fails its next statement, the pool discards it when it comes back broken, and the turn that met
+        it ends with the storage notice; the health check's pings flush the rest out after an outage."""
         pool = ConnectionPool(
-            url, min_size=1, max_size=POOL_SIZE, open=False, check=ConnectionPool.check_connection, timeout=wait,
+            url, min_size=1, max_size=POOL_SIZE, open=False, timeout=wait,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))}, name="chatbots",
         )
         try:
