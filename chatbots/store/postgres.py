@@ -21,7 +21,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ..clock import Clock, system_clock
-from .base import Result, SQLDatabase, StoreError
+from ..window import MAX_WINDOW_MESSAGES
+from .base import WINDOW_SQL, Result, SQLDatabase, StoreError
 from .pg_schema import MIGRATIONS
 
 MIGRATION_LOCK = 0x43686174626F7473  # "Chatbots": the advisory lock one migrating replica holds
@@ -128,6 +129,43 @@ class PostgresDatabase(SQLDatabase):
         exists = self._run("SELECT to_regclass('chatbots_migrations') IS NOT NULL").one()
         done = [row[0] for row in self._run("SELECT name FROM chatbots_migrations ORDER BY name").rows] if exists and exists[0] else []
         return done, [name for name, _ in MIGRATIONS if name not in done]
+
+    # -- window versions: every change to what a conversation's window shows bumps conversations.version in the
+    # same statement (so no extra round trip, and no reader sees the change without the bump); a Store holding a
+    # window with the version it reflects knows, from the version its own write returns, whether anyone else
+    # changed that window since.
+
+    def _changed_rows(self, dml: str, params: Sequence[Any], returning: str) -> list[tuple[Any, ...]]:
+        return self._run(
+            f"WITH changed AS ({dml} RETURNING {returning}, conversation_id AS changed_conversation), "
+            "bumped AS (UPDATE conversations SET version = version + 1 "
+            "WHERE id IN (SELECT changed_conversation FROM changed) RETURNING id, version) "
+            f"SELECT changed.{', changed.'.join(returning.split(', '))}, bumped.version FROM changed "
+            "LEFT JOIN bumped ON bumped.id = changed.changed_conversation",
+            params,
+        ).rows
+
+    def _changed_count(self, dml: str, params: Sequence[Any]) -> int:
+        row = self._run(
+            f"WITH changed AS ({dml} RETURNING conversation_id), "
+            "bumped AS (UPDATE conversations SET version = version + 1 WHERE id IN (SELECT conversation_id FROM changed)) "
+            "SELECT count(*) FROM changed",
+            params,
+        ).one()
+        return int(row[0]) if row else 0
+
+    def _window_rows(self, conversation_id: int, token_budget: int) -> tuple[list[tuple[Any, ...]], int | None]:
+        """The window and its conversation's version in one statement, hence one snapshot: they agree."""
+        rows = self._run(
+            f"SELECT held.*, (SELECT version FROM conversations WHERE id = ?) FROM ({WINDOW_SQL}) AS held ORDER BY id",
+            [conversation_id, conversation_id, MAX_WINDOW_MESSAGES + 1, token_budget],
+        ).rows
+        return [row[:8] for row in rows], (int(rows[0][8]) if rows and rows[0][8] is not None else None)
+
+    def _write_exact(self, conversation_id: int, corrected: list[tuple[int, int]]) -> None:
+        with self.transaction():
+            super()._write_exact(conversation_id, corrected)
+            self._run("UPDATE conversations SET version = version + 1 WHERE id = ?", [conversation_id])
 
     def close(self) -> None:
         self.pool.close()  # turn locks close asynchronously first (Store.close_turns)
