@@ -124,3 +124,21 @@ async def test_a_window_read_without_a_write_of_this_turn_comes_from_the_databas
     await turn(two, "q2")
     conversation = await one.conversation_id(KEY)
     assert [m.text for m in (await one.window(conversation, BUDGET)).messages] == ["q1", "q2"]
+
+
+async def test_settings_come_with_the_turns_lock_and_are_never_stale(replicas: tuple[Store, Store]) -> None:
+    one, two = replicas
+    async with one.turn(KEY):
+        before = one.sql.statements
+        assert await one.settings_for(KEY) == {}
+        assert one.sql.statements == before, "read in the statement that took the turn's lock"
+    workspace = await two.workspace_id(KEY.platform, KEY.workspace)
+    await two.set_setting(workspace, "model", "gpt-4o-mini")
+    await two.set_setting(workspace, "model", "o3", channel=KEY.channel)
+    await two.set_setting(workspace, "model", "elsewhere", channel="C2")
+    async with one.turn(KEY):
+        assert await one.settings_for(KEY) == {"model": "gpt-4o-mini", "channel_model": "o3"}
+    await two.set_setting(workspace, "model", None, channel=KEY.channel)
+    async with one.turn(KEY):
+        assert await one.settings_for(KEY) == {"model": "gpt-4o-mini"}
+    assert await one.settings_for(KEY) == {"model": "gpt-4o-mini"}, "outside a turn: read on its own"

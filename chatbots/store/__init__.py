@@ -49,6 +49,18 @@ def turn_key(key: ConversationKey) -> int:
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
+SETTINGS_BY_KEY = (
+    "SELECT COALESCE(json_agg(json_build_array(s.channel, s.name, s.value)), '[]') FROM settings s JOIN workspaces w "
+    "ON w.id = s.workspace_id WHERE w.platform = ? AND w.external_id = ? AND s.channel IN ('', ?)"
+)
+"""A conversation's settings as one JSON value (PostgreSQL), read in the statement that takes its turn's lock."""
+
+
+def _settings(rows: list[list[str]]) -> dict[str, str]:
+    """SETTINGS_BY_KEY's value as settings_for returns them."""
+    return {(f"channel_{name}" if channel else name): value for channel, name, value in rows}
+
+
 ID_CACHE_ENTRIES = 10_000
 SETTINGS_CACHE_ENTRIES = 10_000
 
@@ -67,6 +79,8 @@ class Store:
         self.windows = WindowCache()
         self._versions: LRU[int, int] = LRU(ID_CACHE_ENTRIES)
         """Shared databases: the version of its conversation each cached window reflects."""
+        self._turn_settings: LRU[ConversationKey, dict[str, str]] = LRU(ID_CACHE_ENTRIES)
+        """Shared databases: settings read with a turn's lock, until the turn asks for them."""
         self._written: LRU[int, int] = LRU(ID_CACHE_ENTRIES)
         """Shared databases: the version this Store's last write of a message returned, until the next window read."""
 
@@ -116,7 +130,12 @@ class Store:
         return key in self._conversations or await self.run(self.sql.has_conversation, key)
 
     async def settings_for(self, key: ConversationKey) -> dict[str, str]:
-        """The workspace's settings with the channel's layered on; channel values come back as channel_NAME."""
+        """The workspace's settings with the channel's layered on; channel values come back as channel_NAME.
+
+        Shared databases: read for every turn (with the turn's lock when that was free, see turn())."""
+        read_with_lock = self._turn_settings.pop(key)
+        if read_with_lock is not None:
+            return read_with_lock
         workspace = await self.workspace_id(key.platform, key.workspace)
         found = None if self.shared else self._settings.get((workspace, key.channel))
         if found is None:
@@ -254,8 +273,13 @@ class Store:
         if locks is None:
             yield
             return
-        async with locks.held(turn_key(key)):
-            yield
+        async with locks.held(turn_key(key), (SETTINGS_BY_KEY, [key.platform, key.workspace, key.channel])) as found:
+            if found is not None:  # read with the lock, in one round trip: settings_for takes it once
+                self._turn_settings.put(key, _settings(found))
+            try:
+                yield
+            finally:
+                self._turn_settings.pop(key)
 
     # -- what platforms and commands ask --
 

@@ -221,6 +221,10 @@ class TurnLocks:
     process asks for a conversation's lock once at a time (session locks are re-entrant within a connection).
     A connection whose state is in doubt (an error, or a cancel mid-statement) is closed, which frees its locks:
     a lock is never left held by a turn that ended.
+
+    Round trips: the uncontended lock carries a read the turn needs anyway (its settings) in the same statement,
+    and is released without the turn waiting for the unlock (the next statement on that connection queues behind
+    it; close() waits for releases in flight).
     """
 
     def __init__(self, url: str) -> None:
@@ -228,6 +232,7 @@ class TurnLocks:
         self._shared: psycopg.AsyncConnection[Any] | None = None
         self._connecting = asyncio.Lock()
         self._waiters: AsyncConnectionPool | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
 
     async def _holder(self) -> psycopg.AsyncConnection[Any]:
         async with self._connecting:
@@ -246,19 +251,27 @@ class TurnLocks:
             return self._waiters
 
     @asynccontextmanager
-    async def held(self, key: int) -> AsyncIterator[None]:
-        """Hold the lock on key (a conversation's turn) for the body, across every process on this database."""
+    async def held(self, key: int, read: tuple[str, Sequence[Any]] | None = None) -> AsyncIterator[Any]:
+        """Hold the lock on key (a conversation's turn) for the body, across every process on this database.
+
+        read: a one-value query (`?` placeholders) run in the same statement as an uncontended lock; the body gets
+        its value, or None when the turn had to wait (the value would be stale by then)."""
         holder = await self._holder()
+        sql, params = "SELECT pg_try_advisory_lock(%s)", [key]
+        if read is not None:
+            sql, params = f"{sql}, ({_pg(read[0])})", [key, *read[1]]
         try:
-            taken = await (await holder.execute("SELECT pg_try_advisory_lock(%s)", [key])).fetchone()
+            taken = await (await holder.execute(sql, params)).fetchone()  # type: ignore[arg-type]
         except BaseException:
             await holder.close()
             raise
         if taken and taken[0]:
             try:
-                yield
+                yield taken[1] if read is not None else None
             finally:
-                await _release(holder, key)
+                task = asyncio.ensure_future(_release(holder, key))
+                self._releasing.add(task)
+                task.add_done_callback(self._releasing.discard)
             return
         pool = await self._pool()
         async with pool.connection() as own:
@@ -268,11 +281,13 @@ class TurnLocks:
                 await own.close()  # it may have the lock: closing frees it, and the pool drops the connection
                 raise
             try:
-                yield
+                yield None
             finally:
                 await _release(own, key)
 
     async def close(self) -> None:
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
         if self._shared is not None:
             await self._shared.close()
         if self._waiters is not None:
