@@ -142,3 +142,15 @@ async def test_settings_come_with_the_turns_lock_and_are_never_stale(replicas: t
     async with one.turn(KEY):
         assert await one.settings_for(KEY) == {"model": "gpt-4o-mini"}
     assert await one.settings_for(KEY) == {"model": "gpt-4o-mini"}, "outside a turn: read on its own"
+
+
+async def test_a_completed_answer_records_its_reply_parts_in_the_same_statement(replicas: tuple[Store, Store]) -> None:
+    one, two = replicas
+    conversation = await one.conversation_id(KEY)
+    workspace = await one.workspace_id(KEY.platform, KEY.workspace)
+    row = await one.begin_answer(conversation, "gpt-4o")
+    before = one.sql.statements
+    await one.complete_answer(row, "an answer in two posts", 5, status="ok", reply_parts=(workspace, ["p1", "p2", "p2"]))
+    assert one.sql.statements == before + 1
+    assert await two.record_feedback(workspace, "p2", "U2", 1) and await two.record_feedback(workspace, "p1", "U2", -1)
+    assert not await two.record_feedback(workspace, "p3", "U2", 1)

@@ -216,6 +216,8 @@ class Store:
         await self.run(self.sql.save_partial, message_id, text)
 
     async def complete_answer(self, message_id: int, text: str, tokens: int, **fields: Any) -> None:
+        """Finish an answer row; reply_parts=(workspace id, platform ids) also records its parts (one statement on
+        PostgreSQL)."""
         conversation, version = await self.run(self.sql.complete_answer_versioned, message_id, text, tokens, **fields)
         if conversation is not None:
             exact = fields.get("exact", True)

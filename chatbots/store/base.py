@@ -121,11 +121,18 @@ class SQLDatabase(ABC):
         """WINDOW_SQL's rows, and the window version they reflect (None: this database's windows carry none)."""
         return self._run(WINDOW_SQL, [conversation_id, MAX_WINDOW_MESSAGES + 1, token_budget]).rows, None
 
-    def _changed_rows(self, dml: str, params: Sequence[Any], returning: str) -> list[tuple[Any, ...]]:
+    def _changed_rows(
+        self, dml: str, params: Sequence[Any], returning: str, also: tuple[str, Sequence[Any]] | None = None
+    ) -> list[tuple[Any, ...]]:
         """Run an INSERT, UPDATE or DELETE of messages that changes what a window shows; for each row changed, the
         `returning` columns and then the conversation's window version after the change (None here: one process
-        owns the database and keeps its windows current by its own writes; PostgreSQL bumps versions)."""
-        return [(*row, None) for row in self._run(f"{dml} RETURNING {returning}", params).rows]
+        owns the database and keeps its windows current by its own writes; PostgreSQL bumps versions).
+
+        also: a statement to run after it, when it changed a row (PostgreSQL: in the same statement)."""
+        rows = [(*row, None) for row in self._run(f"{dml} RETURNING {returning}", params).rows]
+        if rows and also is not None:
+            self._run(*also)
+        return rows
 
     def _changed_count(self, dml: str, params: Sequence[Any]) -> int:
         """Like _changed_rows, for bulk changes: how many rows changed."""
@@ -255,8 +262,11 @@ class SQLDatabase(ABC):
     def complete_answer_versioned(
         self, message_id: int, text: str, tokens: int, *, status: str, exact: bool = True,
         platform_id: str | None = None, usage: tuple[int, int] | None = None,
+        reply_parts: tuple[int, list[str]] | None = None,
     ) -> tuple[int | None, int | None]:
-        """complete_answer, and the conversation's window version after it (None where windows carry no versions)."""
+        """complete_answer, and the conversation's window version after it (None where windows carry no versions).
+
+        reply_parts: (workspace id, platform ids) to record as record_reply_parts does, when the answer is kept."""
         if not text.strip():
             self._run("DELETE FROM messages WHERE id = ?", [message_id])  # a streaming row: never in a window
             return None, None
@@ -266,6 +276,7 @@ class SQLDatabase(ABC):
             "completion_tokens = ?, updated_at = ? WHERE id = ?",
             [text, tokens, int(exact), status, platform_id, prompt_tokens, completion_tokens, self._now(), message_id],
             "conversation_id",
+            self._reply_parts_sql(reply_parts[0], message_id, reply_parts[1]) if reply_parts else None,
         )
         return (None, None) if not rows else (int(rows[0][0]), rows[0][1])
 
@@ -474,10 +485,17 @@ class SQLDatabase(ABC):
 
     def record_reply_parts(self, workspace_id: int, message_id: int, platform_ids: list[str]) -> None:
         """Remember every platform message a reply was posted as, so a reaction on any of them finds it."""
+        statement = self._reply_parts_sql(workspace_id, message_id, platform_ids)
+        if statement is not None:
+            self._run(*statement)
+
+    @staticmethod
+    def _reply_parts_sql(workspace_id: int, message_id: int, platform_ids: list[str]) -> tuple[str, list[Any]] | None:
+        """One multi-row INSERT (one round trip, no transaction around it) recording a reply's parts; None for none."""
         parts = list(dict.fromkeys(platform_ids))
         if not parts:
-            return
-        self._run(  # one statement, one round trip: a reply of many parts needs no transaction around it
+            return None
+        return (
             "INSERT INTO reply_parts (workspace_id, platform_id, message_id) VALUES "
             + ", ".join("(?, ?, ?)" for _ in parts) + " ON CONFLICT DO NOTHING",
             [value for platform_id in parts for value in (workspace_id, platform_id, message_id)],

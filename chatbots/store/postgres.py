@@ -135,14 +135,18 @@ class PostgresDatabase(SQLDatabase):
     # window with the version it reflects knows, from the version its own write returns, whether anyone else
     # changed that window since.
 
-    def _changed_rows(self, dml: str, params: Sequence[Any], returning: str) -> list[tuple[Any, ...]]:
+    def _changed_rows(
+        self, dml: str, params: Sequence[Any], returning: str, also: tuple[str, Sequence[Any]] | None = None
+    ) -> list[tuple[Any, ...]]:
+        # `also` runs in the same statement; it must not depend on the change (its rows are not visible to it)
+        extra, extra_params = (f"also AS ({also[0]}), ", list(also[1])) if also is not None else ("", [])
         return self._run(
-            f"WITH changed AS ({dml} RETURNING {returning}, conversation_id AS changed_conversation), "
+            f"WITH changed AS ({dml} RETURNING {returning}, conversation_id AS changed_conversation), {extra}"
             "bumped AS (UPDATE conversations SET version = version + 1 "
             "WHERE id IN (SELECT changed_conversation FROM changed) RETURNING id, version) "
             f"SELECT changed.{', changed.'.join(returning.split(', '))}, bumped.version FROM changed "
             "LEFT JOIN bumped ON bumped.id = changed.changed_conversation",
-            params,
+            [*params, *extra_params],
         ).rows
 
     def _changed_count(self, dml: str, params: Sequence[Any]) -> int:
