@@ -237,6 +237,8 @@ class TurnLocks:
         self._connecting = asyncio.Lock()
         self._waiters: AsyncConnectionPool | None = None
         self._releasing: set[asyncio.Task[None]] = set()
+        self.statements = 0
+        """Lock and unlock statements sent (the benchmark's round-trip count; unlocks are not waited for)."""
 
     async def _holder(self) -> psycopg.AsyncConnection[Any]:
         async with self._connecting:
@@ -264,6 +266,7 @@ class TurnLocks:
         sql, params = "SELECT pg_try_advisory_lock(%s)", [key]
         if read is not None:
             sql, params = f"{sql}, ({_pg(read[0])})", [key, *read[1]]
+        self.statements += 2  # the lock, and its unlock
         try:
             taken = await (await holder.execute(sql, params)).fetchone()  # type: ignore[arg-type]
         except BaseException:
@@ -278,6 +281,7 @@ class TurnLocks:
                 task.add_done_callback(self._releasing.discard)
             return
         pool = await self._pool()
+        self.statements += 1
         async with pool.connection() as own:
             try:
                 await own.execute("SELECT pg_advisory_lock(%s)", [key])
