@@ -154,3 +154,13 @@ async def test_a_completed_answer_records_its_reply_parts_in_the_same_statement(
     assert one.sql.statements == before + 1
     assert await two.record_feedback(workspace, "p2", "U2", 1) and await two.record_feedback(workspace, "p1", "U2", -1)
     assert not await two.record_feedback(workspace, "p3", "U2", 1)
+
+
+async def test_a_write_vouches_for_the_window_only_within_its_turn(replicas: tuple[Store, Store]) -> None:
+    one, two = replicas
+    async with one.turn(KEY):
+        await turn(one, "q1")
+        conversation = await one.conversation_id(KEY)
+        await one.add_message(conversation, "user", "context", 5, platform_id="context")  # stored, window not read
+    await two.add_message(conversation, "user", "q2", 5, platform_id="q2")
+    assert [m.text for m in (await one.window(conversation, BUDGET)).messages] == ["q1", "context", "q2"]

@@ -280,8 +280,11 @@ class Store:
                 self._turn_settings.put(key, _settings(found))
             try:
                 yield
-            finally:
+            finally:  # what this turn read and wrote vouches for nothing after it
                 self._turn_settings.pop(key)
+                conversation = self._conversations.get(key)
+                if conversation is not None:
+                    self._written.pop(conversation)
 
     # -- what platforms and commands ask --
 
