@@ -183,11 +183,11 @@ def _checkouts(engine: Engine) -> int:
 
 
 async def counted(engine: Engine, name: str, turns: int, start: int, **extra: Any) -> dict[str, Any]:
-    """Measure turns; the row carries statements (and pool check-outs) per turn besides the timings."""
-    statements, checkouts = engine.store.sql.statements, _checkouts(engine)
-    row = summary(name, await measure(engine, turns, start))
+    """Measure turns; the row carries statements (and pool check-outs, turn-lock statements) per turn besides the timings."""
     locks = engine.store.sql.turn_locks
+    statements, checkouts = engine.store.sql.statements, _checkouts(engine)
     locked = locks.statements if locks is not None else 0
+    row = summary(name, await measure(engine, turns, start))
     row["statements_per_turn"] = round((engine.store.sql.statements - statements) / turns, 2)
     if getattr(engine.store.sql, "pool", None) is not None:
         row["pool_checkouts_per_turn"] = round((_checkouts(engine) - checkouts) / turns, 2)
