@@ -164,3 +164,18 @@ async def test_a_write_vouches_for_the_window_only_within_its_turn(replicas: tup
         await one.add_message(conversation, "user", "context", 5, platform_id="context")  # stored, window not read
     await two.add_message(conversation, "user", "q2", 5, platform_id="q2")
     assert [m.text for m in (await one.window(conversation, BUDGET)).messages] == ["q1", "context", "q2"]
+
+
+async def test_an_answer_forgotten_while_streaming_records_no_reply_parts(replicas: tuple[Store, Store]) -> None:
+    one, two = replicas
+    sqlite = Store.open(":memory:")
+    try:
+        for store, other in ((one, two), (sqlite, sqlite)):
+            conversation = await store.conversation_id(KEY)
+            workspace = await store.workspace_id(KEY.platform, KEY.workspace)
+            row = await store.begin_answer(conversation, "gpt-4o")
+            await other.forget_conversation(KEY)
+            await store.complete_answer(row, "too late", 5, status="ok", reply_parts=(workspace, ["late"]))
+            assert not await other.record_feedback(workspace, "late", "U2", 1)
+    finally:
+        sqlite.close()

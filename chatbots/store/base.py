@@ -8,6 +8,7 @@ these calls on worker threads so the event loop never waits on the database.
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -122,16 +123,18 @@ class SQLDatabase(ABC):
         return self._run(WINDOW_SQL, [conversation_id, MAX_WINDOW_MESSAGES + 1, token_budget]).rows, None
 
     def _changed_rows(
-        self, dml: str, params: Sequence[Any], returning: str, also: tuple[str, Sequence[Any]] | None = None
+        self, dml: str, params: Sequence[Any], returning: str, also: Callable[[str], tuple[str, list[Any]] | None] | None = None
     ) -> list[tuple[Any, ...]]:
         """Run an INSERT, UPDATE or DELETE of messages that changes what a window shows; for each row changed, the
         `returning` columns and then the conversation's window version after the change (None here: one process
         owns the database and keeps its windows current by its own writes; PostgreSQL bumps versions).
 
-        also: a statement to run after it, when it changed a row (PostgreSQL: in the same statement)."""
+        also: given an SQL condition, a statement (or None) writing only where the condition holds; it runs when
+        the change touched a row (PostgreSQL: in the same statement, the condition saying whether it did)."""
         rows = [(*row, None) for row in self._run(f"{dml} RETURNING {returning}", params).rows]
-        if rows and also is not None:
-            self._run(*also)
+        statement = also("1 = 1") if rows and also is not None else None
+        if statement is not None:
+            self._run(*statement)
         return rows
 
     def _changed_count(self, dml: str, params: Sequence[Any]) -> int:
@@ -276,7 +279,7 @@ class SQLDatabase(ABC):
             "completion_tokens = ?, updated_at = ? WHERE id = ?",
             [text, tokens, int(exact), status, platform_id, prompt_tokens, completion_tokens, self._now(), message_id],
             "conversation_id",
-            self._reply_parts_sql(reply_parts[0], message_id, reply_parts[1]) if reply_parts else None,
+            functools.partial(self._reply_parts_sql, reply_parts[0], message_id, reply_parts[1]) if reply_parts else None,
         )
         return (None, None) if not rows else (int(rows[0][0]), rows[0][1])
 
@@ -490,14 +493,17 @@ class SQLDatabase(ABC):
             self._run(*statement)
 
     @staticmethod
-    def _reply_parts_sql(workspace_id: int, message_id: int, platform_ids: list[str]) -> tuple[str, list[Any]] | None:
-        """One multi-row INSERT (one round trip, no transaction around it) recording a reply's parts; None for none."""
+    def _reply_parts_sql(
+        workspace_id: int, message_id: int, platform_ids: list[str], when: str = "1 = 1"
+    ) -> tuple[str, list[Any]] | None:
+        """One INSERT of every part (one round trip, no transaction around it), of the rows for which the SQL
+        condition `when` holds; None for no parts."""
         parts = list(dict.fromkeys(platform_ids))
         if not parts:
             return None
         return (
-            "INSERT INTO reply_parts (workspace_id, platform_id, message_id) VALUES "
-            + ", ".join("(?, ?, ?)" for _ in parts) + " ON CONFLICT DO NOTHING",
+            "INSERT INTO reply_parts (workspace_id, platform_id, message_id) "
+            + " UNION ALL ".join(f"SELECT ?, ?, ? WHERE {when}" for _ in parts) + " ON CONFLICT DO NOTHING",
             [value for platform_id in parts for value in (workspace_id, platform_id, message_id)],
         )
 

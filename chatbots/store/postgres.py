@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -136,10 +136,10 @@ class PostgresDatabase(SQLDatabase):
     # changed that window since.
 
     def _changed_rows(
-        self, dml: str, params: Sequence[Any], returning: str, also: tuple[str, Sequence[Any]] | None = None
+        self, dml: str, params: Sequence[Any], returning: str, also: Callable[[str], tuple[str, list[Any]] | None] | None = None
     ) -> list[tuple[Any, ...]]:
-        # `also` runs in the same statement; it must not depend on the change (its rows are not visible to it)
-        extra, extra_params = (f"also AS ({also[0]}), ", list(also[1])) if also is not None else ("", [])
+        statement = also("EXISTS (SELECT 1 FROM changed)") if also is not None else None
+        extra, extra_params = (f"also AS ({statement[0]}), ", statement[1]) if statement is not None else ("", [])
         return self._run(
             f"WITH changed AS ({dml} RETURNING {returning}, conversation_id AS changed_conversation), {extra}"
             "bumped AS (UPDATE conversations SET version = version + 1 "
