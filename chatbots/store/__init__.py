@@ -3,7 +3,7 @@
 A locked or slow database then delays only the turns that need it; the event loop keeps serving heartbeats,
 health checks and everything else. With SQLite one process owns the file, so the caches of settings and recent
 windows are kept current by the writes made here. With PostgreSQL replicas share the database: ids, which never
-change, are cached; settings are read for every turn; a window is kept with the version of its conversation it
+change, are cached; settings are read for every turn (with its lock); a window is kept with the version of its conversation it
 reflects (conversations.version, bumped by every statement that changes what the window shows) and served from
 memory only when the version this turn's own write returned says nobody else changed it since.
 """

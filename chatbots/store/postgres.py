@@ -2,8 +2,9 @@
 
 Replicas share nothing but this database, so every exactly-once decision here is a unique key (events,
 messages' platform ids), the schema is migrated by one replica while the others wait on an advisory lock, and
-the Store keeps no cache of rows another process could change. The same statements as SQLite run here
-(chatbots.store.base); `?` placeholders become `%s` once per statement.
+the Store trusts no cached row another process could change unless a version read in the same round trip
+vouches for it (conversations.version, bumped in every statement that changes what a window shows). The same
+statements as SQLite run here (chatbots.store.base); `?` placeholders become `%s` once per statement.
 """
 
 from __future__ import annotations
