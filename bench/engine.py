@@ -3,8 +3,10 @@
 A 1,000-message conversation in a database of 1,000,000 messages; the model answers instantly in 50
 chunks from inside the process, so each measured turn is pure engine work: store the question, load
 and trim the window, build the prompt, stream, store the answer. Each row also reports the statements
-the store sent per turn (SQLDatabase.statements) and, on PostgreSQL, the pool check-outs per turn: the
-pool checks each connection it hands out with an empty query, one more round trip each.
+the store sent per turn (SQLDatabase.statements) and, on PostgreSQL, the pool check-outs per turn (a
+hand-out costs no round trip: connections are not checked) and the turn-lock statements per turn (the
+lock, which also reads the turn's settings, and its unlock, which the turn does not wait for);
+round_trips_per_turn adds statements and turn-lock statements.
 
     python -m bench.engine [--turns 300] [--http] [--database-url URL | --postgres] [--experiments]
 
@@ -181,12 +183,16 @@ def _checkouts(engine: Engine) -> int:
 
 
 async def counted(engine: Engine, name: str, turns: int, start: int, **extra: Any) -> dict[str, Any]:
-    """Measure turns; the row carries statements (and pool check-outs) per turn besides the timings."""
+    """Measure turns; the row carries statements (and pool check-outs, turn-lock statements) per turn besides the timings."""
+    locks = engine.store.sql.turn_locks
     statements, checkouts = engine.store.sql.statements, _checkouts(engine)
+    locked = locks.statements if locks is not None else 0
     row = summary(name, await measure(engine, turns, start))
     row["statements_per_turn"] = round((engine.store.sql.statements - statements) / turns, 2)
     if getattr(engine.store.sql, "pool", None) is not None:
         row["pool_checkouts_per_turn"] = round((_checkouts(engine) - checkouts) / turns, 2)
+        row["turn_lock_statements_per_turn"] = round((locks.statements - locked) / turns, 2)
+        row["round_trips_per_turn"] = round(row["statements_per_turn"] + row["turn_lock_statements_per_turn"], 2)
     return {**row, **extra}
 
 
@@ -219,11 +225,11 @@ async def run_sqlite(turns: int, messages: int, http: bool, log=print) -> list[d
             await engine.close()
 
 
-EXPERIMENTS = ("no pool check", "synchronous_commit off", "cached windows and settings")
-"""What each would save, measured on the same database after the default: the pool's check-out query skipped
-(a private psycopg_pool attribute); commits not waiting for the WAL flush (a session setting an operator can put
-in DATABASE_URL: ?options=-c%20synchronous_commit%3Doff); windows and settings served from memory as on SQLite
-(the floor a validated cache could reach; unsafe with replicas as it stands)."""
+EXPERIMENTS = ("synchronous_commit off", "cached windows and settings")
+"""What each would save, measured on the same database after the default: commits not waiting for the WAL flush
+(a session setting an operator can put in DATABASE_URL: ?options=-c%20synchronous_commit%3Doff); windows and
+settings trusted from memory as on SQLite (unsafe with replicas: the floor the versioned window cache and the
+settings read with the turn's lock approach)."""
 
 
 def _with_option(url: str, option: str) -> str:
@@ -246,8 +252,6 @@ async def run_postgres(server_url: str, turns: int, messages: int, http: bool, e
             variant_url = _with_option(url, "-c synchronous_commit=off") if variant == "synchronous_commit off" else url
             settings = Config(openai_api_key="x", database_url=variant_url, moderation=False)
             engine = Engine(Store(PostgresDatabase.open(variant_url)), InstantModel(), settings)
-            if variant == "no pool check":
-                engine.store.sql.pool._check = None  # type: ignore[attr-defined]
             if variant == "cached windows and settings":
                 engine.store.shared = False
             label = f"postgresql via {via}" + ("" if variant == "default" else f", experiment: {variant}")

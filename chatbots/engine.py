@@ -423,9 +423,8 @@ class Engine:
         await self.store.complete_answer(
             answer_row, answer, size.tokens, status="ok", exact=size.exact,
             platform_id=platform_ids[0] if platform_ids else None, usage=(usage.prompt_tokens, usage.completion_tokens),
+            reply_parts=(workspace_id, platform_ids),
         )
-        if platform_ids:
-            await self.store.record_reply_parts(workspace_id, answer_row, platform_ids)
         return usage, TurnResult(TurnStatus.ANSWERED, answer, usage)
 
     async def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:

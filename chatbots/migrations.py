@@ -189,3 +189,11 @@ def m007_shared_limits(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX requests_by_user ON requests (workspace_id, user_id, at)")
+
+
+@migrations()
+def m008_window_versions(db: Database) -> None:
+    """A counter each change to a conversation's window bumps: replicas keep windows in memory and check it.
+
+    One process owning a SQLite file keeps its windows current by its own writes; the column keeps schemas alike."""
+    db.execute("ALTER TABLE conversations ADD COLUMN version INTEGER NOT NULL DEFAULT 0")

@@ -2,8 +2,10 @@
 
 A locked or slow database then delays only the turns that need it; the event loop keeps serving heartbeats,
 health checks and everything else. With SQLite one process owns the file, so the caches of settings and recent
-windows are kept current by the writes made here. With PostgreSQL replicas share the database: only ids, which
-never change, are cached; settings and windows are read for every turn, so no replica answers from stale rows.
+windows are kept current by the writes made here. With PostgreSQL replicas share the database: ids, which never
+change, are cached; settings are read for every turn (with its lock); a window is kept with the version of its conversation it
+reflects (conversations.version, bumped by every statement that changes what the window shows) and served from
+memory only when the version this turn's own write returned says nobody else changed it since.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ def turn_key(key: ConversationKey) -> int:
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
+SETTINGS_BY_KEY = (
+    "SELECT COALESCE(json_agg(json_build_array(s.channel, s.name, s.value)), '[]') FROM settings s JOIN workspaces w "
+    "ON w.id = s.workspace_id WHERE w.platform = ? AND w.external_id = ? AND s.channel IN ('', ?)"
+)
+"""A conversation's settings as one JSON value (PostgreSQL), read in the statement that takes its turn's lock."""
+
+
+def _settings(rows: list[list[str]]) -> dict[str, str]:
+    """SETTINGS_BY_KEY's value as settings_for returns them."""
+    return {(f"channel_{name}" if channel else name): value for channel, name, value in rows}
+
+
 ID_CACHE_ENTRIES = 10_000
 SETTINGS_CACHE_ENTRIES = 10_000
 
@@ -63,6 +77,12 @@ class Store:
         self._conversations: LRU[ConversationKey, int] = LRU(ID_CACHE_ENTRIES)
         self._settings: LRU[tuple[int, str], dict[str, str]] = LRU(SETTINGS_CACHE_ENTRIES)
         self.windows = WindowCache()
+        self._versions: LRU[int, int] = LRU(ID_CACHE_ENTRIES)
+        """Shared databases: the version of its conversation each cached window reflects."""
+        self._turn_settings: LRU[ConversationKey, dict[str, str]] = LRU(ID_CACHE_ENTRIES)
+        """Shared databases: settings read with a turn's lock, until the turn asks for them."""
+        self._written: LRU[int, int] = LRU(ID_CACHE_ENTRIES)
+        """Shared databases: the version this Store's last write of a message returned, until the next window read."""
 
     @classmethod
     def open(cls, path: str | Path, clock: Clock = system_clock, busy_timeout: float = 5.0) -> Store:
@@ -110,7 +130,12 @@ class Store:
         return key in self._conversations or await self.run(self.sql.has_conversation, key)
 
     async def settings_for(self, key: ConversationKey) -> dict[str, str]:
-        """The workspace's settings with the channel's layered on; channel values come back as channel_NAME."""
+        """The workspace's settings with the channel's layered on; channel values come back as channel_NAME.
+
+        Shared databases: read for every turn (with the turn's lock when that was free, see turn())."""
+        read_with_lock = self._turn_settings.pop(key)
+        if read_with_lock is not None:
+            return read_with_lock
         workspace = await self.workspace_id(key.platform, key.workspace)
         found = None if self.shared else self._settings.get((workspace, key.channel))
         if found is None:
@@ -119,11 +144,42 @@ class Store:
         return found
 
     async def window(self, conversation_id: int, token_budget: int) -> Window:
-        """The newest messages that fit token_budget, oldest first, and whether upper-bound sizes cut it."""
-        if self.shared or not self.windows.covers(conversation_id, token_budget):
-            rows, edge = await self.run(self.sql.load_window, conversation_id, token_budget)
+        """The newest messages that fit token_budget, oldest first, and whether upper-bound sizes cut it.
+
+        Shared databases: from memory only right after this Store stored a message in the conversation (the turn
+        holds the conversation, see turn()) and the version that write returned is the held window's; otherwise
+        the window is read with its version."""
+        if not self.shared:
+            if not self.windows.covers(conversation_id, token_budget):
+                rows, edge = await self.run(self.sql.load_window, conversation_id, token_budget)
+                self.windows.put(conversation_id, token_budget, rows, edge)
+            return self.windows.get(conversation_id, token_budget)
+        written = self._written.pop(conversation_id)
+        if written is None or written != self._versions.get(conversation_id) or not self.windows.covers(conversation_id, token_budget):
+            rows, edge, version = await self.run(self.sql.load_window_versioned, conversation_id, token_budget)
             self.windows.put(conversation_id, token_budget, rows, edge)
+            self._held(conversation_id, version)
         return self.windows.get(conversation_id, token_budget)
+
+    def _held(self, conversation_id: int, version: int | None) -> None:
+        """Record the version the cached window reflects (None: unknown, so it is read again when next needed)."""
+        if version is None:
+            self._versions.pop(conversation_id)
+        else:
+            self._versions.put(conversation_id, version)
+
+    def _extend(self, conversation_id: int, version: int | None, message: StoredMessage) -> None:
+        """After this Store's own write: extend the cached window when it reflected the version just before the
+        write (nobody else changed it in between), else drop it."""
+        if not self.shared:
+            self.windows.append(conversation_id, message)
+            return
+        if version is not None and version - 1 == self._versions.get(conversation_id):
+            self.windows.append(conversation_id, message)
+            self._versions.put(conversation_id, version)
+        else:
+            self.windows.drop(conversation_id)
+            self._versions.pop(conversation_id)
 
     async def recent_messages(self, conversation_id: int, token_budget: int) -> list[StoredMessage]:
         return (await self.window(conversation_id, token_budget)).messages
@@ -132,18 +188,25 @@ class Store:
         """Replace the upper-bound sizes deciding this window with exact counts (counted on the worker thread)."""
         corrected = await self.run(self.sql.make_exact, conversation_id, token_budget, count)
         if corrected:
-            self.windows.drop(conversation_id)
+            self._forget_window(conversation_id)
         return corrected
+
+    def _forget_window(self, conversation_id: int) -> None:
+        self.windows.drop(conversation_id)
+        self._versions.pop(conversation_id)
+        self._written.pop(conversation_id)
 
     # -- the turn's writes --
 
     async def add_message(self, conversation_id: int, role: str, text: str, tokens: int, **fields: Any) -> int | None:
         """Store one turn; None when this platform message was stored before (a redelivery)."""
-        message_id = await self.run(self.sql.add_message, conversation_id, role, text, tokens, **fields)
+        message_id, version = await self.run(self.sql.add_message_versioned, conversation_id, role, text, tokens, **fields)
         if message_id is not None:
-            self.windows.append(conversation_id, StoredMessage(
+            self._extend(conversation_id, version, StoredMessage(
                 message_id, role, text, tokens, fields.get("author_id"), fields.get("author_name"), fields.get("exact", True)
             ))
+            if version is not None:
+                self._written.put(conversation_id, version)
         return message_id
 
     async def begin_answer(self, conversation_id: int, model: str) -> int:
@@ -153,10 +216,12 @@ class Store:
         await self.run(self.sql.save_partial, message_id, text)
 
     async def complete_answer(self, message_id: int, text: str, tokens: int, **fields: Any) -> None:
-        conversation = await self.run(self.sql.complete_answer, message_id, text, tokens, **fields)
+        """Finish an answer row; reply_parts=(workspace id, platform ids) also records its parts (one statement on
+        PostgreSQL)."""
+        conversation, version = await self.run(self.sql.complete_answer_versioned, message_id, text, tokens, **fields)
         if conversation is not None:
             exact = fields.get("exact", True)
-            self.windows.append(conversation, StoredMessage(message_id, "assistant", text, tokens, None, None, exact))
+            self._extend(conversation, version, StoredMessage(message_id, "assistant", text, tokens, None, None, exact))
 
     async def recover_interrupted(self, idle_since: str | None = None) -> int:
         return await self.run(self.sql.recover_interrupted, idle_since)
@@ -210,8 +275,16 @@ class Store:
         if locks is None:
             yield
             return
-        async with locks.held(turn_key(key)):
-            yield
+        async with locks.held(turn_key(key), (SETTINGS_BY_KEY, [key.platform, key.workspace, key.channel])) as found:
+            if found is not None:  # read with the lock, in one round trip: settings_for takes it once
+                self._turn_settings.put(key, _settings(found))
+            try:
+                yield
+            finally:  # what this turn read and wrote vouches for nothing after it
+                self._turn_settings.pop(key)
+                conversation = self._conversations.get(key)
+                if conversation is not None:
+                    self._written.pop(conversation)
 
     # -- what platforms and commands ask --
 
@@ -239,13 +312,13 @@ class Store:
         """Erase a conversation's stored messages; returns how many were removed."""
         removed, conversation = await self.run(self.sql.forget_conversation, key)
         if conversation is not None:
-            self.windows.drop(conversation)
+            self._forget_window(conversation)
         return removed
 
     async def forget_channel(self, platform: str, workspace: str, channel: str) -> int:
         removed, conversations = await self.run(self.sql.forget_channel, platform, workspace, channel)
         for conversation in conversations:
-            self.windows.drop(conversation)
+            self._forget_window(conversation)
         return removed
 
     async def delete_workspace(self, platform: str, external_id: str) -> bool:
@@ -254,7 +327,7 @@ class Store:
         self._workspaces.clear()
         self._conversations.clear()
         self._settings.clear()
-        self.windows.clear()
+        self._forget_windows()
         return deleted
 
     async def usage_rows(self, since_day: str, workspace: tuple[str, str] | None = None) -> list[dict[str, Any]]:
@@ -275,8 +348,13 @@ class Store:
         """Delete message text older than the cutoff, a batch at a time; the windows are reloaded afterwards."""
         removed = await self._in_batches(self.sql.purge_batch, older_than)
         if removed:
-            self.windows.clear()
+            self._forget_windows()
         return removed
+
+    def _forget_windows(self) -> None:
+        self.windows.clear()
+        self._versions.clear()
+        self._written.clear()
 
     async def purge_events(self, older_than: str) -> int:
         """Forget de-duplication records older than the cutoff, a batch at a time."""

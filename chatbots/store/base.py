@@ -8,6 +8,7 @@ these calls on worker threads so the event loop never waits on the database.
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -115,6 +116,31 @@ class SQLDatabase(ABC):
     def _now(self) -> str:
         return iso(self.clock())
 
+    # -- statements that change what conversations' windows show --
+
+    def _window_rows(self, conversation_id: int, token_budget: int) -> tuple[list[tuple[Any, ...]], int | None]:
+        """WINDOW_SQL's rows, and the window version they reflect (None: this database's windows carry none)."""
+        return self._run(WINDOW_SQL, [conversation_id, MAX_WINDOW_MESSAGES + 1, token_budget]).rows, None
+
+    def _changed_rows(
+        self, dml: str, params: Sequence[Any], returning: str, also: Callable[[str], tuple[str, list[Any]] | None] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run an INSERT, UPDATE or DELETE of messages that changes what a window shows; for each row changed, the
+        `returning` columns and then the conversation's window version after the change (None here: one process
+        owns the database and keeps its windows current by its own writes; PostgreSQL bumps versions).
+
+        also: given an SQL condition, a statement (or None) writing only where the condition holds; it runs when
+        the change touched a row (PostgreSQL: in the same statement, the condition saying whether it did)."""
+        rows = [(*row, None) for row in self._run(f"{dml} RETURNING {returning}", params).rows]
+        statement = also("1 = 1") if rows and also is not None else None
+        if statement is not None:
+            self._run(*statement)
+        return rows
+
+    def _changed_count(self, dml: str, params: Sequence[Any]) -> int:
+        """Like _changed_rows, for bulk changes: how many rows changed."""
+        return self._run(dml, params).rowcount
+
     def query_dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Rows as dictionaries by column name (the operator reports)."""
         result = self._run(sql, params)
@@ -178,14 +204,37 @@ class SQLDatabase(ABC):
         delivered twice under two event types: the unique (conversation, platform id) key decides, across processes).
 
         exact=False marks tokens as an upper bound (counted before the tokenizer was needed)."""
-        row = self._run(
+        return self.add_message_versioned(
+            conversation_id, role, text, tokens, author_id=author_id, author_name=author_name, platform_id=platform_id,
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, status=status, exact=exact,
+        )[0]
+
+    def add_message_versioned(
+        self,
+        conversation_id: int,
+        role: str,
+        text: str,
+        tokens: int,
+        *,
+        author_id: str | None = None,
+        author_name: str | None = None,
+        platform_id: str | None = None,
+        model: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        status: str = "ok",
+        exact: bool = True,
+    ) -> tuple[int | None, int | None]:
+        """add_message, and the conversation's window version after it (None where windows carry no versions)."""
+        rows = self._changed_rows(
             "INSERT INTO messages (conversation_id, role, text, tokens, tokens_exact, author_id, author_name, "
             "platform_id, model, prompt_tokens, completion_tokens, status, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [conversation_id, role, text, tokens, int(exact), author_id, author_name, platform_id, model,
              prompt_tokens, completion_tokens, status, self._now()],
-        ).one()
-        return None if row is None else int(row[0])
+            "id",
+        )
+        return (None, None) if not rows else (int(rows[0][0]), rows[0][1])
 
     def begin_answer(self, conversation_id: int, model: str) -> int:
         """A row for an answer about to stream; kept out of history until complete_answer."""
@@ -209,16 +258,30 @@ class SQLDatabase(ABC):
         """Finish an answer row: its text becomes history; an answer with nothing shown leaves no row.
 
         Returns the conversation id when the answer was kept."""
+        return self.complete_answer_versioned(
+            message_id, text, tokens, status=status, exact=exact, platform_id=platform_id, usage=usage
+        )[0]
+
+    def complete_answer_versioned(
+        self, message_id: int, text: str, tokens: int, *, status: str, exact: bool = True,
+        platform_id: str | None = None, usage: tuple[int, int] | None = None,
+        reply_parts: tuple[int, list[str]] | None = None,
+    ) -> tuple[int | None, int | None]:
+        """complete_answer, and the conversation's window version after it (None where windows carry no versions).
+
+        reply_parts: (workspace id, platform ids) to record as record_reply_parts does, when the answer is kept."""
         if not text.strip():
-            self._run("DELETE FROM messages WHERE id = ?", [message_id])
-            return None
+            self._run("DELETE FROM messages WHERE id = ?", [message_id])  # a streaming row: never in a window
+            return None, None
         prompt_tokens, completion_tokens = usage or (None, None)
-        row = self._run(
+        rows = self._changed_rows(
             "UPDATE messages SET text = ?, tokens = ?, tokens_exact = ?, status = ?, platform_id = ?, prompt_tokens = ?, "
-            "completion_tokens = ?, updated_at = ? WHERE id = ? RETURNING conversation_id",
+            "completion_tokens = ?, updated_at = ? WHERE id = ?",
             [text, tokens, int(exact), status, platform_id, prompt_tokens, completion_tokens, self._now(), message_id],
-        ).one()
-        return None if row is None else int(row[0])
+            "conversation_id",
+            functools.partial(self._reply_parts_sql, reply_parts[0], message_id, reply_parts[1]) if reply_parts else None,
+        )
+        return (None, None) if not rows else (int(rows[0][0]), rows[0][1])
 
     def recover_interrupted(self, idle_since: str | None = None) -> int:
         """Answers left 'streaming' become 'interrupted', marked so in the text the model reads.
@@ -237,7 +300,7 @@ class SQLDatabase(ABC):
         if idle_since is not None:
             sql += " AND (updated_at IS NULL OR updated_at < ?)"
             params.append(idle_since)
-        count = self._run(sql, params).rowcount
+        count = self._changed_count(sql, params)
         if count:
             log.warning("marked %d answers interrupted (their process stopped midway)", count)
         return count
@@ -245,12 +308,20 @@ class SQLDatabase(ABC):
     def load_window(self, conversation_id: int, token_budget: int) -> tuple[list[StoredMessage], StoredMessage | None]:
         """Reads at most MAX_WINDOW_MESSAGES + 1 rows from the (conversation_id, id) index: the cost depends on the
         window, never on the size of the table or of the conversation's whole past."""
-        rows = self._run(WINDOW_SQL, [conversation_id, MAX_WINDOW_MESSAGES + 1, token_budget]).rows
+        messages, edge, _ = self.load_window_versioned(conversation_id, token_budget)
+        return messages, edge
+
+    def load_window_versioned(
+        self, conversation_id: int, token_budget: int
+    ) -> tuple[list[StoredMessage], StoredMessage | None, int | None]:
+        """load_window, and the window version the rows reflect (read in the same statement, so the two agree;
+        None where windows carry no versions, or for an empty window)."""
+        rows, version = self._window_rows(conversation_id, token_budget)
         messages = [_stored(row) for row in rows]
         edge = None
         if rows and (rows[0][7] > token_budget or len(rows) > MAX_WINDOW_MESSAGES):
             edge = messages.pop(0)
-        return messages, edge
+        return messages, edge, version
 
     def make_exact(self, conversation_id: int, token_budget: int, count: Callable[[StoredMessage], int]) -> int:
         """Replace the upper-bound sizes that decide this conversation's window with exact counts, and keep them.
@@ -282,8 +353,12 @@ class SQLDatabase(ABC):
                 break
             before = rows[-1][0]
         if corrected:
-            self._run_many("UPDATE messages SET tokens = ?, tokens_exact = 1 WHERE id = ?", corrected)
+            self._write_exact(conversation_id, corrected)
         return len(corrected)
+
+    def _write_exact(self, conversation_id: int, corrected: list[tuple[int, int]]) -> None:
+        """Store exact sizes as (tokens, message id) pairs."""
+        self._run_many("UPDATE messages SET tokens = ?, tokens_exact = 1 WHERE id = ?", corrected)
 
     def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
         """The most recently active thread in a channel (the console resumes it)."""
@@ -413,9 +488,23 @@ class SQLDatabase(ABC):
 
     def record_reply_parts(self, workspace_id: int, message_id: int, platform_ids: list[str]) -> None:
         """Remember every platform message a reply was posted as, so a reaction on any of them finds it."""
-        self._run_many(
-            "INSERT INTO reply_parts (workspace_id, platform_id, message_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            [(workspace_id, platform_id, message_id) for platform_id in platform_ids],
+        statement = self._reply_parts_sql(workspace_id, message_id, platform_ids)
+        if statement is not None:
+            self._run(*statement)
+
+    @staticmethod
+    def _reply_parts_sql(
+        workspace_id: int, message_id: int, platform_ids: list[str], when: str = "1 = 1"
+    ) -> tuple[str, list[Any]] | None:
+        """One INSERT of every part (one round trip, no transaction around it), of the rows for which the SQL
+        condition `when` holds; None for no parts."""
+        parts = list(dict.fromkeys(platform_ids))
+        if not parts:
+            return None
+        return (
+            "INSERT INTO reply_parts (workspace_id, platform_id, message_id) "
+            + " UNION ALL ".join(f"SELECT ?, ?, ? WHERE {when}" for _ in parts) + " ON CONFLICT DO NOTHING",
+            [value for platform_id in parts for value in (workspace_id, platform_id, message_id)],
         )
 
     def record_feedback(self, workspace_id: int, platform_id: str, user_id: str, value: int | None) -> bool:
@@ -462,7 +551,7 @@ class SQLDatabase(ABC):
         ).rows]
         removed = 0
         for conversation in ids:
-            removed += self._run("DELETE FROM messages WHERE conversation_id = ?", [conversation]).rowcount
+            removed += self._changed_count("DELETE FROM messages WHERE conversation_id = ?", [conversation])
         return removed, ids
 
     def forget_conversation(self, key: ConversationKey) -> tuple[int, int | None]:
@@ -470,7 +559,7 @@ class SQLDatabase(ABC):
         if not self.has_conversation(key):
             return 0, None
         conversation = self.conversation_id(key)
-        return self._run("DELETE FROM messages WHERE conversation_id = ?", [conversation]).rowcount, conversation
+        return self._changed_count("DELETE FROM messages WHERE conversation_id = ?", [conversation]), conversation
 
     def delete_workspace(self, platform: str, external_id: str) -> bool:
         """Erase everything stored for a workspace (the app was uninstalled or the bot left the server)."""
@@ -497,10 +586,10 @@ class SQLDatabase(ABC):
         """Delete up to batch messages older than the retention cutoff (oldest first); returns how many went.
 
         Small batches keep each write transaction short, so the bot's own writes never wait long behind it."""
-        removed = self._run(
+        removed = self._changed_count(
             "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE created_at < ? ORDER BY created_at LIMIT ?)",
             [older_than, batch],
-        ).rowcount
+        )
         if removed < batch:
             self._run(
                 "UPDATE moderation_log SET text = NULL WHERE id IN "

@@ -131,4 +131,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         )""",
         "CREATE INDEX requests_by_user ON requests (workspace_id, user_id, at)",
     ]),
+    ("m008_window_versions", [
+        "ALTER TABLE conversations ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+    ]),
 ]

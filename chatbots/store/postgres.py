@@ -2,8 +2,9 @@
 
 Replicas share nothing but this database, so every exactly-once decision here is a unique key (events,
 messages' platform ids), the schema is migrated by one replica while the others wait on an advisory lock, and
-the Store keeps no cache of rows another process could change. The same statements as SQLite run here
-(chatbots.store.base); `?` placeholders become `%s` once per statement.
+the Store trusts no cached row another process could change unless a version read in the same round trip
+vouches for it (conversations.version, bumped in every statement that changes what a window shows). The same
+statements as SQLite run here (chatbots.store.base); `?` placeholders become `%s` once per statement.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +22,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ..clock import Clock, system_clock
-from .base import Result, SQLDatabase, StoreError
+from ..window import MAX_WINDOW_MESSAGES
+from .base import WINDOW_SQL, Result, SQLDatabase, StoreError
 from .pg_schema import MIGRATIONS
 
 MIGRATION_LOCK = 0x43686174626F7473  # "Chatbots": the advisory lock one migrating replica holds
@@ -89,9 +91,13 @@ class PostgresDatabase(SQLDatabase):
     def connect(
         cls, url: str, clock: Clock = system_clock, connect_timeout: float = 10.0, wait: float = WAIT_FOR_CONNECTION
     ) -> PostgresDatabase:
-        """A pool of connections, without touching the schema (`chatbots doctor` looks, and changes nothing)."""
+        """A pool of connections, without touching the schema (`chatbots doctor` looks, and changes nothing).
+
+        Connections are not checked when handed out (that is a round trip per statement): a connection the server
+        dropped fails its next statement, the pool discards it when it comes back broken, and the turn that met
+        it ends with the storage notice; the health check's pings flush the rest out after an outage."""
         pool = ConnectionPool(
-            url, min_size=1, max_size=POOL_SIZE, open=False, check=ConnectionPool.check_connection, timeout=wait,
+            url, min_size=1, max_size=POOL_SIZE, open=False, timeout=wait,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))}, name="chatbots",
         )
         try:
@@ -124,6 +130,47 @@ class PostgresDatabase(SQLDatabase):
         exists = self._run("SELECT to_regclass('chatbots_migrations') IS NOT NULL").one()
         done = [row[0] for row in self._run("SELECT name FROM chatbots_migrations ORDER BY name").rows] if exists and exists[0] else []
         return done, [name for name, _ in MIGRATIONS if name not in done]
+
+    # -- window versions: every change to what a conversation's window shows bumps conversations.version in the
+    # same statement (so no extra round trip, and no reader sees the change without the bump); a Store holding a
+    # window with the version it reflects knows, from the version its own write returns, whether anyone else
+    # changed that window since.
+
+    def _changed_rows(
+        self, dml: str, params: Sequence[Any], returning: str, also: Callable[[str], tuple[str, list[Any]] | None] | None = None
+    ) -> list[tuple[Any, ...]]:
+        statement = also("EXISTS (SELECT 1 FROM changed)") if also is not None else None
+        extra, extra_params = (f"also AS ({statement[0]}), ", statement[1]) if statement is not None else ("", [])
+        return self._run(
+            f"WITH changed AS ({dml} RETURNING {returning}, conversation_id AS changed_conversation), {extra}"
+            "bumped AS (UPDATE conversations SET version = version + 1 "
+            "WHERE id IN (SELECT changed_conversation FROM changed) RETURNING id, version) "
+            f"SELECT changed.{', changed.'.join(returning.split(', '))}, bumped.version FROM changed "
+            "LEFT JOIN bumped ON bumped.id = changed.changed_conversation",
+            [*params, *extra_params],
+        ).rows
+
+    def _changed_count(self, dml: str, params: Sequence[Any]) -> int:
+        row = self._run(
+            f"WITH changed AS ({dml} RETURNING conversation_id), "
+            "bumped AS (UPDATE conversations SET version = version + 1 WHERE id IN (SELECT conversation_id FROM changed)) "
+            "SELECT count(*) FROM changed",
+            params,
+        ).one()
+        return int(row[0]) if row else 0
+
+    def _window_rows(self, conversation_id: int, token_budget: int) -> tuple[list[tuple[Any, ...]], int | None]:
+        """The window and its conversation's version in one statement, hence one snapshot: they agree."""
+        rows = self._run(
+            f"SELECT held.*, (SELECT version FROM conversations WHERE id = ?) FROM ({WINDOW_SQL}) AS held ORDER BY id",
+            [conversation_id, conversation_id, MAX_WINDOW_MESSAGES + 1, token_budget],
+        ).rows
+        return [row[:8] for row in rows], (int(rows[0][8]) if rows and rows[0][8] is not None else None)
+
+    def _write_exact(self, conversation_id: int, corrected: list[tuple[int, int]]) -> None:
+        with self.transaction():
+            super()._write_exact(conversation_id, corrected)
+            self._run("UPDATE conversations SET version = version + 1 WHERE id = ?", [conversation_id])
 
     def close(self) -> None:
         self.pool.close()  # turn locks close asynchronously first (Store.close_turns)
@@ -179,6 +226,10 @@ class TurnLocks:
     process asks for a conversation's lock once at a time (session locks are re-entrant within a connection).
     A connection whose state is in doubt (an error, or a cancel mid-statement) is closed, which frees its locks:
     a lock is never left held by a turn that ended.
+
+    Round trips: the uncontended lock carries a read the turn needs anyway (its settings) in the same statement,
+    and is released without the turn waiting for the unlock (the next statement on that connection queues behind
+    it; close() waits for releases in flight).
     """
 
     def __init__(self, url: str) -> None:
@@ -186,6 +237,9 @@ class TurnLocks:
         self._shared: psycopg.AsyncConnection[Any] | None = None
         self._connecting = asyncio.Lock()
         self._waiters: AsyncConnectionPool | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
+        self.statements = 0
+        """Lock and unlock statements sent (the benchmark's round-trip count; unlocks are not waited for)."""
 
     async def _holder(self) -> psycopg.AsyncConnection[Any]:
         async with self._connecting:
@@ -204,21 +258,31 @@ class TurnLocks:
             return self._waiters
 
     @asynccontextmanager
-    async def held(self, key: int) -> AsyncIterator[None]:
-        """Hold the lock on key (a conversation's turn) for the body, across every process on this database."""
+    async def held(self, key: int, read: tuple[str, Sequence[Any]] | None = None) -> AsyncIterator[Any]:
+        """Hold the lock on key (a conversation's turn) for the body, across every process on this database.
+
+        read: a one-value query (`?` placeholders) run in the same statement as an uncontended lock; the body gets
+        its value, or None when the turn had to wait (the value would be stale by then)."""
         holder = await self._holder()
+        sql, params = "SELECT pg_try_advisory_lock(%s)", [key]
+        if read is not None:
+            sql, params = f"{sql}, ({_pg(read[0])})", [key, *read[1]]
+        self.statements += 2  # the lock, and its unlock
         try:
-            taken = await (await holder.execute("SELECT pg_try_advisory_lock(%s)", [key])).fetchone()
+            taken = await (await holder.execute(sql, params)).fetchone()  # type: ignore[arg-type]
         except BaseException:
             await holder.close()
             raise
         if taken and taken[0]:
             try:
-                yield
+                yield taken[1] if read is not None else None
             finally:
-                await _release(holder, key)
+                task = asyncio.ensure_future(_release(holder, key))
+                self._releasing.add(task)
+                task.add_done_callback(self._releasing.discard)
             return
         pool = await self._pool()
+        self.statements += 1
         async with pool.connection() as own:
             try:
                 await own.execute("SELECT pg_advisory_lock(%s)", [key])
@@ -226,11 +290,13 @@ class TurnLocks:
                 await own.close()  # it may have the lock: closing frees it, and the pool drops the connection
                 raise
             try:
-                yield
+                yield None
             finally:
                 await _release(own, key)
 
     async def close(self) -> None:
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
         if self._shared is not None:
             await self._shared.close()
         if self._waiters is not None:
