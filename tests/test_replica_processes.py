@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import datetime, timezone
 
+import psycopg
 import pytest
 
 from tests.fakes.model_server import FakeModelServer
@@ -88,3 +91,46 @@ async def test_socket_mode_replicas_each_open_a_connection_and_a_redelivery_to_t
         await shown(slack, later, "echo: and then")
         assert [m.text for m in slack.messages("C1") if m.thread_ts == ts] == ["echo: over the socket"]
         assert sum(1 for request in model.requests if "over the socket" in str(request["messages"])) == 1
+
+
+async def test_a_replica_killed_midway_leaves_an_interrupted_answer_and_the_conversation_carries_on(
+    postgres_url: str,
+) -> None:
+    """Another replica marks the dead answer interrupted once its lease runs out (stall timeout 1 s + 12 s)."""
+    empty(postgres_url)
+    async with FakeSlack() as slack, FakeModelServer(chunk_delay=0.2) as model:
+        env = {"SLACK_BOT_TOKEN": "xoxb-replicas", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.api_url,
+               "OPENAI_BASE_URL": model.base_url, "DATABASE_URL": postgres_url, "CHATBOTS_STALL_TIMEOUT": "1"}
+        model.queue("a long and slow answer that this replica will never finish " * 3, chunks=60)
+        ts, port = next_ts(), free_port()
+        async with bot_process(env, port) as doomed:
+            await deliver(port, event_callback("T1", app_mention("C1", "U1", "<@UBOT> explain everything", ts=ts)))
+            await slack.wait_for_call("chat.startStream")
+            await until_saved(postgres_url)  # a partial save: the answer is midway
+            doomed.kill()
+            await doomed.wait()
+        saved = await until_saved(postgres_url)  # its last save, which starts the lease
+        lease = 1 + 2 + 12  # CHATBOTS_STALL_TIMEOUT + the save interval + the margin, with a second to spare
+        await asyncio.sleep(max(0.0, saved + lease - time.time()))  # the lease itself is what is under test
+        model.chunk_delay = 0
+        port = free_port()
+        async with bot_process(env, port):  # its upkeep runs at start
+            await deliver(port, event_callback("T1", channel_message("C1", "U1", "are you still there?", thread_ts=ts)))
+            await shown(slack, ts, "echo: are you still there?")
+        with psycopg.connect(postgres_url) as conn:
+            statuses = conn.execute("SELECT role, status FROM messages ORDER BY id").fetchall()
+        assert statuses == [("user", "ok"), ("assistant", "interrupted"), ("user", "ok"), ("assistant", "ok")]
+        history = [m["content"] for m in model.requests[-1]["messages"][1:]]
+        assert history[0] == "explain everything" and history[1].endswith("[This answer was interrupted.]")
+        assert len(slack.calls_to("chat.startStream")) == 2, "one stream per question: nothing posted twice"
+
+
+async def until_saved(postgres_url: str) -> float:
+    """When the streaming answer's shown text was first saved (epoch seconds), waiting for that save."""
+    async with asyncio.timeout(15):
+        while True:
+            with psycopg.connect(postgres_url) as conn:
+                row = conn.execute("SELECT updated_at FROM messages WHERE status = 'streaming' AND text != ''").fetchone()
+            if row is not None:
+                return datetime.strptime(row[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+            await asyncio.sleep(0.1)
