@@ -136,10 +136,11 @@ class Engine:
 
     async def database_ready(self, timeout: float = 2.0) -> bool:
         """Whether the database answers a trivial query in time (health checks route work away while it does not)."""
+        unavailable: tuple[type[Exception], ...] = (TimeoutError, *self.store.errors)
         try:
             async with asyncio.timeout(timeout):
                 await self.store.ping()
-        except (TimeoutError, *self.store.errors):
+        except unavailable:
             return False
         return True
 

@@ -95,7 +95,7 @@ class Moderator:
                 raise NoVerdict(f"status {status}")
             return parse_verdict(json.loads(body))
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            decision = "error_blocked" if self.block_on_error else "error_allowed"
+            decision = Decision.ERROR_BLOCKED if self.block_on_error else Decision.ERROR_ALLOWED
             log.warning("moderation call failed (%s); %s", _reason(error), "blocking" if self.block_on_error else "allowing")
             return Verdict(decision)
 
@@ -114,7 +114,7 @@ def parse_verdict(body: object) -> Verdict:
         raise NoVerdict("results[0].flagged missing or not a boolean")
     categories = first.get("categories")
     hits = sorted(str(name) for name, hit in categories.items() if hit is True) if isinstance(categories, dict) else []
-    return Verdict("flagged" if first["flagged"] else "passed", tuple(hits))
+    return Verdict(Decision.FLAGGED if first["flagged"] else Decision.PASSED, tuple(hits))
 
 
 def _reason(error: Exception) -> str:

@@ -81,6 +81,8 @@ class SQLDatabase(ABC):
     """True when several processes may use the database at once (no process may trust a cache of its rows)."""
     workers = 1
     """Threads the Store may run calls on at once."""
+    errors: tuple[type[Exception], ...] = ()
+    """What the driver raises when the database cannot be used (locked, gone, full)."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
