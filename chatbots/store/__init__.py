@@ -50,10 +50,16 @@ def turn_key(key: ConversationKey) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 SETTINGS_BY_KEY = (
-    "SELECT COALESCE(json_agg(json_build_array(s.channel, s.name, s.value)), '[]') FROM settings s JOIN workspaces w "
-    "ON w.id = s.workspace_id WHERE w.platform = ? AND w.external_id = ? AND s.channel IN ('', ?)"
+    "SELECT json_build_array((SELECT COALESCE(json_agg(json_build_array(s.channel, s.name, s.value)), '[]') "
+    "FROM settings s JOIN workspaces w ON w.id = s.workspace_id "
+    "WHERE w.platform = ? AND w.external_id = ? AND s.channel IN ('', ?)), "
+    "EXISTS (SELECT 1 FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+    "JOIN workspaces w ON w.id = c.workspace_id WHERE m.status = 'streaming' "
+    "AND w.platform = ? AND w.external_id = ? AND c.channel = ? AND c.thread = ?))"
 )
-"""A conversation's settings as one JSON value (PostgreSQL), read in the statement that takes its turn's lock."""
+"""A conversation's settings, and whether an answer in it is still marked streaming, as one JSON value (PostgreSQL),
+read in the statement that takes its turn's lock. Holding that lock, no live turn streams into the conversation,
+so such an answer's replica died: the next message claims it at once instead of waiting out the lease."""
 
 
 def _settings(rows: list[list[str]]) -> dict[str, str]:
@@ -275,9 +281,14 @@ class Store:
         if locks is None:
             yield
             return
-        async with locks.held(turn_key(key), (SETTINGS_BY_KEY, [key.platform, key.workspace, key.channel])) as found:
+        where = [key.platform, key.workspace, key.channel]
+        async with locks.held(turn_key(key), (SETTINGS_BY_KEY, [*where, *where, key.thread])) as found:
             if found is not None:  # read with the lock, in one round trip: settings_for takes it once
-                self._turn_settings.put(key, _settings(found))
+                settings, abandoned = found
+                self._turn_settings.put(key, _settings(settings))
+            if found is None or abandoned:  # after waiting for the lock the read is stale: look again, rarely
+                conversation = await self.conversation_id(key)
+                await self.run(self.sql.recover_interrupted, None, conversation)
             try:
                 yield
             finally:  # what this turn read and wrote vouches for nothing after it

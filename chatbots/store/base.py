@@ -285,11 +285,12 @@ class SQLDatabase(ABC):
         )
         return (None, None) if not rows else (int(rows[0][0]), rows[0][1])
 
-    def recover_interrupted(self, idle_since: str | None = None) -> int:
+    def recover_interrupted(self, idle_since: str | None = None, conversation_id: int | None = None) -> int:
         """Answers left 'streaming' become 'interrupted', marked so in the text the model reads.
 
         idle_since: only rows not updated since then (another process may still be streaming the rest); None
-        takes every streaming row, which only the one process that answers from a SQLite file may do.
+        takes every streaming row, which only the one process that answers from a SQLite file may do, or a turn
+        holding its conversation's lock (conversation_id: only that conversation's rows).
         """
         # The partial text was saved without a size: give it an upper bound (its bytes), counted for real if it matters.
         marked = "CASE WHEN text = '' THEN ? ELSE text || ? END"
@@ -302,6 +303,9 @@ class SQLDatabase(ABC):
         if idle_since is not None:
             sql += " AND (updated_at IS NULL OR updated_at < ?)"
             params.append(idle_since)
+        if conversation_id is not None:
+            sql += " AND conversation_id = ?"
+            params.append(conversation_id)
         count = self._changed_count(sql, params)
         if count:
             log.warning("marked %d answers interrupted (their process stopped midway)", count)
