@@ -287,15 +287,14 @@ class Store:
                 settings, abandoned = found
                 self._turn_settings.put(key, _settings(settings))
             if found is None or abandoned:  # after waiting for the lock the read is stale: look again, rarely
-                conversation = await self.conversation_id(key)
-                await self.run(self.sql.recover_interrupted, None, conversation)
+                await self.run(self.sql.recover_interrupted, None, await self.conversation_id(key))
             try:
                 yield
             finally:  # what this turn read and wrote vouches for nothing after it
                 self._turn_settings.pop(key)
-                conversation = self._conversations.get(key)
-                if conversation is not None:
-                    self._written.pop(conversation)
+                known = self._conversations.get(key)
+                if known is not None:
+                    self._written.pop(known)
 
     # -- what platforms and commands ask --
 
