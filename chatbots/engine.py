@@ -24,6 +24,7 @@ from .moderation import (
     Verdict,
 )
 from .prompt import build_messages, counted_text, labelled, system_instructions
+from .reasoning import Reasoning
 from .redact import redactor
 from .retention import upkeep
 from .store import Store
@@ -382,6 +383,7 @@ class Engine:
         answer_row = await self.store.begin_answer(conversation, model)
         await _quietly(reply.start(), "start")
         parts: list[str] = []
+        thoughts: list[str] = []  # never shown nor stored; counted only if the server reports no usage
         usage: Usage | None = None
         saved_at = time.monotonic()
         try:
@@ -389,6 +391,9 @@ class Engine:
                 async for part in stream:
                     if isinstance(part, Usage):
                         usage = part
+                        continue
+                    if isinstance(part, Reasoning):
+                        thoughts.append(part.text)
                         continue
                     if not parts:
                         self.metrics.first_token.labels(platform).observe(time.monotonic() - started)
@@ -410,7 +415,7 @@ class Engine:
         answer = "".join(parts)
         if usage is None:
             await counter.load()
-            usage = Usage(prompt_tokens(), counter.count(answer), estimated=True)
+            usage = Usage(prompt_tokens(), counter.count(answer) + counter.count("".join(thoughts)), estimated=True)
         if moderated is not None and moderated.halted:
             return usage, await self._failed(answer_row, model, parts, reply, "", status=TurnStatus.FLAGGED)
         if not answer.strip():
