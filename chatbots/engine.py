@@ -93,7 +93,8 @@ class Engine:
         self._queues: dict[ConversationKey, tuple[asyncio.Lock, list[int]]] = {}
         self.answer_lease = settings.stall_timeout + PARTIAL_SAVE_INTERVAL + ANSWER_LEASE_MARGIN
         """Seconds a streaming answer may go unsaved before another replica declares it cut off: a live one is
-        saved at least every PARTIAL_SAVE_INTERVAL while text flows, and waits at most the stall timeout for it."""
+        saved at least every PARTIAL_SAVE_INTERVAL while text or reasoning flows, and waits at most the stall timeout
+        for it."""
         self.limits = UsageLimits(store, store.clock, self.answer_lease)
 
     async def close(self) -> None:
@@ -394,6 +395,9 @@ class Engine:
                         continue
                     if isinstance(part, Reasoning):
                         thoughts.append(part.text)
+                        if time.monotonic() - saved_at > PARTIAL_SAVE_INTERVAL:  # alive while it only thinks
+                            await self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
+                            saved_at = time.monotonic()
                         continue
                     if not parts:
                         self.metrics.first_token.labels(platform).observe(time.monotonic() - started)

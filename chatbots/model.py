@@ -305,8 +305,8 @@ class OpenAIChat:
                                 if thought:
                                     hidden.append(thought)
                             for name in REASONING_FIELDS:
-                                if thought := delta.get(name):
-                                    hidden.append(thought)
+                                if field := delta.get(name):
+                                    hidden.append(field)
                         usage = event.get("usage")
                         if usage:
                             if texts:
