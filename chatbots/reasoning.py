@@ -56,17 +56,18 @@ class ThinkFilter:
         while True:
             tag = CLOSE if self._inside else OPEN
             found = text.find(tag, position)
-            out = hidden if self._inside else visible
+            end = len(text) - _held(text, position, tag) if found < 0 else found
+            if self._inside:
+                hidden.append(text[position:end])
+            else:
+                visible.append(self._visible(text[position:end]))
             if found < 0:
-                keep = _held(text, position, tag)
-                out.append(text[position : len(text) - keep])
-                self._held = text[len(text) - keep :]
+                self._held = text[end:]
                 break
-            out.append(text[position:found])
             position = found + len(tag)
             self._inside = not self._inside
             self._seen_think = True
-        return self._visible("".join(visible)), "".join(hidden)
+        return "".join(visible), "".join(hidden)
 
     def end(self) -> tuple[str, str]:
         """(visible, hidden) of what was kept back when the stream ends: an unfinished tag is just text where it is."""
