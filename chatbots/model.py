@@ -305,7 +305,7 @@ class OpenAIChat:
                                 if thought:
                                     hidden.append(thought)
                             for name in REASONING_FIELDS:
-                                if field := delta.get(name):
+                                if isinstance(field := delta.get(name), str) and field:  # other shapes are not text
                                     hidden.append(field)
                         usage = event.get("usage")
                         if usage:

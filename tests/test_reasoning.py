@@ -101,6 +101,11 @@ async def test_reasoning_fields_are_kept_apart(chat: OpenAIChat, model_server: F
     assert (shown, hidden) == ("Forty-two.", "Let me think.")
 
 
+async def test_reasoning_in_a_shape_other_than_text_is_ignored(chat: OpenAIChat, model_server: FakeModelServer) -> None:
+    model_server.queue("Fine.", reasoning=[{"type": "summary", "items": []}, None], reasoning_field="reasoning")  # type: ignore[list-item]
+    assert (await collect(chat))[:2] == ("Fine.", "")
+
+
 async def test_reported_usage_includes_reasoning_tokens(chat: OpenAIChat, model_server: FakeModelServer) -> None:
     model_server.queue("Forty-two.", chunks=2, reasoning=["hmm"], reasoning_tokens=300)
     *_, [usage] = await collect(chat)
