@@ -13,6 +13,7 @@ T = TypeVar("T")
 REDACTABLE = frozenset({"emails", "phones", "cards", "keys"})
 HEADER_NAME_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 """The characters an HTTP header name may hold (RFC 9110 token)."""
+REASONING_EFFORTS = ("low", "medium", "high")
 METRICS_TOKEN_MIN = 16
 """Characters: a shorter bearer token on a public port could be guessed."""
 
@@ -40,6 +41,8 @@ class Config:
     max_output_tokens: int | None = None
     """Sent to the model as its output cap when set; trimming always reserves room for an answer."""
     context_tokens: int | None = None
+    reasoning_effort: str | None = None
+    """CHATBOTS_REASONING_EFFORT: sent to the model as reasoning_effort when set."""
     stall_timeout: float = 60.0
     model_retries: int = 3
     log_level: str = "INFO"
@@ -135,6 +138,9 @@ class Config:
                 raise ConfigError(f"{name} must be at most 65535, got {value}")
         if metrics_port == port:
             raise ConfigError("CHATBOTS_METRICS_PORT must differ from PORT: it keeps /metrics off the public port")
+        effort = (text("CHATBOTS_REASONING_EFFORT") or "").lower() or None
+        if effort is not None and effort not in REASONING_EFFORTS:
+            raise ConfigError(f"CHATBOTS_REASONING_EFFORT must be low, medium or high, got {effort!r}")
         shard_count = number("DISCORD_SHARD_COUNT", int, None, 1)
         shards = parse_shards(text("DISCORD_SHARDS"), shard_count)
         return cls(
@@ -149,6 +155,7 @@ class Config:
             database_url=database_url(text("DATABASE_URL")),
             max_output_tokens=number("CHATBOTS_MAX_OUTPUT_TOKENS", int, None, 1),
             context_tokens=number("CHATBOTS_CONTEXT_TOKENS", int, None, 256),
+            reasoning_effort=effort,
             stall_timeout=number("CHATBOTS_STALL_TIMEOUT", float, defaults.stall_timeout, 0.01),
             model_retries=number("CHATBOTS_MODEL_RETRIES", int, defaults.model_retries, 0),
             log_level=level,

@@ -24,6 +24,7 @@ from .moderation import (
     Verdict,
 )
 from .prompt import build_messages, counted_text, labelled, system_instructions
+from .reasoning import Reasoning
 from .redact import redactor
 from .retention import upkeep
 from .store import Store
@@ -92,7 +93,8 @@ class Engine:
         self._queues: dict[ConversationKey, tuple[asyncio.Lock, list[int]]] = {}
         self.answer_lease = settings.stall_timeout + PARTIAL_SAVE_INTERVAL + ANSWER_LEASE_MARGIN
         """Seconds a streaming answer may go unsaved before another replica declares it cut off: a live one is
-        saved at least every PARTIAL_SAVE_INTERVAL while text flows, and waits at most the stall timeout for it."""
+        saved at least every PARTIAL_SAVE_INTERVAL while text or reasoning flows, and waits at most the stall timeout
+        for it."""
         self.limits = UsageLimits(store, store.clock, self.answer_lease)
 
     async def close(self) -> None:
@@ -382,6 +384,7 @@ class Engine:
         answer_row = await self.store.begin_answer(conversation, model)
         await _quietly(reply.start(), "start")
         parts: list[str] = []
+        thoughts: list[str] = []  # never shown nor stored; counted only if the server reports no usage
         usage: Usage | None = None
         saved_at = time.monotonic()
         try:
@@ -389,6 +392,12 @@ class Engine:
                 async for part in stream:
                     if isinstance(part, Usage):
                         usage = part
+                        continue
+                    if isinstance(part, Reasoning):
+                        thoughts.append(part.text)
+                        if time.monotonic() - saved_at > PARTIAL_SAVE_INTERVAL:  # alive while it only thinks
+                            await self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
+                            saved_at = time.monotonic()
                         continue
                     if not parts:
                         self.metrics.first_token.labels(platform).observe(time.monotonic() - started)
@@ -410,7 +419,7 @@ class Engine:
         answer = "".join(parts)
         if usage is None:
             await counter.load()
-            usage = Usage(prompt_tokens(), counter.count(answer), estimated=True)
+            usage = Usage(prompt_tokens(), counter.count(answer) + counter.count("".join(thoughts)), estimated=True)
         if moderated is not None and moderated.halted:
             return usage, await self._failed(answer_row, model, parts, reply, "", status=TurnStatus.FLAGGED)
         if not answer.strip():

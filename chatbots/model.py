@@ -24,6 +24,7 @@ import aiohttp
 from .config import Config
 from .lru import LRU
 from .openai_client import OpenAIClient
+from .reasoning import REASONING_FIELDS, Reasoning, ThinkFilter
 from .types import Usage
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,11 @@ class ModelError(Exception):
 
 
 class ChatModel(Protocol):
-    def stream(self, model: str, messages: list[Message], max_output: int | None = None) -> AsyncGenerator[str | Usage, None]:
-        """Yield the answer's text as it arrives, then a Usage if the server reported one.
+    def stream(
+        self, model: str, messages: list[Message], max_output: int | None = None
+    ) -> AsyncGenerator[str | Reasoning | Usage, None]:
+        """Yield the answer's visible text as it arrives, its hidden reasoning apart, then a Usage if the server
+        reported one.
 
         max_output bounds the answer's tokens (the server is told); None leaves it to the server."""
         ...
@@ -132,6 +136,21 @@ def _rejected_field(error_body: bytes, sent: tuple[str, ...]) -> str | None:
     return min(found)[1] if found else None
 
 
+def _usage(reported: dict[str, Any]) -> Usage:
+    """The server's usage, with its reasoning tokens in completion_tokens.
+
+    OpenAI counts completion_tokens_details.reasoning_tokens inside completion_tokens; a server that counts them
+    apart shows it by reporting more reasoning than completion, or a total above prompt plus completion."""
+    prompt = int(reported.get("prompt_tokens") or 0)
+    completion = int(reported.get("completion_tokens") or 0)
+    details = reported.get("completion_tokens_details")
+    reasoning = int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0
+    if reasoning > completion:
+        completion += reasoning
+    total = int(reported.get("total_tokens") or 0)
+    return Usage(prompt, max(completion, total - prompt))
+
+
 def _parse(payloads: list[bytes]) -> list[dict[str, Any]]:
     """The JSON objects among a read's event payloads, parsed as one array: a third of the CPU of one parse each.
 
@@ -159,6 +178,7 @@ class OpenAIChat:
         stall_timeout: float,
         retries: int = 3,
         max_output_tokens: int | None = None,
+        reasoning_effort: str | None = None,
         batch_above: int = BATCH_ABOVE,
         headers: Mapping[str, str] | None = None,
         client: OpenAIClient | None = None,
@@ -169,6 +189,8 @@ class OpenAIChat:
         self.stall_timeout = stall_timeout
         self.retries = retries
         self.max_output_tokens = max_output_tokens
+        self.reasoning_effort = reasoning_effort
+        """Sent as reasoning_effort when set (CHATBOTS_REASONING_EFFORT)."""
         self.batch_above = batch_above
         host = urllib.parse.urlsplit(base_url).hostname
         self._default_fields = LIMIT_FIELDS[:1] if host == "api.openai.com" else LIMIT_FIELDS
@@ -185,6 +207,7 @@ class OpenAIChat:
             stall_timeout=settings.stall_timeout,
             retries=settings.model_retries,
             max_output_tokens=settings.max_output_tokens,
+            reasoning_effort=settings.reasoning_effort,
             client=client,
         )
 
@@ -208,6 +231,8 @@ class OpenAIChat:
         if limit is not None:
             for name in fields or self.limit_fields(model):
                 body[name] = limit
+        if self.reasoning_effort is not None:
+            body["reasoning_effort"] = self.reasoning_effort
         return body
 
     async def _open(self, model: str, messages: list[Message], limit: int | None) -> aiohttp.ClientResponse:
@@ -252,14 +277,18 @@ class OpenAIChat:
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def stream(self, model: str, messages: list[Message], max_output: int | None = None) -> AsyncGenerator[str | Usage, None]:
+    async def stream(
+        self, model: str, messages: list[Message], max_output: int | None = None
+    ) -> AsyncGenerator[str | Reasoning | Usage, None]:
         limit = max_output if max_output is not None else self.max_output_tokens
+        thoughts = ThinkFilter()
         try:
             response = await self._open(model, messages, limit)
             OpenAIChat.in_flight += 1
             try:
                 async for events in self._batches(response):
                     texts: list[str] = []
+                    hidden: list[str] = []
                     for event in events:
                         if "error" in event:
                             if texts:
@@ -267,20 +296,35 @@ class OpenAIChat:
                             raise BROKEN_STREAM
                         choices = event.get("choices")
                         if choices:
-                            text = (choices[0].get("delta") or {}).get("content")
+                            delta = choices[0].get("delta") or {}
+                            text = delta.get("content")
                             if text:
-                                texts.append(text)
+                                shown, thought = thoughts.feed(text)
+                                if shown:
+                                    texts.append(shown)
+                                if thought:
+                                    hidden.append(thought)
+                            for name in REASONING_FIELDS:
+                                if isinstance(field := delta.get(name), str) and field:  # other shapes are not text
+                                    hidden.append(field)
                         usage = event.get("usage")
                         if usage:
                             if texts:
                                 yield "".join(texts)
                                 texts.clear()
-                            reported = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+                            reported = _usage(usage)
                             if limit is not None and reported.completion_tokens > limit:
                                 self._ignored(model)
                             yield reported
+                    if hidden:
+                        yield Reasoning("".join(hidden))
                     if texts:
                         yield "".join(texts)
+                shown, thought = thoughts.end()
+                if thought:
+                    yield Reasoning(thought)
+                if shown:
+                    yield shown
             finally:
                 OpenAIChat.in_flight -= 1
                 response.close()

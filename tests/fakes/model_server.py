@@ -25,6 +25,13 @@ class Scripted:
     usage: bool = True
     hold: bool = False
     """Wait for release_held() before answering: lets a test keep one conversation busy."""
+    pieces: list[str] | None = None
+    """The content chunks exactly (text and chunks are then ignored): a test chooses where chunks split."""
+    reasoning: list[str] | None = None
+    """Reasoning deltas streamed before the content, in reasoning_field, one chunk each."""
+    reasoning_field: str = "reasoning_content"
+    reasoning_tokens: int | None = None
+    """Reported as completion_tokens_details.reasoning_tokens, and (as OpenAI does) inside completion_tokens."""
 
 
 @dataclass
@@ -124,7 +131,7 @@ class FakeModelServer:
         else:
             text = step.text if step.text is not None else "echo: " + _last_user_text(body)
             words = None
-        pieces = _split(text, step.chunks or self.default_chunks)
+        pieces = step.pieces if step.pieces is not None else _split(text, step.chunks or self.default_chunks)
         if not body.get("stream"):
             return web.json_response(_completion(body, text))
         if step.hold:
@@ -133,6 +140,8 @@ class FakeModelServer:
         await response.prepare(request)
         if self.first_token_delay:
             await asyncio.sleep(self.first_token_delay)
+        for thought in step.reasoning or []:
+            await _send(response, _chunk(body, {"role": "assistant", "content": None, step.reasoning_field: thought}))
         for index, piece in enumerate(pieces):
             if step.stall_after is not None and index == step.stall_after:
                 await self._release.wait()
@@ -146,6 +155,9 @@ class FakeModelServer:
         await _send(response, _chunk(body, {}, finish="stop"))
         if step.usage and (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 11 * len(body["messages"]), "completion_tokens": len(pieces) if words is None else words}
+            if step.reasoning_tokens is not None:
+                usage["completion_tokens"] += step.reasoning_tokens
+                usage["completion_tokens_details"] = {"reasoning_tokens": step.reasoning_tokens}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             await _send(response, {**_chunk(body, None), "choices": [], "usage": usage})
         await response.write(b"data: [DONE]\n\n")
