@@ -186,30 +186,11 @@ class SQLDatabase(ABC):
 
     # -- a turn's messages --
 
-    def add_message(
-        self,
-        conversation_id: int,
-        role: str,
-        text: str,
-        tokens: int,
-        *,
-        author_id: str | None = None,
-        author_name: str | None = None,
-        platform_id: str | None = None,
-        model: str | None = None,
-        prompt_tokens: int | None = None,
-        completion_tokens: int | None = None,
-        status: str = "ok",
-        exact: bool = True,
-    ) -> int | None:
+    def add_message(self, conversation_id: int, role: str, text: str, tokens: int, **fields: Any) -> int | None:
         """Store one turn; None when this platform message was stored before (a redelivery, or the same message
         delivered twice under two event types: the unique (conversation, platform id) key decides, across processes).
-
-        exact=False marks tokens as an upper bound (counted before the tokenizer was needed)."""
-        return self.add_message_versioned(
-            conversation_id, role, text, tokens, author_id=author_id, author_name=author_name, platform_id=platform_id,
-            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, status=status, exact=exact,
-        )[0]
+        The keyword fields are add_message_versioned's."""
+        return self.add_message_versioned(conversation_id, role, text, tokens, **fields)[0]
 
     def add_message_versioned(
         self,
@@ -227,7 +208,9 @@ class SQLDatabase(ABC):
         status: str = "ok",
         exact: bool = True,
     ) -> tuple[int | None, int | None]:
-        """add_message, and the conversation's window version after it (None where windows carry no versions)."""
+        """add_message, and the conversation's window version after it (None where windows carry no versions).
+
+        exact=False marks tokens as an upper bound (counted before the tokenizer was needed)."""
         rows = self._changed_rows(
             "INSERT INTO messages (conversation_id, role, text, tokens, tokens_exact, author_id, author_name, "
             "platform_id, model, prompt_tokens, completion_tokens, status, created_at) "
