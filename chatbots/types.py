@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Protocol
@@ -112,6 +113,35 @@ class ConversationKey:
     thread: str
 
 
+class FileUnavailable(Exception):
+    """A shared file could not be fetched; `reason` is short, safe to show the person, and names no secret."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+Download = Callable[[int, float], Awaitable[bytes]]
+"""download(max_bytes, timeout) -> the file's bytes. Raises FileUnavailable: over max_bytes (stops reading as soon
+as it is exceeded), timed out, refused by the host, or a URL outside the platform's own file hosts."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedFile:
+    """A file attached to an incoming message: what the platform says of it, and how the core may fetch it.
+
+    The adapter decides where a download may go (only the platform's own file hosts) and with which credentials;
+    the core decides whether and when to fetch, within its limits.
+    """
+
+    name: str
+    mimetype: str
+    """As the platform reports it; "" when unknown."""
+    size: int | None
+    """Bytes, as the platform reports it; None when unknown."""
+    download: Download
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
     """One message as the core sees it, whatever platform it came from."""
@@ -122,6 +152,7 @@ class Inbound:
     author_name: str
     text: str
     addressed: Addressed = Addressed.YES
+    files: tuple[SharedFile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
