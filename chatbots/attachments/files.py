@@ -105,7 +105,7 @@ class _NotRead(Exception):
 def display_name(name: str) -> str:
     """A file name safe to quote in chat and in the prompt: one line, no markup, bounded."""
     flat = "".join(ch if ch.isprintable() else " " for ch in name).strip() or "a file"
-    for ch in "`*_~<>|[]":
+    for ch in "`*~<>|[]":  # markup in chat, or the prompt's own brackets; underscores inside words are plain text
         flat = flat.replace(ch, " " if ch in "<>|[]" else "")
     flat = " ".join(flat.split()) or "a file"
     return flat if len(flat) <= 80 else flat[:79] + "…"
@@ -159,7 +159,7 @@ async def read_files(files: Sequence[SharedFile], limits: FileLimits, no_images:
             notes.append(note)
     if len(files) > limits.max_files:
         skipped = [display_name(shared.name) for shared in files[limits.max_files:]]
-        notes.append(f"I only read the first {limits.max_files} files of your message (CHATBOTS_FILE_MAX_COUNT), "
+        notes.append(f"I only read the first {limits.max_files} files of your message (`CHATBOTS_FILE_MAX_COUNT`), "
                      f"not {', '.join(skipped[:5])}{' and more' if len(skipped) > 5 else ''}.")
         parts.extend(_note(shared, display_name(shared.name), "over the number of files read per message")
                      for shared in files[limits.max_files:])
@@ -176,7 +176,7 @@ async def _read(shared: SharedFile, name: str, limits: FileLimits, no_images: st
         raise _NotRead("not a file type I can read (I read images, PDFs and text files)")
     if declared == "image" and no_images is not None:
         raise _NotRead(no_images)
-    over = f"it is over the {megabytes(limits.max_bytes)} limit per file (CHATBOTS_FILE_MAX_BYTES)"
+    over = f"it is over the {megabytes(limits.max_bytes)} limit per file (`CHATBOTS_FILE_MAX_BYTES`)"
     if shared.size is not None and shared.size > limits.max_bytes:
         raise _NotRead(over)
     data = await _download(shared, limits, over)
@@ -200,7 +200,7 @@ async def _download(shared: SharedFile, limits: FileLimits, over: str) -> bytes:
     except FileUnavailable as unavailable:
         raise _NotRead(f"I couldn't download it ({unavailable.reason})") from None
     except TimeoutError:
-        raise _NotRead(f"it took longer than {limits.timeout:g} s to download (CHATBOTS_FILE_TIMEOUT)") from None
+        raise _NotRead(f"it took longer than {limits.timeout:g} s to download (`CHATBOTS_FILE_TIMEOUT`)") from None
     except Exception as error:  # noqa: BLE001 - one broken download must not fail the turn
         log.warning("a file download failed: %s", type(error).__name__)
         raise _NotRead("I couldn't download it") from None
@@ -229,14 +229,14 @@ async def _pdf(data: bytes, shared: SharedFile, name: str, limits: FileLimits) -
         raise _NotRead(str(unreadable)) from None
     if not found.text.strip():
         if found.pages > found.pages_read:
-            raise _NotRead(f"its first {found.pages_read} pages have no text I can read (CHATBOTS_PDF_MAX_PAGES)")
+            raise _NotRead(f"its first {found.pages_read} pages have no text I can read (`CHATBOTS_PDF_MAX_PAGES`)")
         raise _NotRead("it has no text I can read (a scanned PDF, perhaps; I can't read text in pictures)")
     note = None
     if found.cut:
-        note = (f"I only read the first {limits.max_chars:,} characters of {name} (CHATBOTS_FILE_MAX_CHARS).")
+        note = (f"I only read the first {limits.max_chars:,} characters of {name} (`CHATBOTS_FILE_MAX_CHARS`).")
     elif found.pages > found.pages_read:
         note = (f"I only read the first {found.pages_read} of the {found.pages} pages of {name} "
-                "(CHATBOTS_PDF_MAX_PAGES).")
+                "(`CHATBOTS_PDF_MAX_PAGES`).")
     return FilePart(Kind.TEXT, name, "application/pdf", f"[File: {name}]\n{found.text}"), note
 
 
@@ -248,7 +248,7 @@ async def _text(data: bytes, shared: SharedFile, name: str, limits: FileLimits) 
     text = await _off_loop(len(head), _decode, head)
     cut = len(text) > limits.max_chars or len(data) > len(head)
     text = text[: limits.max_chars]
-    note = f"I only read the first {limits.max_chars:,} characters of {name} (CHATBOTS_FILE_MAX_CHARS)." if cut else None
+    note = f"I only read the first {limits.max_chars:,} characters of {name} (`CHATBOTS_FILE_MAX_CHARS`)." if cut else None
     mimetype = shared.mimetype.split(";", 1)[0].strip() or "text/plain"
     return FilePart(Kind.TEXT, name, mimetype, f"[File: {name}]\n{text}"), note
 
