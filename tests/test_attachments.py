@@ -339,3 +339,25 @@ async def test_forget_removes_stored_files(engine: Engine, model_server: FakeMod
     assert (await store.run(store.sql._run, "SELECT COUNT(*) FROM message_files")).rows[0][0] == 1
     await store.forget_conversation(KEY)
     assert (await store.run(store.sql._run, "SELECT COUNT(*) FROM message_files")).rows[0][0] == 0
+
+
+async def test_a_messages_files_download_four_at_a_time(engine: Engine, model_server: FakeModelServer) -> None:
+    in_flight: list[int] = [0]
+    peak: list[int] = [0]
+    four = asyncio.Event()
+    go = asyncio.Event()
+
+    async def held() -> None:
+        in_flight[0] += 1
+        peak[0] = max(peak[0], in_flight[0])
+        if in_flight[0] == 4:
+            four.set()
+        await go.wait()
+        in_flight[0] -= 1
+
+    files = [shared(f"f{n}.txt", b"x", "text/plain", before=held) for n in range(7)]
+    turn = asyncio.create_task(ask(engine, said("read", *files)))
+    await asyncio.wait_for(four.wait(), 5)
+    go.set()
+    await turn
+    assert peak[0] == 4
