@@ -340,8 +340,7 @@ class Engine:
         conversation = await self.store.conversation_id(message.key)
         stored_id = await self.store.add_message(
             conversation, "user", text, size.tokens + sum(file.tokens for file in attached), exact=size.exact,
-            author_id=message.author_id, author_name=message.author_name, platform_id=message.message_id,
-            **({"files": attached} if attached else {}),
+            author_id=message.author_id, author_name=message.author_name, platform_id=message.message_id, files=attached,
         )
         if stored_id is None:
             return TurnResult(TurnStatus.DUPLICATE)
