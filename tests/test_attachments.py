@@ -122,11 +122,13 @@ async def test_a_zip_is_never_fetched_and_gets_a_note_while_the_question_is_answ
 ) -> None:
     served = Served()
     reply = await ask(engine, said("what's inside?", shared("report.zip", b"PK\x03\x04", "application/zip", served=served),
-                                   shared("clip.mp4", b"\x00" * 10, "video/mp4", served=served)))
+                                   shared("clip.mp4", b"\x00" * 10, "video/mp4", served=served),
+                                   shared("IMG_1.HEIC", b"\x00" * 10, "image/heic", served=served)))
     assert served.fetched == []
     assert reply.text.startswith("echo: what's inside?")
     assert "_I couldn't read report.zip: not a file type I can read (I read images, PDFs and text files)._" in reply.text
     assert "_I couldn't read clip.mp4: not a file type I can read" in reply.text
+    assert "_I couldn't read IMG_1.HEIC: not an image format I can read (I read PNG, JPEG, GIF and WebP)._" in reply.text
 
 
 async def test_the_name_never_makes_an_image_only_the_bytes_do(engine: Engine, model_server: FakeModelServer) -> None:

@@ -174,6 +174,8 @@ def _note(shared: SharedFile, name: str, reason: str) -> FilePart:
 
 async def _read(shared: SharedFile, name: str, limits: FileLimits, no_images: str | None) -> tuple[FilePart, str | None]:
     declared = declared_kind(shared)
+    if declared == "other" and shared.mimetype.lower().startswith("image/"):
+        raise _NotRead("not an image format I can read (I read PNG, JPEG, GIF and WebP)")
     if declared == "other":
         raise _NotRead("not a file type I can read (I read images, PDFs and text files)")
     if declared == "image" and no_images is not None:
