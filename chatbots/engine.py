@@ -408,7 +408,9 @@ class Engine:
         moderated = reply if isinstance(reply, ModeratedReply) else None
         if answer_row is None:
             answer_row = await self.store.begin_answer(conversation, model)
-        await _quietly(reply.start(), "start")
+        # The model's request goes out while the platform shows the reply starting: its round trip is not added
+        # to the time to first text. Text waits until the reply has started.
+        starting = asyncio.ensure_future(_quietly(reply.start(), "start"))
         parts: list[str] = []
         thoughts: list[str] = []  # never shown nor stored; counted only if the server reports no usage
         usage: Usage | None = None
@@ -427,6 +429,7 @@ class Engine:
                         continue
                     if not parts:
                         self.metrics.first_token.labels(platform).observe(time.monotonic() - started)
+                        await starting
                     parts.append(part)
                     await _quietly(reply.append(part), "append")
                     if moderated is not None and moderated.halted:
@@ -435,12 +438,18 @@ class Engine:
                         await self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
                         saved_at = time.monotonic()
         except ModelError as error:
+            await starting
             self.metrics.errors.labels(error.kind).inc()
             return usage, await self._failed(answer_row, model, parts, reply, error.notice), False
         except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
+            await starting
             log.exception("turn failed unexpectedly")
             self.metrics.errors.labels("internal").inc()
             return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE), False
+        except BaseException:  # cancelled: shutting down
+            starting.cancel()
+            raise
+        await starting
 
         answer = "".join(parts)
         if usage is None:
