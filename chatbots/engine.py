@@ -469,8 +469,10 @@ class Engine:
         moderated = reply if isinstance(reply, ModeratedReply) else None
         if answer_row is None:
             answer_row = await self.store.begin_answer(conversation, model)
-        if shared is None or not shared.reply_started:
-            await _quietly(reply.start(), "start")
+        # The model's request goes out while the platform shows the reply starting: its round trip is not added
+        # to the time to first text. Text waits until the reply has started (already, when files were fetched first).
+        already = shared is not None and shared.reply_started
+        starting = asyncio.ensure_future(_nothing() if already else _quietly(reply.start(), "start"))
         parts: list[str] = []
         thoughts: list[str] = []  # never shown nor stored; counted only if the server reports no usage
         usage: Usage | None = None
@@ -489,6 +491,7 @@ class Engine:
                         continue
                     if not parts:
                         self.metrics.first_token.labels(platform).observe(time.monotonic() - started)
+                        await starting
                     parts.append(part)
                     await _quietly(reply.append(part), "append")
                     if moderated is not None and moderated.halted:
@@ -497,12 +500,18 @@ class Engine:
                         await self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
                         saved_at = time.monotonic()
         except ModelError as error:
+            await starting
             self.metrics.errors.labels(error.kind).inc()
             return usage, await self._failed(answer_row, model, parts, reply, error.notice), False
         except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
+            await starting
             log.exception("turn failed unexpectedly")
             self.metrics.errors.labels("internal").inc()
             return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE), False
+        except BaseException:  # cancelled: shutting down
+            starting.cancel()
+            raise
+        await starting
 
         answer = "".join(parts)
         if usage is None:
@@ -618,6 +627,10 @@ def _continues_exchange(window: list[StoredMessage], author_id: str) -> bool:
     if earlier[-1].role == "assistant":
         return True
     return {turn.author_id for turn in earlier if turn.role == "user"} <= {author_id}
+
+
+async def _nothing() -> None:
+    """A step with nothing to do."""
 
 
 async def _quietly(step: Awaitable[T], name: str) -> T | None:
