@@ -75,6 +75,25 @@ def test_a_sqlite_migration_another_process_applied_while_this_one_waited_is_not
     other.close()
 
 
+def test_every_migration_only_adds_so_the_previous_release_runs_on_the_new_schema() -> None:
+    """Replicas of the previous release keep running while the new ones start: a migration may create tables and
+    indexes and add columns (with a default, or nullable), never drop, rename or rewrite. Removing something takes
+    two releases: stop using it, then drop it."""
+    import inspect
+    import re
+
+    adds = re.compile(r"\s*(CREATE (UNIQUE )?(TABLE|INDEX)|ALTER TABLE \w+ ADD COLUMN \w+ \w+( NOT NULL DEFAULT \S+)?\s*$)",
+                      re.IGNORECASE)
+    for name, statements in MIGRATIONS:
+        for statement in statements:
+            assert adds.match(str(statement)), f"{name}: {statement}"
+    for migration in migrations._migrations:
+        source = inspect.getsource(migration.fn)
+        assert not re.search(r"\b(DROP|RENAME)\b|\.transform\(|\.drop\(", source, re.IGNORECASE), migration.name
+        for statement in re.findall(r"ALTER TABLE[^\"]*", source, re.IGNORECASE):
+            assert adds.match(statement), f"{migration.name}: {statement}"
+
+
 async def _migrate_process(env: dict[str, str]) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "chatbots.cli", "migrate", env={"PATH": os.environ["PATH"], **env},
