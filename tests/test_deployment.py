@@ -172,7 +172,7 @@ async def test_the_buildpack_build_runs_and_its_release_step_migrates_sqlite_and
 async def test_the_procfiles_web_process_serves_on_port_and_stops_on_sigterm(
     slug: Slug, postgres_database: str
 ) -> None:
-    """Two dynos on one database after the release step: each starts, answers /healthz, and stops cleanly."""
+    """Two dynos on one database after the release step: each starts, answers, and stops cleanly."""
     assert procfile()["web"] == "chatbots run"
     async with FakeSlack() as slack, FakeModelServer() as model:
         env = run_env(slug.bin, DATABASE_URL=postgres_database, SLACK_BOT_TOKEN="xoxb-deploy",
@@ -185,7 +185,8 @@ async def test_the_procfiles_web_process_serves_on_port_and_stops_on_sigterm(
         try:
             for dyno, port in zip(dynos, ports):
                 await wait_healthy(dyno, port)
-            await answers_over_http(slack, ports[1], "which dyno answers?")
+            for n, port in enumerate(ports):
+                await answers_over_http(slack, port, f"hello dyno {n}")
         finally:
             for dyno in dynos:
                 if dyno.returncode is None:
