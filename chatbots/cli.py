@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     purge = commands.add_parser("purge", help="delete stored messages older than the retention period now")
     purge.add_argument("--days", type=int, help="retention in days (default: CHATBOTS_RETENTION_DAYS)")
 
+    commands.add_parser("migrate", help="create or upgrade the database's schema (DATABASE_URL, else CHATBOTS_DB) and "
+                                        "exit: a deployment's release step; safe to run while replicas start")
+
     migrate = commands.add_parser("migrate-db", help="copy the SQLite database (CHATBOTS_DB) into PostgreSQL; safe to repeat")
     migrate.add_argument("--to", required=True, metavar="URL", help="the target: postgresql://USER:PASSWORD@HOST/DATABASE")
     return parser
@@ -148,12 +151,34 @@ def _export(settings: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(settings: Config) -> str:
+    """`chatbots migrate`: the schema brought up to date the way every process opens the database (under the
+    database's lock, so replicas starting meanwhile wait and then find it done); what was applied."""
+    database = open_database(settings.database_url, settings.db_path)
+    try:
+        applied, _ = database.applied_migrations()
+    finally:
+        database.close()
+    if settings.database_url:
+        from .store.postgres import safe_url
+
+        where = safe_url(settings.database_url)
+    else:
+        where = settings.db_path
+    if database.migrated:
+        return f"{where}: applied {', '.join(database.migrated)} ({len(applied)} migrations in all)"
+    return f"{where}: up to date ({len(applied)} migrations applied)"
+
+
 def _command(settings: Config, args: argparse.Namespace) -> int:
     """Run one command; its exit code."""
     if args.command == "chat":
         return asyncio.run(_chat(settings, args))
     if args.command == "export":
         return _export(settings, args)
+    if args.command == "migrate":
+        print(_migrate(settings))
+        return 0
     if args.command == "migrate-db":
         from .migrate_db import migrate_db
 

@@ -121,6 +121,13 @@ class SQLDatabase(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    migrated: list[str] = []
+    """The migrations applied when this process opened the database (the others were applied before)."""
+
+    @abstractmethod
+    def applied_migrations(self) -> tuple[list[str], list[str]]:
+        """(applied, pending) migration names."""
+
     turn_locks: Any = None
     """The backend's locks on conversation turns across processes (chatbots.store.postgres.TurnLocks), or None
     when one process owns the database."""

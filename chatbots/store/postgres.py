@@ -80,7 +80,7 @@ class PostgresDatabase(SQLDatabase):
         wait: how long a statement waits for a connection while the server is away, before the turn gives up."""
         database = cls.connect(url, clock, connect_timeout, wait)
         try:
-            database.migrate()
+            database.migrated = database.migrate()
         except (psycopg.Error, PoolTimeout) as error:
             database.close()
             raise StoreError(f"cannot migrate the database at {safe_url(url)}: {_first_line(error)} "

@@ -39,6 +39,24 @@ def _fix(path: Path, error: sqlite3.Error) -> str:
     return "the file, its folder and their permissions for this user"
 
 
+def migrate(db: Database) -> list[str]:
+    """Apply the pending migrations holding the file's write lock; returns the names applied here.
+
+    Under the lock, so processes opening a file at once (`chatbots migrate` beside `chatbots run`) take turns: the
+    one that waited finds the migrations applied instead of applying them again. An up-to-date file is only read."""
+    if not migrations.pending(db):
+        return []
+    db.execute("BEGIN IMMEDIATE")  # waits up to the busy timeout for another writer
+    try:
+        names = [migration.name for migration in migrations.pending(db)]
+        migrations.apply(db)  # each migration in a savepoint of this transaction
+    except BaseException:
+        db.conn.rollback()
+        raise
+    db.conn.commit()
+    return names
+
+
 class SQLiteDatabase(SQLDatabase):
     """One process answers from a file; operator commands may read and write beside it."""
 
@@ -59,10 +77,16 @@ class SQLiteDatabase(SQLDatabase):
                 db.enable_wal()
             db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, which is what WAL needs
             db.execute("PRAGMA foreign_keys=ON")
-            migrations.apply(db)
+            migrated = migrate(db)
         except sqlite3.Error as error:
             raise sqlite_error(path, error) from None
-        return cls(db, clock)
+        database = cls(db, clock)
+        database.migrated = migrated
+        return database
+
+    def applied_migrations(self) -> tuple[list[str], list[str]]:
+        with self._lock:
+            return ([m.name for m in migrations.applied(self.db)], [m.name for m in migrations.pending(self.db)])
 
     def close(self) -> None:
         self.db.close()
