@@ -520,20 +520,23 @@ class Engine:
 
 
 def _halved(window: list[StoredMessage], counter: TokenCounter) -> list[StoredMessage]:
-    """The newest turns holding at most half the window's tokens; a lone turn is cut to half its length instead."""
-    budget = sum(turn.tokens for turn in window) // 2
+    """The newest turns holding at most half the window's tokens; a lone turn is cut to half its length instead.
+
+    Sizes are counted for real (the tokenizer is loaded): an upper bound could leave a lone turn uncut."""
+    sizes = [turn.tokens if turn.exact else counter.count_message(counted_text(turn)) for turn in window]
+    budget = sum(sizes) // 2
     kept: list[StoredMessage] = []
-    for turn in reversed(window):
-        if kept and budget < turn.tokens:
+    for turn, size in zip(reversed(window), reversed(sizes)):
+        if kept and budget < size:
             break
         kept.append(turn)
-        budget -= turn.tokens
+        budget -= size
     kept.reverse()
     if len(kept) < len(window) or not kept:
         return kept
     last = kept[-1]
-    text = counter.truncate(last.text, max(1, last.tokens // 2)) + TRUNCATION_MARK
-    return [*kept[:-1], replace(last, text=text, tokens=counter.count(text))]
+    text = counter.truncate(last.text, max(1, counter.count(last.text) // 2)) + TRUNCATION_MARK
+    return [*kept[:-1], replace(last, text=text, tokens=counter.count_message(text))]
 
 
 def _continues_exchange(window: list[StoredMessage], author_id: str) -> bool:
