@@ -89,11 +89,15 @@ class Failure:
     def retryable(self) -> bool:
         return self.status in RETRYABLE_STATUSES and self.kind not in _NOT_RETRIED
 
+    def details(self) -> str:
+        """What the server said, minus any text: `status 401, type invalid_request_error, code invalid_api_key`."""
+        return ", ".join(f"{name} {value}" for name, value in (("status", self.status), ("type", self.type),
+                                                                ("code", self.code)) if value is not None)
+
     def describe(self) -> str:
         """For the operator's log: `key_refused (status 401, type invalid_request_error, code invalid_api_key)`."""
-        fields = [f"{name} {value}" for name, value in (("status", self.status), ("type", self.type), ("code", self.code))
-                  if value is not None]
-        return f"{self.kind} ({', '.join(fields)})" if fields else str(self.kind)
+        details = self.details()
+        return f"{self.kind} ({details})" if details else str(self.kind)
 
 
 @dataclass(frozen=True, slots=True)
