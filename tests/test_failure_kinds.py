@@ -93,6 +93,9 @@ RECORDED: dict[str, tuple[int | None, Any, str, FailureKind]] = {
                                        "m", K.SERVER_ERROR),
     "empty body": (503, b"", "m", K.SERVER_ERROR),
     "timeout status": (408, b"", "m", K.TIMEOUT),
+    "payload too large": (413, b"", "m", K.CONTEXT_TOO_LONG),
+    "litellm expired key": (400, {"error": {"message": "Authentication Error - Expired Key.", "type": "expired_key",
+                                            "param": None, "code": "400"}}, "m", K.KEY_REFUSED),
 }
 
 
@@ -160,3 +163,21 @@ def test_repeated_failures_are_logged_once_per_interval_with_a_count(caplog: pyt
         "model call failed: key_refused (status 401, type auth_error, code 401) (4 more like this in the last 61 s)",
     ]
     assert counter.counts == {("model", "key_refused"): 6, ("model", "timeout"): 1}
+
+
+def test_slack_errors_name_the_step_that_fixes_them() -> None:
+    from slack_sdk.errors import SlackApiError
+
+    from adapters.slack.errors import classify as slack_classify
+
+    def error(**body: object) -> SlackApiError:
+        return SlackApiError("failed", {"ok": False, **body})
+
+    kind, fix = slack_classify(error(error="missing_scope", needed="chat:write"), "C1")
+    assert kind is K.MISSING_SCOPE and "chat:write scope" in fix and "reinstall" in fix
+    kind, fix = slack_classify(error(error="channel_not_found"), "C7")
+    assert kind is K.CHANNEL_NOT_FOUND and "channel C7" in fix and "invite the bot" in fix
+    kind, fix = slack_classify(error(error="invalid_auth"))
+    assert kind is K.TOKEN_REFUSED and "SLACK_BOT_TOKEN" in fix
+    kind, fix = slack_classify(error(error="missing_scope", needed="<!channel> text"), "C1")
+    assert "<!channel>" not in fix, "only identifiers from the answer reach the log"

@@ -162,3 +162,17 @@ async def test_a_server_without_moderations_is_told_apart(
     finally:
         await moderator.close()
     assert failure_lines(caplog) == ["moderation call failed: no_endpoint (status 404); blocking"]
+
+
+async def test_a_moderation_answer_without_a_verdict_is_logged_as_malformed(
+    model_server: FakeModelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    model_server.moderation_body = {"results": []}
+    moderator = Moderator(model_server.base_url, "sk-test", "omni-moderation-latest", block_on_error=False)
+    try:
+        assert not (await moderator.check("hello")).blocked
+    finally:
+        await moderator.close()
+    assert failure_lines(caplog) == [
+        "moderation call failed: malformed (status 200): results missing, empty or not a list; allowing"]
