@@ -67,6 +67,7 @@ async def run(server_url: str, count: int = 2, burst: int = 100, log=print) -> d
     slowest = max(m.duration for m in model.timings[-burst:] if m.duration)
     starts = [sum(t.calls[m] for m in STARTS) for t in traces]
     replies_per_s = burst / span
+    stages = _stages(traces, model)
     ceiling = burst / slowest
     return {
         "replicas": count, "burst": burst, "transport": transport(server_url),
@@ -77,9 +78,26 @@ async def run(server_url: str, count: int = 2, burst: int = 100, log=print) -> d
         "replies_per_s": round(replies_per_s, 1),
         "model_bound_replies_per_s": round(ceiling, 1),
         "of_ceiling": round(replies_per_s / ceiling, 3),
+        **stages,
         "bot_cpu_ms_per_reply": [load["bot_cpu_ms_per_reply"] for load in loads],
         "bot_cpu_cores": [load["bot_cpu_cores"] for load in loads],
     }
+
+
+def _stages(traces: list[Any], model: TimedModelServer) -> dict[str, Any]:
+    """Where the span beyond the model's stream goes: from each event sent to its model request arriving (the burst
+    being taken in), the stream itself, and from the stream's end to the reply's final text on the platform."""
+    to_model, after_model = [], []
+    for trace in traces:
+        timing = model.by_question.get(trace.question)
+        if timing is None or timing.done is None or trace.final_at is None:
+            continue
+        to_model.append(timing.arrived - trace.event_at)
+        after_model.append(trace.final_at - timing.done)
+    def spread(values: list[float]) -> dict[str, float]:
+        ordered = sorted(values)
+        return {"p50_ms": round(1000 * ordered[len(ordered) // 2], 1), "max_ms": round(1000 * ordered[-1], 1)} if ordered else {}
+    return {"event_to_model_request": spread(to_model), "model_done_to_final_text": spread(after_model)}
 
 
 async def main() -> None:

@@ -307,50 +307,74 @@ class Engine:
                 return TurnResult(TurnStatus.FLAGGED if verdict.decision == Decision.FLAGGED else TurnStatus.MODERATION_UNAVAILABLE)
         size = counter.size(labelled(text, message.author_name, message.author_id))
         conversation = await self.store.conversation_id(message.key)
-        stored_id = await self.store.add_message(
-            conversation, "user", text, size.tokens, exact=size.exact,
+        stored_id, answer_row = await self.store.add_question(  # a question to answer gets its answer's row at once
+            conversation, text, size.tokens, model if message.addressed is Addressed.YES else None, exact=size.exact,
             author_id=message.author_id, author_name=message.author_name, platform_id=message.message_id,
         )
         if stored_id is None:
             return TurnResult(TurnStatus.DUPLICATE)
         if message.addressed is Addressed.CONTEXT:
             return TurnResult(TurnStatus.STORED)
+        return await self._respond(message, reply, started, found, caps, workspace_id, conversation, answer_row, truncated)
 
-        window = await self._window(conversation, model, instructions, counter)
-        if message.addressed is Addressed.IF_CONTINUING and not _continues_exchange(window, message.author_id):
-            return TurnResult(TurnStatus.STORED)
-        prompt = build_messages(instructions, window)
+    async def _respond(
+        self, message: Inbound, reply: Reply, started: float, found: dict[str, str], caps: Caps, workspace_id: int,
+        conversation: int, answer_row: int | None, truncated: bool,
+    ) -> TurnResult:
+        """From the stored question to the stored answer: the window, the caps, the model.
 
-        async def shorter_prompt() -> list[Message]:
-            """About half the history, for a server that counts the prompt as longer than its window."""
-            await counter.load()
-            return build_messages(instructions, _halved(window, counter))
-
-        def exact_prompt_tokens() -> int:
-            """For servers that report no usage: the prompt counted for real (only bounded sizes recounted)."""
-            turns = sum(turn.tokens if turn.exact else counter.count_message(counted_text(turn)) for turn in window)
-            return turns + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
-
+        answer_row: the answer's row, begun with the question; until _answer takes it, every way out removes it."""
+        model, instructions = self._instructions(found)
+        counter = self.counter(model)
+        moderated = self.moderator is not None and found.get("moderation", "on") == "on"
         try:
+            window = await self._window(conversation, model, instructions, counter)
+            if message.addressed is Addressed.IF_CONTINUING and not _continues_exchange(window, message.author_id):
+                await self._drop_answer(answer_row)
+                return TurnResult(TurnStatus.STORED)
+            prompt = build_messages(instructions, window)
+
+            async def shorter_prompt() -> list[Message]:
+                """About half the history, for a server that counts the prompt as longer than its window."""
+                await counter.load()
+                return build_messages(instructions, _halved(window, counter))
+
+            def exact_prompt_tokens() -> int:
+                """For servers that report no usage: the prompt counted for real (only bounded sizes recounted)."""
+                turns = sum(turn.tokens if turn.exact else counter.count_message(counted_text(turn)) for turn in window)
+                return turns + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
+
             admission = await self._admit(workspace_id, message.author_id, caps, model, instructions, window, exact_prompt_tokens)
         except Refused as refusal:
+            await self._drop_answer(answer_row)
             return await self._refused(message, reply, refusal)
+        except BaseException:
+            await self._drop_answer(answer_row)
+            raise
         if moderated:
             assert self.moderator is not None
             key = message.key
             reply = ModeratedReply(reply, self.moderator, lambda verdict, shown: self._record_moderation(key, "out", verdict, shown))
         usage: Usage | None = None
+        written = False
         try:
-            usage, result = await self._answer(
-                conversation, workspace_id, model, prompt, exact_prompt_tokens, truncated, reply, message.key.platform, started,
-                admission.output_limit, shorter_prompt,
+            usage, result, written = await self._answer(
+                conversation, admission, model, prompt, exact_prompt_tokens, truncated, reply, message.key.platform, started,
+                answer_row, shorter_prompt,
             )
             return result
         finally:
-            await self.limits.settle(admission, model, usage)
+            await self.limits.settle(admission, model, usage, written)
             if usage is not None:
                 self.metrics.tokens.labels(message.key.platform, "prompt").inc(usage.prompt_tokens)
                 self.metrics.tokens.labels(message.key.platform, "completion").inc(usage.completion_tokens)
+
+    async def _drop_answer(self, answer_row: int | None) -> None:
+        """Remove an answer's row that will not be streamed (the turn ends first); a database that fails here
+        leaves it 'streaming', and recovery marks it interrupted."""
+        if answer_row is not None:
+            with contextlib.suppress(*self.store.errors):
+                await self.store.complete_answer(answer_row, "", 0, status="interrupted")  # no text: the row goes
 
     async def _refused(self, message: Inbound, reply: Reply, refusal: Refused) -> TurnResult:
         self.metrics.refusals.labels(message.key.platform).inc()
@@ -382,11 +406,12 @@ class Engine:
         return await self.limits.admit(workspace_id, user_id, caps, prompt, wanted)
 
     async def _answer(
-        self, conversation: int, workspace_id: int, model: str, prompt: list[Message], prompt_tokens: Callable[[], int],
-        truncated: bool, reply: Reply, platform: str, started: float, output_limit: int | None,
+        self, conversation: int, admission: Admission, model: str, prompt: list[Message], prompt_tokens: Callable[[], int],
+        truncated: bool, reply: Reply, platform: str, started: float, answer_row: int | None,
         shorter_prompt: Callable[[], Awaitable[list[Message]]] | None = None,
-    ) -> tuple[Usage | None, TurnResult]:
-        """Stream the model's answer into the reply and store it; returns the usage to count against caps.
+    ) -> tuple[Usage | None, TurnResult, bool]:
+        """Stream the model's answer into the reply and store it; returns the usage to count against caps, and
+        whether the store already counted it (with the answer, in one statement).
 
         The answer's row exists from the start (status 'streaming') and its shown text is saved every few
         seconds, so a process killed midway leaves an 'interrupted' answer behind instead of a hole.
@@ -395,8 +420,11 @@ class Engine:
         """
         counter = self.counter(model)
         moderated = reply if isinstance(reply, ModeratedReply) else None
-        answer_row = await self.store.begin_answer(conversation, model)
-        await _quietly(reply.start(), "start")
+        if answer_row is None:
+            answer_row = await self.store.begin_answer(conversation, model)
+        # The model's request goes out while the platform shows the reply starting: its round trip is not added
+        # to the time to first text. Text waits until the reply has started.
+        starting = asyncio.ensure_future(_quietly(reply.start(), "start"))
         parts: list[str] = []
         thoughts: list[str] = []  # never shown nor stored; counted only if the server reports no usage
         usage: Usage | None = None
@@ -404,7 +432,7 @@ class Engine:
         retried = False
         while True:
             try:
-                async with contextlib.aclosing(self.model.stream(model, prompt, output_limit)) as stream:
+                async with contextlib.aclosing(self.model.stream(model, prompt, admission.output_limit)) as stream:
                     async for part in stream:
                         if isinstance(part, Usage):
                             usage = part
@@ -417,6 +445,7 @@ class Engine:
                             continue
                         if not parts:
                             self.metrics.first_token.labels(platform).observe(time.monotonic() - started)
+                            await starting
                         parts.append(part)
                         await _quietly(reply.append(part), "append")
                         if moderated is not None and moderated.halted:
@@ -429,37 +458,43 @@ class Engine:
                     log.info("model server found the prompt too long for its window; trying once with less history")
                     prompt, retried = await shorter_prompt(), True
                     continue
+                await starting
                 self._report_model_failure(error, model)
                 notice = model_notice(error.kind, model, shown=bool(parts))
-                if error.kind is FailureKind.CONTENT_FILTERED:
-                    return usage, await self._failed(answer_row, model, parts, reply, notice, status=TurnStatus.FLAGGED)
-                return usage, await self._failed(answer_row, model, parts, reply, notice)
+                status = TurnStatus.FLAGGED if error.kind is FailureKind.CONTENT_FILTERED else TurnStatus.FAILED
+                return usage, await self._failed(answer_row, model, parts, reply, notice, status=status), False
             except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
+                await starting
                 log.exception("turn failed unexpectedly")
                 self.metrics.errors.labels("internal").inc()
-                return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE)
+                return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE), False
+            except BaseException:  # cancelled: shutting down
+                starting.cancel()
+                raise
             break
+        await starting
 
         answer = "".join(parts)
         if usage is None:
             await counter.load()
             usage = Usage(prompt_tokens(), counter.count(answer) + counter.count("".join(thoughts)), estimated=True)
         if moderated is not None and moderated.halted:
-            return usage, await self._failed(answer_row, model, parts, reply, "", status=TurnStatus.FLAGGED)
+            return usage, await self._failed(answer_row, model, parts, reply, "", status=TurnStatus.FLAGGED), False
         if not answer.strip():
-            return usage, await self._failed(answer_row, model, parts, reply, EMPTY_ANSWER_NOTICE)
+            return usage, await self._failed(answer_row, model, parts, reply, EMPTY_ANSWER_NOTICE), False
         if truncated:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
         platform_ids = await _quietly(reply.finish(), "finish") or []
         if moderated is not None and moderated.halted:  # the last increment was flagged at finish
-            return usage, await self._store_shown(answer_row, model, moderated.approved, TurnStatus.FLAGGED)
+            return usage, await self._store_shown(answer_row, model, moderated.approved, TurnStatus.FLAGGED), False
         size = counter.size(answer)
+        counted = self.limits.usage_record(admission, model, usage)
         await self.store.complete_answer(
             answer_row, answer, size.tokens, status="ok", exact=size.exact,
             platform_id=platform_ids[0] if platform_ids else None, usage=(usage.prompt_tokens, usage.completion_tokens),
-            reply_parts=(workspace_id, platform_ids),
+            reply_parts=(admission.workspace_id, platform_ids), counted=counted,
         )
-        return usage, TurnResult(TurnStatus.ANSWERED, answer, usage)
+        return usage, TurnResult(TurnStatus.ANSWERED, answer, usage), counted is not None
 
     def _report_model_failure(self, error: ModelError, model: str) -> None:
         self.metrics.errors.labels(error.kind).inc()

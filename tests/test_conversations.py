@@ -246,3 +246,41 @@ async def test_people_talking_among_themselves_in_the_bots_thread_are_context(
     result = await engine.handle(said("agreed", 3, author="U3", name="Linus", addressed=Addressed.IF_CONTINUING), reply)
     assert result.status == "stored" and reply.started == 0
     assert len(model_server.requests) == 1
+
+
+class SlowStartReply(RecordingReply):
+    """A platform whose "reply is starting" call answers only once the model has been asked (real Slack takes
+    100-300 ms for chat.startStream); it records what happened in which order."""
+
+    def __init__(self, model_server: FakeModelServer) -> None:
+        super().__init__()
+        self.model_server = model_server
+        self.order: list[str] = []
+
+    async def start(self) -> None:
+        await self.model_server.wait_for_requests(1)
+        self.order.append("started")
+        await super().start()
+
+    async def append(self, text: str) -> None:
+        self.order.append("text")
+        await super().append(text)
+
+    async def fail(self, notice: str) -> list[str]:
+        self.order.append("failed")
+        return await super().fail(notice)
+
+
+async def test_the_model_is_asked_while_the_reply_is_still_starting_and_text_waits_for_the_start(
+    engine: Engine, model_server: FakeModelServer
+) -> None:
+    reply = SlowStartReply(model_server)
+    result = await asyncio.wait_for(engine.handle(Inbound(KEY, "m1", "U1", "Ada", "hello"), reply), 10)
+    assert result.status == "answered" and reply.text == "echo: hello"
+    assert reply.order[0] == "started" and set(reply.order[1:]) == {"text"}
+
+    model_server.queue("")  # nothing to show: the notice still comes after the start
+    reply = SlowStartReply(model_server)
+    model_server.requests.clear()
+    assert (await asyncio.wait_for(engine.handle(Inbound(KEY, "m2", "U1", "Ada", "again"), reply), 10)).status == "failed"
+    assert reply.order == ["started", "failed"]
