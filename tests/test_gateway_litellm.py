@@ -212,3 +212,8 @@ async def test_a_slack_turn_streams_through_the_gateway(gateway: Gateway, settin
         row = rig.bot.engine.store.db.execute(
             "SELECT completion_tokens FROM messages WHERE role = 'assistant'").fetchone()
         assert row[0] > 0
+
+
+def test_the_gateway_never_reached_for_the_network(gateway: Gateway) -> None:
+    said = "".join(gateway.output)
+    assert "cost map fetch" not in said and "ConnectError" not in said and "Name or service not known" not in said
