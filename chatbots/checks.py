@@ -18,8 +18,9 @@ import aiohttp
 import yarl
 
 from .config import Config
+from .failures import FailureKind, classify
 from .migrations import migrations
-from .moderation import Moderator
+from .moderation import Moderator, moderation_failure
 from .openai_client import DEFAULT_BASE_URL, OpenAIClient, model_ids
 from .store import SQLiteDatabase, StoreError
 
@@ -200,26 +201,43 @@ async def model_server(settings: Config, chat: OpenAIClient, timeout: float) -> 
     except (aiohttp.ClientError, OSError) as error:
         raise CheckFailed(f"cannot reach {shown} ({describe(error)})",
                           "check OPENAI_BASE_URL and that the model server is running and reachable from here") from None
-    if status in (401, 403):
-        fix = ("set OPENAI_API_KEY: the server asks for a key" if not settings.openai_api_key
-               else "check OPENAI_API_KEY: the server refused it")
-        raise CheckFailed(f"{shown} refused the credentials ({status})", fix)
     if status in (404, 405, 501):
         return Row("model server", OK, f"{shown}: reachable (no model list offered)")
-    if status == 429:
-        raise CheckFailed(f"{shown} answered 429 (rate limit or quota)",
-                          "check the key's quota and billing with the provider behind OPENAI_BASE_URL, or try again later")
     if status != 200:
-        raise CheckFailed(f"{shown} answered {status} to GET /models",
-                          "check OPENAI_BASE_URL points at the server's OpenAI-compatible API (often ending in /v1) and its logs")
+        failure = classify(status, body)
+        raise CheckFailed(f"{shown}: {KIND_PHRASES.get(failure.kind, 'answered an error')} to GET /models "
+                          f"({failure.details()})", _model_fix(failure.kind, settings))
     models = model_ids(body)
     if models is None:
         return Row("model server", OK, f"{shown}: reachable (no model list offered)")
     if settings.model not in models:
         offered = ", ".join(sorted(models)[:8]) + (", ..." if len(models) > 8 else "")
-        raise CheckFailed(f"{shown}: model {settings.model} is not among its {len(models)} models",
-                          f"set CHATBOTS_MODEL to one the server offers ({offered or 'none listed'})")
+        raise CheckFailed(f"{shown}: model {settings.model} not served by this gateway: available are {offered or 'none'}",
+                          f"set CHATBOTS_MODEL to one the server offers ({offered or 'none listed'}), or have the "
+                          "gateway serve it")
     return Row("model server", OK, f"{shown}: {len(models)} models, {settings.model} among them")
+
+
+KIND_PHRASES = {
+    FailureKind.KEY_REFUSED: "key refused",
+    FailureKind.MODEL_UNKNOWN: "model not served",
+    FailureKind.QUOTA_EXHAUSTED: "quota exhausted",
+    FailureKind.RATE_LIMITED: "rate limited",
+    FailureKind.REJECTED: "request rejected",
+    FailureKind.SERVER_ERROR: "server error",
+    FailureKind.TIMEOUT: "timed out",
+    FailureKind.NO_ENDPOINT: "no such endpoint",
+}
+"""How doctor names each kind of failure (chatbots/failures.py)."""
+
+
+def _model_fix(kind: FailureKind, settings: Config) -> str:
+    if kind is FailureKind.KEY_REFUSED:
+        return ("set OPENAI_API_KEY: the server asks for a key" if not settings.openai_api_key
+                else "check OPENAI_API_KEY: the server refused it (a gateway wants one of its own keys, or its master key)")
+    if kind in (FailureKind.QUOTA_EXHAUSTED, FailureKind.RATE_LIMITED):
+        return "check the key's quota and billing with the provider behind OPENAI_BASE_URL, or try again later"
+    return "check OPENAI_BASE_URL points at the server's OpenAI-compatible API (often ending in /v1) and its logs"
 
 
 # -- moderation ------------------------------------------------------------------------------------------------
@@ -246,17 +264,20 @@ async def moderation(settings: Config, moderator: Moderator | None, timeout: flo
     except (aiohttp.ClientError, OSError) as error:
         raise CheckFailed(f"cannot reach {shown} ({describe(error)}); {consequence}",
                           "check CHATBOTS_MODERATION_BASE_URL (else OPENAI_BASE_URL is used), or set CHATBOTS_MODERATION=off") from None
-    if status in (404, 405, 501):
-        raise CheckFailed(f"{shown}: no moderation endpoint ({status}); {consequence}", MODERATION_ELSEWHERE)
-    if status in (401, 403):
-        raise CheckFailed(f"{shown} refused the credentials ({status}); {consequence}",
-                          "check CHATBOTS_MODERATION_API_KEY (else OPENAI_API_KEY is used), or set CHATBOTS_MODERATION=off")
-    if status in (400, 422):
-        raise CheckFailed(f"{shown} rejected the request ({status}); {consequence}",
-                          f"check CHATBOTS_MODERATION_MODEL ({moderator.model}) is a moderation model this server has")
     if status != 200:
-        raise CheckFailed(f"{shown} answered {status}; {consequence}",
-                          "check the moderation server's health; " + MODERATION_ELSEWHERE)
+        failure = moderation_failure(status, body)
+        said = f"{KIND_PHRASES.get(failure.kind, 'answered an error')} ({failure.details()})"
+        if failure.kind is FailureKind.NO_ENDPOINT:
+            raise CheckFailed(f"{shown}: no moderation endpoint ({status}); {consequence}", MODERATION_ELSEWHERE)
+        if failure.kind is FailureKind.KEY_REFUSED:
+            raise CheckFailed(f"{shown}: {said}; {consequence}",
+                              "check CHATBOTS_MODERATION_API_KEY (else OPENAI_API_KEY is used), or set CHATBOTS_MODERATION=off")
+        if status in (400, 422) or failure.kind is FailureKind.MODEL_UNKNOWN:
+            raise CheckFailed(f"{shown}: {said}; {consequence}",
+                              f"check CHATBOTS_MODERATION_MODEL ({moderator.model}) is a moderation model this server has")
+        raise CheckFailed(f"{shown}: {said}; {consequence}",
+                          "check the moderation server's health; a gateway without a moderation model answers this way: "
+                          + MODERATION_ELSEWHERE)
     try:
         results = json.loads(body)["results"]
         if not isinstance(results, list) or not results:

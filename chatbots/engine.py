@@ -6,18 +6,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from .attachments import FileLimits, Kind, ReadFiles, read_files
 from .attachments.fitting import fit_files
 from .config import Config
+from .failure_log import FailureLog
+from .failures import FailureKind, model_notice
 from .limits import Admission, Caps, Refused, UsageLimits, caps_for
 from .logs import new_turn_id
 from .lru import LRU
 from .metrics import Metrics
-from .model import IMAGES_REFUSED, MAX_REMEMBERED_MODELS, ChatModel, Message, ModelError, has_images
+from .model import MAX_REMEMBERED_MODELS, ChatModel, Message, ModelError, has_images
 from .moderation import (
     FLAGGED_INPUT_NOTICE,
     UNAVAILABLE_NOTICE,
@@ -105,7 +107,11 @@ class Engine:
         self.model = model
         self.config = settings
         self.metrics = Metrics()
+        self.failures = FailureLog(self.metrics.failures)
+        """Where every part of the bot reports failed calls: counted by kind, logged once per interval."""
         self.moderator = Moderator.from_settings(settings, getattr(model, "client", None))
+        if self.moderator is not None:
+            self.moderator.failures = self.failures
         self.redact = redactor(settings.redact)
         self.tokenizers = tokenizers if tokenizers is not None else Tokenizers()
         self._counters: dict[str, TokenCounter] = {}
@@ -385,6 +391,11 @@ class Engine:
             if self.config.vision == "auto" and has_images(prompt):
                 text_only = lambda: build_messages(instructions, window, files, images=False)  # noqa: E731
 
+            async def shorter_prompt() -> list[Message]:
+                """About half the history, for a server that counts the prompt as longer than its window."""
+                await counter.load()
+                return build_messages(instructions, _halved(window, counter), files, images=self._no_images(model) is None)
+
             def exact_prompt_tokens() -> int:
                 """For servers that report no usage: the prompt counted for real (only bounded sizes recounted)."""
                 turns = sum(turn.tokens if turn.exact else counter.count_message(counted_text(turn)) + turn.file_tokens
@@ -407,7 +418,7 @@ class Engine:
         try:
             usage, result, written = await self._answer(
                 conversation, admission, model, prompt, exact_prompt_tokens, truncated, reply, message.key.platform, started,
-                answer_row, shared=shared, text_only=text_only,
+                answer_row, shorter_prompt, shared=shared, text_only=text_only,
             )
             return result
         finally:
@@ -454,15 +465,19 @@ class Engine:
 
     async def _answer(
         self, conversation: int, admission: Admission, model: str, prompt: list[Message], prompt_tokens: Callable[[], int],
-        truncated: bool, reply: Reply, platform: str, started: float, answer_row: int | None, *,
+        truncated: bool, reply: Reply, platform: str, started: float, answer_row: int | None,
+        shorter_prompt: Callable[[], Awaitable[list[Message]]] | None = None, *,
         shared: SharedFiles | None = None, text_only: Callable[[], list[Message]] | None = None,
     ) -> tuple[Usage | None, TurnResult, bool]:
         """Stream the model's answer into the reply and store it; returns the usage to count against caps, and
         whether the store already counted it (with the answer, in one statement).
 
         The answer's row exists from the start (status 'streaming') and its shown text is saved every few
-        seconds, so a process killed midway leaves an 'interrupted' answer behind instead of a hole. notes (about
-        files not read) follow the answer; text_only is the prompt without images, for a model that refuses them.
+        seconds, so a process killed midway leaves an 'interrupted' answer behind instead of a hole.
+        A server that finds the prompt too long for its window (our count of an unknown model's tokens can be
+        off) is asked once more with shorter_prompt() before the person is told. notes (about files not read)
+        follow the answer; text_only is the prompt without images, for a model that refuses them
+        (CHATBOTS_VISION=auto): the model is then remembered, so later turns leave images out at once.
         """
         counter = self.counter(model)
         notes = list(shared.notes) if shared is not None else []
@@ -477,40 +492,55 @@ class Engine:
         thoughts: list[str] = []  # never shown nor stored; counted only if the server reports no usage
         usage: Usage | None = None
         saved_at = time.monotonic()
-        try:
-            async with contextlib.aclosing(self._stream(model, prompt, admission.output_limit, text_only, notes)) as stream:
-                async for part in stream:
-                    if isinstance(part, Usage):
-                        usage = part
-                        continue
-                    if isinstance(part, Reasoning):
-                        thoughts.append(part.text)
-                        if time.monotonic() - saved_at > PARTIAL_SAVE_INTERVAL:  # alive while it only thinks
+        retried = False
+        while True:
+            try:
+                async with contextlib.aclosing(self.model.stream(model, prompt, admission.output_limit)) as stream:
+                    async for part in stream:
+                        if isinstance(part, Usage):
+                            usage = part
+                            continue
+                        if isinstance(part, Reasoning):
+                            thoughts.append(part.text)
+                            if time.monotonic() - saved_at > PARTIAL_SAVE_INTERVAL:  # alive while it only thinks
+                                await self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
+                                saved_at = time.monotonic()
+                            continue
+                        if not parts:
+                            self.metrics.first_token.labels(platform).observe(time.monotonic() - started)
+                            await starting
+                        parts.append(part)
+                        await _quietly(reply.append(part), "append")
+                        if moderated is not None and moderated.halted:
+                            break  # flagged midway: stop generating, show nothing more
+                        if time.monotonic() - saved_at > PARTIAL_SAVE_INTERVAL:
                             await self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
                             saved_at = time.monotonic()
-                        continue
-                    if not parts:
-                        self.metrics.first_token.labels(platform).observe(time.monotonic() - started)
-                        await starting
-                    parts.append(part)
-                    await _quietly(reply.append(part), "append")
-                    if moderated is not None and moderated.halted:
-                        break  # flagged midway: stop generating, show nothing more
-                    if time.monotonic() - saved_at > PARTIAL_SAVE_INTERVAL:
-                        await self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
-                        saved_at = time.monotonic()
-        except ModelError as error:
-            await starting
-            self.metrics.errors.labels(error.kind).inc()
-            return usage, await self._failed(answer_row, model, parts, reply, error.notice), False
-        except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
-            await starting
-            log.exception("turn failed unexpectedly")
-            self.metrics.errors.labels("internal").inc()
-            return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE), False
-        except BaseException:  # cancelled: shutting down
-            starting.cancel()
-            raise
+            except ModelError as error:
+                if error.kind is FailureKind.IMAGES_REFUSED and not parts and text_only is not None:
+                    log.info("the model server refused image parts for this model; answering from the text alone")
+                    self._blind.put(model, True)
+                    notes.append(NO_VISION_NOTE)
+                    prompt, text_only = text_only(), None
+                    continue
+                if error.kind is FailureKind.CONTEXT_TOO_LONG and not parts and shorter_prompt is not None and not retried:
+                    log.info("model server found the prompt too long for its window; trying once with less history")
+                    prompt, retried = await shorter_prompt(), True
+                    continue
+                await starting
+                self._report_model_failure(error, model)
+                notice = model_notice(error.kind, model, shown=bool(parts))
+                status = TurnStatus.FLAGGED if error.kind is FailureKind.CONTENT_FILTERED else TurnStatus.FAILED
+                return usage, await self._failed(answer_row, model, parts, reply, notice, status=status), False
+            except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
+                await starting
+                log.exception("turn failed unexpectedly")
+                self.metrics.errors.labels("internal").inc()
+                return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE), False
+            except BaseException:  # cancelled: shutting down
+                starting.cancel()
+                raise
+            break
         await starting
 
         answer = "".join(parts)
@@ -537,27 +567,6 @@ class Engine:
         )
         return usage, TurnResult(TurnStatus.ANSWERED, answer, usage), counted is not None
 
-    async def _stream(
-        self, model: str, prompt: list[Message], output_limit: int | None, text_only: Callable[[], list[Message]] | None,
-        notes: list[str],
-    ) -> AsyncGenerator[str | Reasoning | Usage, None]:
-        """The model's stream; when it refuses images (CHATBOTS_VISION=auto), the text-only prompt's, with a note,
-        and the model is remembered so later turns leave images out at once."""
-        try:
-            async with contextlib.aclosing(self.model.stream(model, prompt, output_limit)) as stream:
-                async for part in stream:
-                    yield part
-            return
-        except ModelError as error:
-            if error.kind != IMAGES_REFUSED.kind or text_only is None:
-                raise
-        log.info("the model server refused image parts for this model; answering from the text alone")
-        self._blind.put(model, True)
-        notes.append(NO_VISION_NOTE)
-        async with contextlib.aclosing(self.model.stream(model, text_only(), output_limit)) as stream:
-            async for part in stream:
-                yield part
-
     async def _window_files(self, window: list[StoredMessage], shared: SharedFiles | None) -> dict[int, list[StoredFile]]:
         """The files of the window's turns: this turn's from memory, earlier ones read only if there are any."""
         files = {shared.message_id: shared.files} if shared is not None and shared.files else {}
@@ -565,6 +574,11 @@ class Engine:
         if earlier:
             files.update(await self.store.message_files(earlier))
         return files
+
+    def _report_model_failure(self, error: ModelError, model: str) -> None:
+        self.metrics.errors.labels(error.kind).inc()
+        self.failures.report("model", error.kind, "model call failed: %s; model %s", error.failure.describe(), model,
+                             logger=log)
 
     async def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:
         self.metrics.moderation.labels(direction, verdict.decision).inc()
@@ -617,6 +631,26 @@ class Engine:
         size = self.counter(model).size(shown)
         await self.store.complete_answer(answer_row, shown, size.tokens, status=stored_status, exact=size.exact)
         return TurnResult(status, shown)
+
+
+def _halved(window: list[StoredMessage], counter: TokenCounter) -> list[StoredMessage]:
+    """The newest turns holding at most half the window's tokens; a lone turn is cut to half its length instead.
+
+    Sizes are counted for real (the tokenizer is loaded): an upper bound could leave a lone turn uncut."""
+    sizes = [turn.tokens if turn.exact else counter.count_message(counted_text(turn)) for turn in window]
+    budget = sum(sizes) // 2
+    kept: list[StoredMessage] = []
+    for turn, size in zip(reversed(window), reversed(sizes)):
+        if kept and budget < size:
+            break
+        kept.append(turn)
+        budget -= size
+    kept.reverse()
+    if len(kept) < len(window) or not kept:
+        return kept
+    last = kept[-1]
+    text = counter.truncate(last.text, max(1, counter.count(last.text) // 2)) + TRUNCATION_MARK
+    return [*kept[:-1], replace(last, text=text, tokens=counter.count_message(text))]
 
 
 def _continues_exchange(window: list[StoredMessage], author_id: str) -> bool:

@@ -23,6 +23,9 @@ class Metrics:
                              ("platform", "outcome"), registry=registry)
         self.errors = Counter("chatbots_errors", "Failures by kind (rate_limited, timeout, unavailable, storage, internal, ...)",
                               ("kind",), registry=registry)
+        self.failures = Counter("chatbots_failures", "Failed calls by source (model, moderation, slack, discord) and kind "
+                                "(key_refused, model_unknown, quota_exhausted, rate_limited, ...)", ("source", "kind"),
+                                registry=registry)
         self.first_token = Histogram("chatbots_time_to_first_token_seconds",
                                      "From the message reaching the engine to the model's first text", ("platform",),
                                      buckets=LATENCY_BUCKETS, registry=registry)

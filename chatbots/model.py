@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 import aiohttp
 
 from .config import Config
+from .failures import Failure, FailureKind, classify, content_filtered_finish, model_notice
 from .lru import LRU
 from .openai_client import OpenAIClient
 from .reasoning import REASONING_FIELDS, Reasoning, ThinkFilter
@@ -45,7 +46,6 @@ _IMAGE_REFUSAL_HINTS = ("image", "vision", "multimodal", "multi-modal", "content
 """Words of a 400 that refuses image parts ("image_url is only supported by certain models", "not a multimodal
 model", "Invalid content type"), when the request carried some."""
 MAX_REMEMBERED_MODELS = 256
-_RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
 COALESCE = 0.05
 """Seconds a flowing stream waits to gather more tokens per read (see OpenAIChat._batches)."""
 BATCH_ABOVE = 8
@@ -63,13 +63,13 @@ MAX_RETRY_AFTER = 60.0
 
 
 class ModelError(Exception):
-    """A failed model call, with what kind of failure it was and a notice fit to show in chat."""
+    """A failed model call: what kind of failure it was (failures.py), and a notice fit to show in chat."""
 
-    def __init__(self, kind: str, notice: str) -> None:
-        super().__init__(f"{kind}: {notice}")
-        self.kind = kind
-        self.notice = notice
-
+    def __init__(self, failure: Failure, model: str = "") -> None:
+        super().__init__(failure.describe())
+        self.failure = failure
+        self.kind = failure.kind
+        self.notice = model_notice(failure.kind, model)
 
 class ChatModel(Protocol):
     def stream(
@@ -82,28 +82,13 @@ class ChatModel(Protocol):
         ...
 
 
-def _notice_for_status(status: int, model: str) -> ModelError:
-    if status == 429:
-        return ModelError("rate_limited", "The model is getting too many requests right now. Please try again in a minute.")
-    if status in (401, 403):
-        return ModelError("auth", "The model server refused the bot's credentials. An admin needs to check OPENAI_API_KEY.")
-    if status == 404:
-        return ModelError("model_not_found", f"The model `{model}` isn't available on the model server. An admin can pick another one.")
-    if status in (400, 413, 422):
-        return ModelError("rejected", "The model server rejected this request. Try rephrasing, or start a new thread.")
-    if status == 408:
-        return ModelError("timeout", "The model took too long to answer. Please try again.")
-    return ModelError("unavailable", "The model server had a problem answering. Please try again.")
-
-
-TIMEOUT = ModelError("timeout", "The model took too long to answer. Please try again.")
-IMAGES_REFUSED = ModelError(
-    "images_refused",
-    "This model can't read images. An admin can pick one that can (`/chatbot model`), or set `CHATBOTS_VISION=off`.",
-)
+TIMEOUT = Failure(FailureKind.TIMEOUT)
+UNREACHABLE = Failure(FailureKind.UNREACHABLE)
+BROKEN_STREAM = Failure(FailureKind.SERVER_ERROR)
+ERROR_BODY_LIMIT = 65_536
+"""Bytes of an error response read to classify it."""
+IMAGES_REFUSED = Failure(FailureKind.IMAGES_REFUSED)
 """Raised before any text, so the engine can answer again from the text alone (CHATBOTS_VISION=auto)."""
-UNREACHABLE = ModelError("unavailable", "I can't reach the model server right now. Please try again in a little while.")
-BROKEN_STREAM = ModelError("unavailable", "The model server had a problem answering. Please try again.")
 
 
 def retry_delay(attempt: int, headers: Any) -> float | None:
@@ -278,30 +263,32 @@ class OpenAIChat:
                     if limit is not None and fields != self.limit_fields(model):
                         self._fields.put(model, fields)
                     return response
-                failure, headers = _notice_for_status(response.status, model), response.headers
-                rejected = None
+                headers = response.headers
                 error_body = b""
-                if response.status in (400, 415, 422):
-                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                        async with asyncio.timeout(self.stall_timeout):
-                            error_body = await response.content.read(65_536)
-                    if limit is not None and renamed < 2:
-                        rejected = _rejected_field(error_body, fields)
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with asyncio.timeout(self.stall_timeout):
+                        error_body = await response.content.read(ERROR_BODY_LIMIT)
                 response.release()
-                if rejected is None and error_body and has_images(messages) and _refuses_images(error_body):
-                    raise IMAGES_REFUSED
+                failure = classify(response.status, error_body, model=model)
+                rejected = None
+                if response.status in (400, 422) and limit is not None and renamed < 2:
+                    rejected = _rejected_field(error_body, fields)
+                if (rejected is None and failure.kind is FailureKind.REJECTED and has_images(messages)
+                        and _refuses_images(error_body)):
+                    failure = Failure(FailureKind.IMAGES_REFUSED, failure.status, failure.type, failure.code)
+                    raise ModelError(failure, model)
                 if rejected is not None:
                     other = next(name for name in LIMIT_FIELDS if name != rejected)
                     fields = tuple(name for name in fields if name != rejected) or (other,)
                     renamed += 1
                     log.info("model server refused the output limit as %s; sending it as %s", rejected, "+".join(fields))
                     continue
-                if response.status not in _RETRYABLE:
-                    raise failure
+                if not failure.retryable:
+                    raise ModelError(failure, model)
             delay = retry_delay(attempt, headers)
             if attempt >= self.retries or delay is None:
-                raise failure
-            log.info("model call failed (%s), retry %d in %.2fs", failure.kind, attempt + 1, delay)
+                raise ModelError(failure, model)
+            log.info("model call failed (%s), retry %d in %.2fs", failure.describe(), attempt + 1, delay)
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -310,6 +297,7 @@ class OpenAIChat:
     ) -> AsyncGenerator[str | Reasoning | Usage, None]:
         limit = max_output if max_output is not None else self.max_output_tokens
         thoughts = ThinkFilter()
+        filtered = False  # a content filter ended the answer (finish_reason): what came before it still shows
         try:
             response = await self._open(model, messages, limit)
             OpenAIChat.in_flight += 1
@@ -321,9 +309,11 @@ class OpenAIChat:
                         if "error" in event:
                             if texts:
                                 yield "".join(texts)  # what came before the error still shows
-                            raise BROKEN_STREAM
+                            raise ModelError(classify(None, event, model=model), model)
                         choices = event.get("choices")
                         if choices:
+                            if content_filtered_finish(choices[0].get("finish_reason")):
+                                filtered = True
                             delta = choices[0].get("delta") or {}
                             text = delta.get("content")
                             if text:
@@ -348,6 +338,8 @@ class OpenAIChat:
                         yield Reasoning("".join(hidden))
                     if texts:
                         yield "".join(texts)
+                if filtered:
+                    raise ModelError(Failure(FailureKind.CONTENT_FILTERED), model)
                 shown, thought = thoughts.end()
                 if thought:
                     yield Reasoning(thought)
@@ -356,12 +348,9 @@ class OpenAIChat:
             finally:
                 OpenAIChat.in_flight -= 1
                 response.close()
-        except ModelError as failure:
-            log.warning("model call failed: %s", failure.kind)
-            raise
         except (aiohttp.ClientError, ValueError, TypeError, AttributeError) as error:
-            log.warning("model stream broke: %s", type(error).__name__)
-            raise BROKEN_STREAM from None
+            log.info("model stream broke: %s", type(error).__name__)
+            raise ModelError(BROKEN_STREAM, model) from None
 
     def _ignored(self, model: str) -> None:
         """The server wrote past the output limit it was sent: caps may be overrun with it. Said once per model."""
@@ -390,7 +379,7 @@ class OpenAIChat:
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise TIMEOUT from None
+                raise ModelError(TIMEOUT) from None
             pending += data
             *lines, pending = pending.split(b"\n")
             payloads: list[bytes] = []

@@ -17,16 +17,14 @@ from typing import Any
 import aiohttp
 
 from .config import Config
+from .failure_log import FailureLog
+from .failures import FLAGGED_INPUT_NOTICE, FLAGGED_OUTPUT_NOTICE, Failure, FailureKind, classify  # noqa: F401 - notices re-exported
 from .flush import PeriodicFlush
 from .openai_client import DEFAULT_BASE_URL, OpenAIClient, extra_headers
 from .types import Decision, Reply
 
 log = logging.getLogger(__name__)
 
-FLAGGED_INPUT_NOTICE = (
-    "I can't help with that message. If you think this is a mistake, try rephrasing it or ask an admin."
-)
-FLAGGED_OUTPUT_NOTICE = "I stopped this answer because it may not follow this workspace's content rules."
 UNAVAILABLE_NOTICE = (
     "I can't check messages right now (the moderation service is unavailable), so I'm not answering. "
     "Please try again later; an admin can check CHATBOTS_MODERATION_BASE_URL."
@@ -36,7 +34,11 @@ CONTEXT_CHARS = 300
 
 
 class NoVerdict(ValueError):
-    """The moderation server answered without a usable verdict (an error status or a malformed body)."""
+    """The moderation server answered without a usable verdict: the failure says why."""
+
+    def __init__(self, failure: Failure, reason: str = "") -> None:
+        super().__init__(reason or failure.describe())
+        self.failure = failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,8 @@ class Moderator:
         self.model = model
         self.block_on_error = block_on_error
         self.timeout = timeout
+        self.failures = FailureLog()
+        """Replaced by the engine's, which also counts failures in its metrics."""
 
     @classmethod
     def from_settings(cls, settings: Config, chat: OpenAIClient | None = None) -> Moderator | None:
@@ -98,12 +102,26 @@ class Moderator:
         try:
             status, body = await self.client.post_json("moderations", {"model": self.model, "input": given}, self.timeout)
             if status != 200:
-                raise NoVerdict(f"status {status}")
-            return parse_verdict(json.loads(body))
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                raise NoVerdict(moderation_failure(status, body))
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                raise NoVerdict(Failure(FailureKind.MALFORMED, 200), "the body is not JSON") from None
+            return parse_verdict(parsed)
+        except (aiohttp.ClientError, TimeoutError, NoVerdict) as error:
+            failure, reason = _failure(error)
             decision = Decision.ERROR_BLOCKED if self.block_on_error else Decision.ERROR_ALLOWED
-            log.warning("moderation call failed (%s); %s", _reason(error), "blocking" if self.block_on_error else "allowing")
+            self.failures.report("moderation", failure.kind, "moderation call failed: %s; %s", reason,
+                                 "blocking" if self.block_on_error else "allowing", logger=log)
             return Verdict(decision)
+
+
+def moderation_failure(status: int, body: bytes) -> Failure:
+    """What a non-200 answer to /moderations means; a 404/405/501 is a server without the endpoint."""
+    failure = classify(status, body)
+    if status in (404, 405, 501):
+        return Failure(FailureKind.NO_ENDPOINT, failure.status, failure.type, failure.code)
+    return failure
 
 
 def parse_verdict(body: object) -> Verdict:
@@ -114,9 +132,9 @@ def parse_verdict(body: object) -> Verdict:
     """
     results = body.get("results") if isinstance(body, dict) else None
     if not isinstance(results, list) or not results:
-        raise NoVerdict("results missing, empty or not a list")
+        raise NoVerdict(Failure(FailureKind.MALFORMED, 200), "results missing, empty or not a list")
     if not all(isinstance(result, dict) and isinstance(result.get("flagged"), bool) for result in results):
-        raise NoVerdict("a result's flagged is missing or not a boolean")
+        raise NoVerdict(Failure(FailureKind.MALFORMED, 200), "a result's flagged is missing or not a boolean")
     hits: set[str] = set()
     for result in results:  # one per input: flagged when any is
         categories = result.get("categories")
@@ -126,9 +144,14 @@ def parse_verdict(body: object) -> Verdict:
     return Verdict(Decision.FLAGGED if flagged else Decision.PASSED, tuple(sorted(hits)))
 
 
-def _reason(error: Exception) -> str:
-    """Why a call failed, for the log: what was wrong with the response, or the error's kind (never any text)."""
-    return str(error) if isinstance(error, NoVerdict) else type(error).__name__
+def _failure(error: Exception) -> tuple[Failure, str]:
+    """A failed call's kind, and for the log what was wrong with the response (never any of its text)."""
+    if isinstance(error, NoVerdict):
+        reason = str(error)
+        described = error.failure.describe()
+        return error.failure, reason if reason == described else f"{described}: {reason}"
+    failure = Failure(FailureKind.TIMEOUT if isinstance(error, TimeoutError) else FailureKind.UNREACHABLE)
+    return failure, f"{failure.describe()} ({type(error).__name__})"
 
 
 class ModeratedReply:

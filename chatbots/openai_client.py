@@ -19,6 +19,8 @@ from .config import Config
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CONNECT_TIMEOUT = 10.0
 """Seconds to open a connection; each call sets its own deadline for the rest."""
+ERROR_BODY_LIMIT = 65_536
+"""Bytes of an error response read to classify it (failures.py)."""
 CONNECTION_LIMIT = 200
 """Connections open at once to one server. Chat streams and moderation calls share them, and each had aiohttp's
 default 100 to itself: moderating a new message must not queue behind a hundred open answers."""
@@ -71,14 +73,20 @@ class OpenAIClient:
             await self._session.close()
 
     async def post_json(self, path: str, body: Any, timeout: float) -> tuple[int, bytes]:
-        """POST a JSON body; the status and, for a 200, the body (an error's body is not read)."""
+        """POST a JSON body; the status and the body (an error's only up to ERROR_BODY_LIMIT bytes: enough to tell
+        what kind of error it is)."""
         async with self.session().post(self.url(path), json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            return response.status, (await response.read() if response.status == 200 else b"")
+            return response.status, await (response.read() if response.status == 200 else response.content.read(ERROR_BODY_LIMIT))
+
+    async def get_any(self, path: str, timeout: float) -> tuple[int, bytes]:
+        """GET a path; the status and the body (an error's only up to ERROR_BODY_LIMIT bytes)."""
+        async with self.session().get(self.url(path), timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            return response.status, await (response.read() if response.status == 200 else response.content.read(ERROR_BODY_LIMIT))
 
     async def get(self, path: str, timeout: float) -> tuple[int, bytes]:
-        """GET a path; the status and, for a 200, the body."""
+        """GET a path; the status and the body (an error's only up to ERROR_BODY_LIMIT bytes)."""
         async with self.session().get(self.url(path), timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            return response.status, (await response.read() if response.status == 200 else b"")
+            return response.status, await (response.read() if response.status == 200 else response.content.read(ERROR_BODY_LIMIT))
 
     async def list_models(self, timeout: float = 10.0) -> list[str] | None:
         """The server's model ids, or None when it does not offer a list (or cannot be reached)."""

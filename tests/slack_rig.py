@@ -106,12 +106,13 @@ class SlackRig:
 
 @asynccontextmanager
 async def slack_rig(
-    settings: Config, mode: str = "http", clock: Clock | None = None, **fake_options: Any
+    settings: Config, mode: str = "http", clock: Clock | None = None, model_url: str | None = None, **fake_options: Any
 ) -> AsyncIterator[SlackRig]:
+    """The bot on the fake Slack; its model is the fake model server, or the one at model_url (a real gateway)."""
     async with FakeSlack(**fake_options) as slack, FakeModelServer() as model:
         configured = replace(
             settings,
-            openai_base_url=model.base_url,
+            openai_base_url=model_url or model.base_url,
             slack_bot_token="xoxb-test-token",
             slack_signing_secret=SECRET,
             slack_app_token="xapp-test-token" if mode == "socket" else None,

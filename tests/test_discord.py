@@ -303,6 +303,19 @@ async def test_a_403_on_posting_is_logged_once_and_the_channel_is_not_tried_agai
     assert await rig.ask("elsewhere") == ["echo: elsewhere"], "other channels are unaffected"
 
 
+async def test_a_missing_permissions_refusal_names_the_permissions_and_is_counted(
+    rig: DiscordRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="adapters.discord")
+    rig.fake.fail_next("POST", f"/channels/{RANDOM}/messages", status=403, times=None)  # 50013 Missing Permissions
+    await rig.mention("first", channel=RANDOM)
+    await rig.next_outcome()
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "View Channel, Send Messages" in warning and "Read Message History (Missing Permissions)" in warning
+    exposition = rig.bot.engine.metrics.exposition().decode()
+    assert 'chatbots_failures_total{kind="missing_permission",source="discord"} 1.0' in exposition
+
+
 async def test_without_read_message_history_answers_are_plain_messages(rig: DiscordRig) -> None:
     rig.fake.set_overwrite(RANDOM, GUILD, deny=Perm.READ_MESSAGE_HISTORY)
     assert await rig.ask("can you hear me?", channel=RANDOM) == ["echo: can you hear me?"]

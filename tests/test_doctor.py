@@ -135,7 +135,7 @@ async def test_a_model_the_server_does_not_list_fails_naming_the_models_it_has(b
 
     assert code == 1
     assert rows["model server"][0] == "FAIL"
-    assert "llama3 is not among its 2 models" in rows["model server"][1]
+    assert rows["model server"][1].endswith("model llama3 not served by this gateway: available are gpt-4o, gpt-4o-mini")
     fix = fix_for(fixes, "model server")
     assert "CHATBOTS_MODEL" in fix and "gpt-4o, gpt-4o-mini" in fix
 
@@ -150,7 +150,22 @@ async def test_model_server_refusing_the_key_points_at_openai_api_key(base: Conf
         code, _, rows, fixes = await run(replace(base, openai_base_url=url + "/v1", moderation=False))
 
     assert code == 1
-    assert rows["model server"][0] == "FAIL" and "401" in rows["model server"][1]
+    assert rows["model server"] == ["FAIL", f"{url}/v1: key refused to GET /models (status 401)"]
+    assert "OPENAI_API_KEY" in fix_for(fixes, "model server")
+
+
+async def test_a_gateway_that_cannot_check_the_key_is_reported_as_refusing_it(base: Config) -> None:
+    async def no_key_database(request: web.Request) -> web.Response:  # LiteLLM's proxy without a database
+        body = {"error": {"message": "No connected db.", "type": "no_db_connection", "param": None, "code": "400"}}
+        return web.json_response(body, status=400)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", no_key_database)
+    async with serve(app) as url:
+        code, _, rows, fixes = await run(replace(base, openai_base_url=url + "/v1", moderation=False))
+
+    assert code == 1
+    assert rows["model server"][1] == f"{url}/v1: key refused to GET /models (status 400, type no_db_connection, code 400)"
     assert "OPENAI_API_KEY" in fix_for(fixes, "model server")
 
 
@@ -180,7 +195,9 @@ async def test_a_failing_moderation_endpoint_fails_with_a_hint(base: Config, mod
 
     assert code == 1
     assert rows["moderation"][0] == "FAIL"
-    assert str(status) in rows["moderation"][1] and "every message would be refused" in rows["moderation"][1]
+    assert f"status {status}" in rows["moderation"][1] or f"({status})" in rows["moderation"][1]
+    assert ("no moderation endpoint" if status == 404 else "server error") in rows["moderation"][1]
+    assert "every message would be refused" in rows["moderation"][1]
     fix = fix_for(fixes, "moderation")
     assert "CHATBOTS_MODERATION_BASE_URL" in fix and "CHATBOTS_MODERATION=off" in fix
     assert model_server.moderation_requests[0]["model"] == "omni-moderation-latest"

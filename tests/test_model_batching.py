@@ -109,7 +109,7 @@ async def test_an_error_event_while_batching_surfaces(chat: Watched, model_serve
     model_server.chunk_delay = 0.1  # the first read sees only the first chunk, so later reads are paused ones
     model_server.queue("one, two, tri, for, ", chunks=4, error_after=3)
     kind, shown = await failed_stream(chat)
-    assert kind == "unavailable" and shown == "one, two, tri, "
+    assert kind == "server_error" and shown == "one, two, tri, "
     assert chat.paused and settled(chat.paused)
 
 

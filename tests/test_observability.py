@@ -55,7 +55,8 @@ async def test_metrics_count_replies_errors_latency_tokens_moderation_and_refusa
     assert sample(text, "chatbots_turns_total", platform="slack", outcome="answered") == 2
     assert sample(text, "chatbots_turns_total", platform="slack", outcome="failed") == 1
     assert sample(text, "chatbots_turns_total", platform="slack", outcome="flagged") == 1
-    assert sample(text, "chatbots_errors_total", kind="unavailable") == 1
+    assert sample(text, "chatbots_errors_total", kind="server_error") == 1
+    assert sample(text, "chatbots_failures_total", source="model", kind="server_error") == 1
     assert sample(text, "chatbots_cap_refusals_total", platform="slack") == 1
     assert sample(text, "chatbots_time_to_first_token_seconds_count", platform="slack") == 2
     assert sample(text, "chatbots_reply_seconds_count", platform="slack") == 4
@@ -73,8 +74,8 @@ async def test_json_logs_carry_one_correlation_id_per_turn(engine: Engine, model
     logging.getLogger("chatbots").addHandler(handler)
     logging.getLogger("chatbots").setLevel(logging.DEBUG)
     try:
-        for _ in range(2):
-            model_server.queue(status=400)
+        model_server.queue(status=400)
+        model_server.queue(status=401)  # two kinds of failure: a repeat of one would be counted, not logged
         turns = [engine.handle(Inbound(ConversationKey("t", "T", "C", str(n)), f"m{n}", "U", "A", "secret words"), RecordingReply())
                  for n in range(2)]
         await asyncio.gather(*turns)

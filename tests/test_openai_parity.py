@@ -57,10 +57,10 @@ ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
 
 SDK_KINDS: list[tuple[type[Exception], str]] = [
     (openai.BadRequestError, "rejected"),
-    (openai.AuthenticationError, "auth"),
+    (openai.AuthenticationError, "key_refused"),
     (openai.RateLimitError, "rate_limited"),
-    (openai.InternalServerError, "unavailable"),
-    (openai.APIError, "unavailable"),  # an error event inside a 200 stream
+    (openai.InternalServerError, "server_error"),
+    (openai.APIError, "server_error"),  # an error event inside a 200 stream
 ]
 """The SDK's exceptions and the ModelError kind each one means."""
 
@@ -69,11 +69,11 @@ EXPECTED: dict[str, tuple[str, Usage | None, str | None]] = {
     "no-usage": ("Hello, world!", None, None),
     "crlf": ("Hello, world!", Usage(9, 4), None),
     "comments": ("Hello, world!", Usage(9, 4), None),
-    "error-mid-stream": ("Hel", None, "unavailable"),
+    "error-mid-stream": ("Hel", None, "server_error"),
     "http-400": ("", None, "rejected"),
-    "http-401": ("", None, "auth"),
+    "http-401": ("", None, "key_refused"),
     "http-429": ("", None, "rate_limited"),
-    "http-500": ("", None, "unavailable"),
+    "http-500": ("", None, "server_error"),
 }
 
 

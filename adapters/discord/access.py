@@ -16,6 +16,9 @@ from typing import Any
 
 import discord
 
+from chatbots.failure_log import FailureLog
+from chatbots.failures import FailureKind
+
 from .events import guild_id_of, is_thread
 
 log = logging.getLogger(__name__)
@@ -26,9 +29,11 @@ RECHECK_AFTER = 900.0
 REPLY_NEEDS_HISTORY = 160002
 """Discord's code for 'Cannot reply without permission to read message history'."""
 
+MISSING_PERMISSIONS = 50013
+NEEDED = "View Channel, Send Messages (in threads: Send Messages in Threads) and Read Message History"
 REFUSALS = {
     50001: "View Channel (Missing Access)",
-    50013: "a permission it needs there, such as Send Messages (Missing Permissions)",
+    MISSING_PERMISSIONS: f"one of {NEEDED} (Missing Permissions): check the channel's permission overrides for the bot",
     50007: "permission to message this user (their DMs are closed to the bot)",
     REPLY_NEEDS_HISTORY: "Read Message History",
 }
@@ -44,8 +49,9 @@ class How(Enum):
 
 
 class ChannelAccess:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, failures: FailureLog | None = None) -> None:
         self._clock = clock
+        self.failures = failures or FailureLog()
         self._refused: dict[int, tuple[int | None, float]] = {}  # channel id -> (guild id, when)
         self._no_history: dict[int, int | None] = {}
 
@@ -86,6 +92,9 @@ class ChannelAccess:
     def refused(self, channel: Any, guild_id: int | None, error: discord.Forbidden) -> None:
         """Discord answered 403: remember the channel and say what is missing."""
         what = REFUSALS.get(error.code, f"a permission Discord did not name (error {error.code})")
+        if error.code == MISSING_PERMISSIONS:
+            missing = _missing(channel)
+            what = f"{' and '.join(missing)} (Missing Permissions)" if missing else what
         self._refuse(channel.id, guild_id, what)
 
     def cannot_read_history(self, channel_id: int, guild_id: int | None) -> None:
@@ -106,9 +115,26 @@ class ChannelAccess:
     def _refuse(self, channel_id: int, guild_id: int | None, what: str) -> None:
         if self.is_refused(channel_id):
             return
-        self._refused[channel_id] = (guild_id, self._clock())
+        refused_at = self._clock()
+        self._refused[channel_id] = (guild_id, refused_at)
         where = f"guild {guild_id}" if guild_id is not None else "a direct message"
-        log.warning(
+        self.failures.report(
+            "discord", FailureKind.MISSING_PERMISSION,
             "discord: cannot answer in channel %s (%s): the bot lacks %s. Not trying again in that channel "
-            "until its permissions change (or in %.0f minutes)", channel_id, where, what, RECHECK_AFTER / 60,
+            "until its permissions change (or in %.0f minutes)", channel_id, where, what, RECHECK_AFTER / 60, logger=log,
+            key=(channel_id, refused_at),  # once per refusal already: warned again whenever it is refused again
         )
+
+
+def _missing(channel: Any) -> list[str]:
+    """The permissions the bot needs in channel that its cached roles lack, by their names in Discord's settings."""
+    me = getattr(getattr(channel, "guild", None), "me", None)
+    if me is None or not isinstance(channel, (discord.abc.GuildChannel, discord.Thread)):
+        return []
+    try:
+        permissions = channel.permissions_for(me)
+    except discord.ClientException:  # a thread whose parent is not cached
+        return []
+    send = ("send_messages_in_threads", "Send Messages in Threads") if is_thread(channel) else ("send_messages", "Send Messages")
+    needed = (("view_channel", "View Channel"), send, ("read_message_history", "Read Message History"))
+    return [label for name, label in needed if not getattr(permissions, name)]

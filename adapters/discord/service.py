@@ -49,7 +49,7 @@ class DiscordService(ServiceBase):
         self.guild_ready_timeout = guild_ready_timeout
         """Only delays discord.py's on_ready, which start() does not wait for; tests set it small."""
         self.turns = TurnTasks()
-        self.access = ChannelAccess()
+        self.access = ChannelAccess(failures=engine.failures)
         self.commands = Commands.for_engine(engine)
         self.client: ShardedClient | None = None
         self._sync: asyncio.Task[None] | None = None

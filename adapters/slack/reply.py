@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncSlackResponse, AsyncWebClient
 
+from chatbots.failure_log import FailureLog
+from chatbots.failures import FailureKind
 from chatbots.paging import FENCE, FILLER, open_fence
 
 from ..streaming import ThrottledReply
+from .errors import IncompleteResponse, report, required
 from .mrkdwn import MrkdwnPages
 from .safe_markdown import GuardState, guard
 
@@ -42,12 +45,14 @@ class SlackTarget:
 
 
 class SlackReply(ThrottledReply):
-    def __init__(self, client: AsyncWebClient, target: SlackTarget, features: WorkspaceFeatures, interval: float = 1.0) -> None:
+    def __init__(self, client: AsyncWebClient, target: SlackTarget, features: WorkspaceFeatures, interval: float = 1.0,
+                 failures: FailureLog | None = None) -> None:
         super().__init__()
         self.client = client
         self.target = target
         self.features = features
         self.interval = interval
+        self.failures = failures or FailureLog()
         self._streaming = features.streaming.get(target.team_id, True)
         # streaming state
         self._stream_ts: str | None = None
@@ -60,6 +65,8 @@ class SlackReply(ThrottledReply):
         self._shown: list[str] = []
         self._settled = 0  # leading messages posted with their final text
         self._ids: list[str] = []
+        self._calling = "chat.postMessage"
+        """The Web API method called last, named when it fails."""
 
     def message_ids(self) -> list[str]:
         return list(self._ids)
@@ -73,20 +80,33 @@ class SlackReply(ThrottledReply):
             )
         except SlackApiError as error:
             self.features.status[self.target.team_id] = False
-            log.info("thinking status unavailable in this workspace (%s)", error.response.get("error"))
+            if report(self.failures, "assistant.threads.setStatus", error, self.target.channel) is FailureKind.PLATFORM_ERROR:
+                log.info("thinking status unavailable in this workspace (%s)", error.response.get("error"))
 
     async def _render(self, text: str, final: bool) -> bool:
+        try:
+            return await self._render_any(text, final)
+        except (SlackApiError, IncompleteResponse) as error:
+            report(self.failures, self._calling, error, self.target.channel)
+            raise
+
+    async def _render_any(self, text: str, final: bool) -> bool:
         if self._streaming:
             try:
                 return await self._render_stream(text, final)
-            except SlackApiError as error:
+            except (SlackApiError, IncompleteResponse) as error:
                 if self._stream_ts is not None or self._ids:
                     raise
-                # Streaming failed before anything showed: post instead, and remember a refusal (not a 429/5xx).
-                if error.response.status_code == 200:
+                # Streaming failed before anything showed: post instead, and remember a refusal (not a 429/5xx), or
+                # an answer the stream cannot go on from.
+                if isinstance(error, IncompleteResponse):
+                    report(self.failures, error.method, error, self.target.channel)
+                    self.features.streaming[self.target.team_id] = False
+                elif error.response.status_code == 200:
                     self.features.streaming[self.target.team_id] = False
                 self._streaming = False
-                log.info("native streaming unavailable (%s); posting and updating instead", error.response.get("error"))
+                log.info("native streaming unavailable (%s); posting and updating instead",
+                         error.field if isinstance(error, IncompleteResponse) else error.response.get("error"))
         await self._render_updates(text, final)
         return True
 
@@ -108,6 +128,7 @@ class SlackReply(ThrottledReply):
             end, markdown, state = self._next_piece(text, start, stop, room)
             if end == stop and final and self._stream_ts is not None:
                 # The last words ride on the stop call itself: one call fewer per reply.
+                self._calling = "chat.stopStream"
                 await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts, markdown_text=markdown)
                 self._sent, self._guard, self._stream_ts = end, state, None
                 return True
@@ -116,6 +137,7 @@ class SlackReply(ThrottledReply):
             if end < stop:
                 await self._next_stream_part()
         if final and self._stream_ts is not None:
+            self._calling = "chat.stopStream"
             await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts)
             self._stream_ts = None
         elif final and not self._ids:
@@ -140,6 +162,7 @@ class SlackReply(ThrottledReply):
         if not markdown:
             return
         if self._stream_ts is None:
+            self._calling = "chat.startStream"
             response = await self.client.chat_startStream(
                 channel=self.target.channel,
                 thread_ts=self.target.thread_ts,
@@ -147,9 +170,10 @@ class SlackReply(ThrottledReply):
                 recipient_user_id=self.target.user_id,
                 markdown_text=markdown,
             )
-            self._stream_ts = response["ts"]
-            self._ids.append(response["ts"])
+            self._stream_ts = required(response, "chat.startStream")
+            self._ids.append(self._stream_ts)
         else:
+            self._calling = "chat.appendStream"
             await self.client.chat_appendStream(channel=self.target.channel, ts=self._stream_ts, markdown_text=markdown)
         self._part += markdown
 
@@ -159,6 +183,7 @@ class SlackReply(ThrottledReply):
         if fence:
             await self._stream_out(f"\n{FENCE}")
         assert self._stream_ts is not None
+        self._calling = "chat.stopStream"
         await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts)
         self._stream_ts, self._part = None, ""
         if fence:
@@ -176,28 +201,30 @@ class SlackReply(ThrottledReply):
                 if part != self._shown[index]:
                     await self._update(index, part, final)
             else:
-                response = await self._post(part)
-                self._posted.append(response["ts"])
+                ts = required(await self._post(part), "chat.postMessage")
+                self._posted.append(ts)
                 self._shown.append(part)
-                self._ids.append(response["ts"])
+                self._ids.append(ts)
         while self._settled < min(self._pages.finished, len(self._shown)) and self._shown[self._settled] == parts[self._settled]:
             self._settled += 1
 
     async def _post(self, part: str) -> AsyncSlackResponse:
         # No previews: Slack would fetch whatever address the model wrote.
+        self._calling = "chat.postMessage"
         return await self.client.chat_postMessage(
             channel=self.target.channel, thread_ts=self.target.thread_ts, text=part, unfurl_links=False, unfurl_media=False
         )
 
     async def _update(self, index: int, part: str, final: bool) -> None:
         try:
+            self._calling = "chat.update"
             await self.client.chat_update(channel=self.target.channel, ts=self._posted[index], text=part)
             self._shown[index] = part
         except SlackApiError:
             if not final:
                 raise
             # The last word must land: post the final text as a new message rather than lose it.
-            response = await self._post(part)
-            self._posted[index], self._shown[index] = response["ts"], part
-            self._ids.append(response["ts"])
+            ts = required(await self._post(part), "chat.postMessage")
+            self._posted[index], self._shown[index] = ts, part
+            self._ids.append(ts)
 

@@ -26,10 +26,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from chatbots.commands import Caller, Commands
 from chatbots.config import ConfigError, Config
 from chatbots.engine import Engine
+from chatbots.failures import FailureKind
 from chatbots.types import Addressed, ConversationKey, Inbound, Outcome
 
 from ..service import ServiceBase, vote_for
 from ..tasks import TurnTasks
+from .errors import report
 from .events import PLATFORM, SlackMessage, text_fields, translate
 from .gate import Refusal, RequestGate
 from .reply import SlackReply, SlackTarget, WorkspaceFeatures
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 BACKFILL_LIMIT = 200
 """Messages read from a thread the bot joins midway: once, so it knows what was said before."""
+BACKFILL_REFUSED_NOTE = ("I can't read this thread's earlier messages (the app lacks a permission), so I only see "
+                         "what is said from now on. An admin has been told.")
 
 
 class ContextOnly:
@@ -95,7 +99,7 @@ class SlackService(ServiceBase):
         self.commands = Commands.for_engine(engine)
         self.gate = None if self.socket_mode else RequestGate(settings.slack_signing_secret or "")
         """HTTP mode only: Socket Mode has no public endpoint and needs no signing secret."""
-        self.users = UserDirectory(self.client)
+        self.users = UserDirectory(self.client, failures=engine.failures)
         self.features = WorkspaceFeatures()
         self.turns = TurnTasks()
         self.bot_user_id = ""
@@ -235,7 +239,7 @@ class SlackService(ServiceBase):
         if message.started_mid_thread and not await self.engine.in_conversation(inbound.key):
             await self._read_thread_once(inbound)
         target = SlackTarget(inbound.key.workspace, inbound.key.channel, message.thread_ts, message.user_id)
-        reply = SlackReply(self.client, target, self.features, self.update_interval)
+        reply = SlackReply(self.client, target, self.features, self.update_interval, self.engine.failures)
         result = await self.engine.handle(inbound, reply)
         self._observe_turn(result.status)
 
@@ -245,7 +249,8 @@ class SlackService(ServiceBase):
         try:
             response = await self.client.conversations_replies(channel=key.channel, ts=key.thread, limit=BACKFILL_LIMIT)
         except SlackApiError as error:
-            log.info("could not read the thread's earlier messages (%s)", error.response.get("error"))
+            if report(self.engine.failures, "conversations.replies", error, key.channel) is FailureKind.MISSING_SCOPE:
+                await self._note(key, BACKFILL_REFUSED_NOTE)
             return
         for earlier in response.get("messages") or []:
             ts, user, text = earlier.get("ts"), earlier.get("user"), earlier.get("text")
@@ -257,6 +262,14 @@ class SlackService(ServiceBase):
                 continue
             name = (await self.users.get(key.workspace, user)).name
             await self.engine.handle(Inbound(key, ts, user, name, html.unescape(text), Addressed.CONTEXT), ContextOnly())
+
+
+    async def _note(self, key: ConversationKey, text: str) -> None:
+        """A short note in the thread about something the bot could not do; its own failure is only logged."""
+        try:
+            await self.client.chat_postMessage(channel=key.channel, thread_ts=key.thread, text=f"_{text}_")
+        except SlackApiError as error:
+            report(self.engine.failures, "chat.postMessage", error, key.channel)
 
 
 def _not_token_skipped(record: logging.LogRecord) -> bool:

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from chatbots.failure_log import FailureLog
 from chatbots.lru import LRU
+
+from .errors import report
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,10 @@ class SlackUser:
 
 
 class UserDirectory:
-    def __init__(self, client: AsyncWebClient, ttl: float = 120.0, max_entries: int = 20_000) -> None:
+    def __init__(self, client: AsyncWebClient, ttl: float = 120.0, max_entries: int = 20_000,
+                 failures: FailureLog | None = None) -> None:
         self.client = client
+        self.failures = failures or FailureLog()
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: LRU[tuple[str, str], tuple[float, SlackUser]] = LRU(max_entries)
@@ -51,7 +56,10 @@ class UserDirectory:
                 profile.get("display_name") or profile.get("real_name") or user.get("real_name") or user.get("name") or user_id,
                 bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner")),
             )
-        except (SlackApiError, KeyError, TypeError) as error:
+        except SlackApiError as error:
+            report(self.failures, "users.info", error)
+            return SlackUser(user_id, user_id, False)
+        except (KeyError, TypeError) as error:
             log.info("users.info unavailable: %s", type(error).__name__)
             return SlackUser(user_id, user_id, False)
         self._cache.put((team_id, user_id), (now, found))

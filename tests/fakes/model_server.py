@@ -33,6 +33,10 @@ class Scripted:
     reasoning_field: str = "reasoning_content"
     reasoning_tokens: int | None = None
     """Reported as completion_tokens_details.reasoning_tokens, and (as OpenAI does) inside completion_tokens."""
+    error: Any = None
+    """The body sent with status (default: an OpenAI-style server_error), or the error event sent at error_after."""
+    finish: str = "stop"
+    """The last chunk's finish_reason ("content_filter": an Azure-style filter ended the answer)."""
 
 
 @dataclass
@@ -57,7 +61,8 @@ class FakeModelServer:
     exclusive_limits: bool = False
     """Refuse both names at once with a 400, like OpenAI."""
     moderation_body: Any = None
-    """When set, /moderations answers 200 with exactly this JSON (for malformed-response tests)."""
+    """When set, /moderations answers 200 with exactly this JSON (for malformed-response tests), or with
+    moderation_status this JSON as the error body."""
     reject_images: bool = False
     """Refuse requests carrying image parts with a 400, as OpenAI does for a model without vision."""
     flag_image_bytes: set[bytes] = field(default_factory=set)
@@ -132,7 +137,7 @@ class FakeModelServer:
         step = self._script.popleft() if self._script else Scripted()
         if step.status is not None:
             headers = {"Retry-After": str(step.retry_after)} if step.retry_after is not None else {}
-            error = {"error": {"message": f"fake failure {step.status}", "type": "server_error", "code": None}}
+            error = step.error or {"error": {"message": f"fake failure {step.status}", "type": "server_error", "code": None}}
             return web.json_response(error, status=step.status, headers=headers)
         if step.text is None and self.answer_tokens is not None:
             words = self.answer_tokens if limit is None else min(self.answer_tokens, limit)
@@ -156,12 +161,12 @@ class FakeModelServer:
                 await self._release.wait()
                 return response
             if step.error_after is not None and index == step.error_after:
-                await _send(response, {"error": {"message": "the model crashed", "type": "server_error"}})
+                await _send(response, step.error or {"error": {"message": "the model crashed", "type": "server_error"}})
                 return response
             if index and self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
             await _send(response, _chunk(body, {"content": piece}))
-        await _send(response, _chunk(body, {}, finish="stop"))
+        await _send(response, _chunk(body, {}, finish=step.finish))
         if step.usage and (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 11 * len(body["messages"]), "completion_tokens": len(pieces) if words is None else words}
             if step.reasoning_tokens is not None:
@@ -194,7 +199,8 @@ class FakeModelServer:
         body = await request.json()
         self.moderation_requests.append(body)
         if self.moderation_status is not None:
-            return web.json_response({"error": {"message": "moderation down"}}, status=self.moderation_status)
+            error = self.moderation_body or {"error": {"message": "moderation down"}}
+            return web.json_response(error, status=self.moderation_status)
         if self.moderation_body is not None:
             return web.json_response(self.moderation_body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]

@@ -146,6 +146,8 @@ class _Fault:
     error: str | None
     retry_after: int | None
     remaining: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    """More fields of the error answer, as Slack sends with some errors (missing_scope: needed, provided)."""
 
 
 Handler = Callable[[Call], Mapping[str, Any]]

@@ -68,6 +68,7 @@ class SlackState:
 
         self._messages: dict[tuple[str, str], PostedMessage] = {}
         self._faults: dict[str, list[_Fault]] = {}
+        self._omissions: dict[str, list[str]] = {}
         self._handlers: dict[str, Handler] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
@@ -245,6 +246,7 @@ class SlackState:
         retry_after: int | None = 1,
         times: int = 1,
         error: str | None = None,
+        **extra: Any,
     ) -> None:
         """Make the next ``times`` calls to ``method`` ("*" for any method) fail.
 
@@ -253,6 +255,7 @@ class SlackState:
         - status >= 500: that HTTP status with a JSON body {"ok": false, "error": error or
           "service_unavailable"} (what Slack's body holds on a 5xx is not documented).
         - ``error`` without ``status`` (or status 200): HTTP 200 {"ok": false, "error": error}.
+        - ``extra`` fields go into the answer too: Slack's missing_scope carries ``needed`` and ``provided``.
         Failed calls are recorded in ``calls`` with their status; nothing else changes.
         """
         if status is None:
@@ -260,8 +263,14 @@ class SlackState:
         if status == 200 and error is None:
             raise ValueError("a status-200 failure needs an error code")
         self._faults.setdefault(method, []).append(
-            _Fault(status=status, error=error, retry_after=retry_after if status == 429 else None, remaining=times)
+            _Fault(status=status, error=error, retry_after=retry_after if status == 429 else None, remaining=times,
+                   extra=extra)
         )
+
+    def answer_without(self, method: str, field: str, times: int = 1) -> None:
+        """Make the next ``times`` ok answers to ``method`` lack ``field`` (say chat.startStream without its ts), as
+        a proxy or gateway that rewrites answers might; the call itself takes effect."""
+        self._omissions.setdefault(method, []).extend([field] * times)
 
     def revoke_token(self, token: str, error: str = "token_revoked") -> None:
         """From now on, every call with ``token`` answers ``error`` (e.g. after app_uninstalled)."""

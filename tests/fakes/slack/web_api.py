@@ -46,11 +46,14 @@ class WebApi:
         headers: dict[str, str] = {"X-OAuth-Scopes": self.scopes}
         if fault is not None:
             call.status = fault.status
-            call.response = {"ok": False, "error": fault.error or _default_fault_error(fault.status)}
+            call.response = {"ok": False, "error": fault.error or _default_fault_error(fault.status), **fault.extra}
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
         else:
             call.response = self._dispatch(call)
+            omitted = self._omissions.get(method)
+            if omitted and call.response.get("ok"):
+                call.response.pop(omitted.pop(0), None)
         self.calls.append(call)
         self._changed()
         return self._json(call.response, status=call.status, headers=headers)
