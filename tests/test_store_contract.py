@@ -128,6 +128,28 @@ async def test_an_answer_whose_lease_ran_out_is_marked_interrupted(store: Store,
     assert texts == ["half an ans" + INTERRUPTED_MARK], "the live answer is still streaming, so not in history"
 
 
+async def test_text_with_nul_characters_is_stored_not_refused(open_store: Callable[[], Store]) -> None:
+    """People and models may send U+0000, which PostgreSQL text cannot hold: it is kept as U+FFFD there."""
+    store = open_store()
+    conversation = await store.conversation_id(KEY)
+    await store.add_message(conversation, "user", "before\x00after", 3, platform_id="m\x001", author_name="A\x00da")
+    answer = await store.begin_answer(conversation, "gpt-4o-mini")
+    await store.save_partial(answer, "partial\x00")
+    await store.complete_answer(answer, "ans\x00wer", 2, status="ok", platform_id="p\x001", usage=(1, 1))
+    workspace = await store.workspace_id("slack", "T1")
+    await store.set_setting_audited(workspace, "instructions", "Be\x00brief.", actor_id="U\x00ADMIN")
+    await store.record_moderation(KEY, "in", "flagged", ["harassment"], "bad\x00text")
+    assert await store.add_message(conversation, "user", "again", 1, platform_id="m\x001") is None, "still one message"
+
+    cold = open_store()  # read back from the database, not from memory
+    shown = [(m.text, m.author_name) for m in (await cold.window(conversation, 1000)).messages]
+    kept = [(text.replace("\x00", "\ufffd"), (name or "").replace("\x00", "\ufffd")) for text, name in shown]
+    assert kept == [("before\ufffdafter", "A\ufffdda"), ("ans\ufffdwer", "")]
+    assert (await cold.settings_for(KEY))["instructions"].replace("\x00", "\ufffd") == "Be\ufffdbrief."
+    cold.close()
+    store.close()
+
+
 async def test_settings_audit_usage_feedback_and_reports(store: Store) -> None:
     workspace = await store.workspace_id("slack", "T1")
     assert await store.set_setting_audited(workspace, "instructions", "Be brief.", actor_id="UADMIN") is None
