@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from chatbots.clock import iso
 from chatbots.store import Store, UsageRecord
 from chatbots.store import reports as queries
 from chatbots.store.base import INTERRUPTED_MARK, PURGE_BATCH
@@ -17,6 +18,7 @@ from chatbots.types import ConversationKey
 from tests.postgres import empty
 
 KEY = ConversationKey("slack", "T1", "C1", "1.0")
+MINUTE = timedelta(minutes=1)
 Now = list[datetime]
 
 
@@ -114,6 +116,24 @@ async def test_a_question_begins_its_answer_and_the_answer_counts_its_usage_in_o
     await store.complete_answer(failed, "", 0, status="interrupted", counted=UsageRecord(workspace, "U1", "2026-06-01", "m", 5, 0))
     assert [m.text for m in (await store.window(conversation, 1000)).messages][-1] == "again?", "nothing shown: no row"
     assert (await store.day_usage(workspace, "2026-06-01")) == {"U1": 42}, "a failed answer's usage still counts"
+
+
+async def test_request_times_are_forgotten_once_a_minute_old_also_for_people_who_stopped_asking(
+    store: Store, now: Now
+) -> None:
+    """Rate caps look back one minute, so older request times are of no use to anyone: none are kept."""
+    workspace = await store.workspace_id("slack", "T1")
+
+    async def admit(user: str) -> None:
+        day, held_since, minute_ago = now[0].date().isoformat(), iso(now[0] - timedelta(hours=1)), iso(now[0] - MINUTE)
+        reservation = await store.reserve_usage(workspace, user, day, held_since, minute_ago, lambda snapshot: 10)
+        await store.settle_reservation(reservation, workspace, user, day, "m", None)
+
+    for user in ("U1", "U2", "U3"):
+        await admit(user)
+    now[0] += timedelta(minutes=2)
+    await admit("U4")
+    assert store.sql.query_dicts("SELECT user_id FROM requests") == [{"user_id": "U4"}]
 
 
 async def test_an_answer_whose_lease_ran_out_is_marked_interrupted(store: Store, now: Now) -> None:
