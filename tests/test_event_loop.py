@@ -30,7 +30,7 @@ async def loop_lag() -> float:
     return time.monotonic() - started - 0.01
 
 
-@pytest.mark.sqlite_only  # a SQLite write lock; PostgreSQL turns wait on the same worker threads (test_replicas.py)
+@pytest.mark.sqlite_only  # a SQLite write lock held by another process
 async def test_a_turn_waiting_on_a_locked_database_leaves_the_loop_free(
     settings: Config, model_server: FakeModelServer
 ) -> None:
