@@ -25,6 +25,7 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
     if not SUITE_ON_POSTGRES:
         return None
     from chatbots.store.postgres import PostgresDatabase
+
     url: str = request.getfixturevalue("postgres_url")
     if url not in _migrated:  # as the first `chatbots run` would have: `chatbots doctor` only looks
         PostgresDatabase.open(url).close()
