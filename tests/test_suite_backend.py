@@ -26,7 +26,7 @@ def test_the_postgresql_pass_leaves_out_the_sqlite_tests_and_says_how_many() -> 
     out = ran.stdout
     assert ran.returncode == 0, out + ran.stderr
     assert "PostgreSQL pass: 4 tests about SQLite itself (sqlite_only) left out" in out, out
-    assert "2/6 tests collected (4 deselected)" in out, out
+    assert "4 deselected" in out, out
     assert "test_migrations_run_once_and_enable_wal" not in out and "test_same_channel_names_in_two_workspaces" in out
 
 
