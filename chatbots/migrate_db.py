@@ -21,7 +21,7 @@ import psycopg
 from .clock import iso, system_clock
 from .config import ConfigError
 from .store.base import StoreError
-from .store.postgres import PostgresDatabase, is_postgres_url, safe_url
+from .store.postgres import PostgresDatabase, is_postgres_url, safe_url, storable
 from .store.sqlite import SQLiteDatabase
 
 BATCH = 5_000
@@ -164,7 +164,7 @@ def _copy_table(
     cursor = source.execute(f'SELECT {", ".join(_quoted(columns))} FROM "{table}" ORDER BY rowid')
     while rows := cursor.fetchmany(batch):
         with conn.transaction(), conn.cursor() as pg:
-            pg.executemany(insert, rows)
+            pg.executemany(insert, [storable(row) for row in rows])
             written += max(pg.rowcount, 0)
         read += len(rows)
         progress.update(table, read, total)

@@ -11,6 +11,7 @@ from typing import Any
 from adapters.discord import DiscordService
 from adapters.runner import Bot
 from chatbots.config import Config
+from tests.backend import value
 from tests.fakes.discord import FakeDiscord, Intent, Perm
 from tests.fakes.model_server import FakeModelServer
 from tests.outcomes import Outcomes
@@ -101,7 +102,7 @@ class DiscordRig:
         return payload
 
     def stored_messages(self) -> int:
-        return self.bot.engine.store.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        return int(value(self.bot.engine.store, "SELECT count(*) FROM messages"))
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ from chatbots.clock import Clock
 from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.model import OpenAIChat
-from chatbots.store import Store
+from tests.backend import open_store
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.slack import (
     FakeSlack,
@@ -121,7 +121,7 @@ async def slack_rig(
         )
         engine = None
         if clock is not None:
-            engine = Engine(Store.open(configured.db_path, clock), OpenAIChat.from_settings(configured), configured)
+            engine = Engine(open_store(configured, clock), OpenAIChat.from_settings(configured), configured)
         bot = Bot(configured, engine)
         await bot.start(host="127.0.0.1")
         try:

@@ -12,6 +12,7 @@ import pytest
 
 from chatbots.config import Config
 from chatbots.pricing import PriceList
+from tests.backend import rows
 from tests.fakes.slack import app_mention, channel_message, next_ts, reaction_added
 from tests.slack_rig import SlackRig, slack_rig
 
@@ -38,7 +39,7 @@ async def audit_rows(rig: SlackRig) -> list[dict]:
 
 
 def settings_rows(rig: SlackRig) -> list[tuple]:
-    return rig.bot.engine.store.db.execute("SELECT workspace_id, channel, name, value FROM settings ORDER BY 1, 2, 3").fetchall()
+    return rows(rig.bot.engine.store, "SELECT workspace_id, channel, name, value FROM settings ORDER BY 1, 2, 3")
 
 
 async def test_slack_admins_and_owners_change_settings_members_are_refused_and_the_change_reaches_the_model(

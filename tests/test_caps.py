@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from chatbots.commands import Caller, Commands
 from chatbots.engine import BUSY_NOTICE, MAX_WAITING_TURNS, NO_ROOM_NOTICE, TRUNCATION_NOTICE, Engine, TurnResult
 from chatbots.limits import MIN_ANSWER_TOKENS, Caps, UsageLimits
@@ -156,6 +158,7 @@ async def test_a_flood_into_one_conversation_is_turned_away_and_nothing_accepted
     assert (await engine.handle(said("after the flood", 100), RecordingReply())).status == "answered"
 
 
+@pytest.mark.sqlite_only  # the memory of one process owning its database; shared rows: test_store_contract.py
 async def test_request_times_and_usage_totals_are_forgotten_once_they_no_longer_matter(engine: Engine) -> None:
     now = [datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)]
     limits = UsageLimits(engine.store, lambda: now[0])

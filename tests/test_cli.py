@@ -12,13 +12,19 @@ import pytest
 
 from chatbots import console
 from chatbots.cli import main
+from chatbots.config import Config
 from chatbots.engine import Engine
+from chatbots.store import open_database
 from tests.fakes.model_server import FakeModelServer
 
 
-def _env(model_server: FakeModelServer, db: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATBOTS_", "SLACK_", "DISCORD_"))}
-    return {**env, "OPENAI_BASE_URL": model_server.base_url, "OPENAI_API_KEY": "sk-test", "CHATBOTS_DB": str(db), **extra}
+def _env(settings: Config, **extra: str) -> dict[str, str]:
+    """The developer's environment without the bot's settings; the fake model and the suite's database instead."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENAI_", "CHATBOTS_", "SLACK_", "DISCORD_")) and k != "DATABASE_URL"}
+    database = {"DATABASE_URL": settings.database_url} if settings.database_url else {}
+    return {**env, "OPENAI_BASE_URL": settings.openai_base_url or "", "OPENAI_API_KEY": "sk-test",
+            "CHATBOTS_DB": settings.db_path, **database, **extra}
 
 
 async def _chatbots(*args: str, env: dict[str, str], stdin: str = "") -> tuple[int, str, str]:
@@ -30,8 +36,8 @@ async def _chatbots(*args: str, env: dict[str, str], stdin: str = "") -> tuple[i
     return process.returncode or 0, out.decode(), err.decode()
 
 
-async def test_piped_text_is_answered_and_remembered_in_the_next_run(model_server: FakeModelServer, tmp_path: Path) -> None:
-    env = _env(model_server, tmp_path / "bot.db")
+async def test_piped_text_is_answered_and_remembered_in_the_next_run(model_server: FakeModelServer, settings: Config) -> None:
+    env = _env(settings)
     code, out, err = await _chatbots("chat", env=env, stdin="what is 2+2?\n")
     assert (code, out.strip()) == (0, "echo: what is 2+2?"), err
 
@@ -55,16 +61,16 @@ async def test_piped_text_and_prompt_make_one_message(engine: Engine, model_serv
     assert out.getvalue() == "echo: a long report\n\nsummarise this\n"
 
 
-async def test_system_option_saves_console_instructions(model_server: FakeModelServer, tmp_path: Path) -> None:
-    env = _env(model_server, tmp_path / "bot.db")
+async def test_system_option_saves_console_instructions(model_server: FakeModelServer, settings: Config) -> None:
+    env = _env(settings)
     assert (await _chatbots("chat", "--system", "Reply in French.", "bonjour", env=env))[0] == 0
     assert (await _chatbots("chat", "encore", env=env))[0] == 0
     assert [r["messages"][0]["content"] for r in model_server.requests] == ["Reply in French.", "Reply in French."]
 
 
-async def test_a_model_failure_prints_a_notice_and_exits_nonzero(model_server: FakeModelServer, tmp_path: Path) -> None:
+async def test_a_model_failure_prints_a_notice_and_exits_nonzero(model_server: FakeModelServer, settings: Config) -> None:
     model_server.queue(status=400)
-    code, out, err = await _chatbots("chat", "hi", env=_env(model_server, tmp_path / "bot.db"))
+    code, out, err = await _chatbots("chat", "hi", env=_env(settings))
     assert code == 1 and "rejected this request" in out and "Traceback" not in out + err
 
 
@@ -151,12 +157,12 @@ def test_a_retention_past_a_century_is_one_line_naming_the_variable(
     assert capsys.readouterr().err.strip() == "chatbots: CHATBOTS_RETENTION_DAYS must be at most 36500, got 99999999"
 
 
-async def test_a_report_whose_reader_went_away_ends_quietly(model_server: FakeModelServer, tmp_path: Path) -> None:
+async def test_a_report_whose_reader_went_away_ends_quietly(settings: Config, tmp_path: Path) -> None:
     reader, writer = os.pipe()
     os.close(reader)  # like `chatbots usage | head -0`: the first write finds nobody reading
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "chatbots.cli", "usage", env=_env(model_server, tmp_path / "bot.db"), cwd=tmp_path,
+            sys.executable, "-m", "chatbots.cli", "usage", env=_env(settings), cwd=tmp_path,
             stdin=asyncio.subprocess.DEVNULL, stdout=writer, stderr=asyncio.subprocess.PIPE,
         )
     finally:
@@ -165,11 +171,12 @@ async def test_a_report_whose_reader_went_away_ends_quietly(model_server: FakeMo
     assert process.returncode == 1 and not err.decode().strip(), err.decode()
 
 
+@pytest.mark.sqlite_only  # CHATBOTS_DB from .env
 async def test_the_working_directorys_env_file_fills_in_what_the_environment_does_not_set(
-    model_server: FakeModelServer, tmp_path: Path
+    settings: Config, tmp_path: Path
 ) -> None:
     (tmp_path / ".env").write_text("CHATBOTS_DB=from-dotenv.db\nCHATBOTS_RETENTION_DAYS=3\n")
-    env = _env(model_server, tmp_path / "unused.db", CHATBOTS_RETENTION_DAYS="5")
+    env = _env(settings, CHATBOTS_RETENTION_DAYS="5")
     del env["CHATBOTS_DB"]
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "chatbots.cli", "purge", env=env, cwd=tmp_path,
@@ -181,20 +188,18 @@ async def test_the_working_directorys_env_file_fills_in_what_the_environment_doe
     assert (tmp_path / "from-dotenv.db").exists() and not (tmp_path / "chatbots.db").exists()
 
 
-async def test_chat_leaves_a_running_bots_answer_in_flight_alone(model_server: FakeModelServer, tmp_path: Path) -> None:
+async def test_chat_leaves_a_running_bots_answer_in_flight_alone(settings: Config) -> None:
     """Only `chatbots run` may declare answers cut off: a terminal chat beside a live bot must not."""
     from chatbots.types import ConversationKey
-    from chatbots.store import SQLiteDatabase
 
-    db = tmp_path / "bot.db"
-    sql = SQLiteDatabase.open(db)
+    sql = open_database(settings.database_url, settings.db_path)
     answer = sql.begin_answer(sql.conversation_id(ConversationKey("slack", "T1", "C1", "1.0")), "m")
     sql.close()
-    code, _, err = await _chatbots("chat", "hello", env=_env(model_server, db))
+    code, _, err = await _chatbots("chat", "hello", env=_env(settings))
     assert code == 0, err
-    sql = SQLiteDatabase.open(db)
+    sql = open_database(settings.database_url, settings.db_path)
     try:
-        [(status,)] = sql.db.execute("SELECT status FROM messages WHERE id = ?", [answer]).fetchall()
+        [row] = sql.query_dicts("SELECT status FROM messages WHERE id = ?", [answer])
     finally:
         sql.close()
-    assert status == "streaming"
+    assert row["status"] == "streaming"

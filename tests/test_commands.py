@@ -18,8 +18,8 @@ from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.model import OpenAIChat
 from chatbots.pricing import PriceList
-from chatbots.store import Store
 from chatbots.types import ConversationKey, Inbound
+from tests.backend import open_store, rows
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 
@@ -50,7 +50,7 @@ async def audit_rows(engine: Engine) -> list[dict]:
 
 
 def settings_rows(engine: Engine) -> list[tuple]:
-    return engine.store.db.execute("SELECT workspace_id, channel, name, value FROM settings ORDER BY 1, 2, 3").fetchall()
+    return rows(engine.store, "SELECT workspace_id, channel, name, value FROM settings ORDER BY 1, 2, 3")
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ async def test_the_rate_limit_refuses_the_request_over_the_limit(
 async def clocked(settings: Config) -> AsyncIterator[tuple[Engine, list[datetime]]]:
     """An engine whose store reads a clock the test moves."""
     now = [datetime(2026, 11, 25, 23, 50, tzinfo=timezone.utc)]
-    engine = Engine(Store.open(settings.db_path, lambda: now[0]), OpenAIChat.from_settings(settings), settings)
+    engine = Engine(open_store(settings, lambda: now[0]), OpenAIChat.from_settings(settings), settings)
     yield engine, now
     await engine.close()
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from chatbots.engine import EMPTY_NOTICE, TRUNCATION_MARK, TRUNCATION_NOTICE, Engine
 from chatbots.types import Addressed, ConversationKey, Inbound
+from tests.backend import dicts, value, rows as stored_rows
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 
@@ -28,7 +29,7 @@ async def test_answer_streams_into_reply_and_both_turns_are_stored(engine: Engin
     assert reply.started == 1 and reply.finished
     assert len(reply.pieces) > 1, "the answer should arrive in several streamed pieces"
     assert reply.text == "echo: hello"
-    rows = list(engine.store.db.query("SELECT role, text, author_id, platform_id, prompt_tokens, completion_tokens FROM messages"))
+    rows = dicts(engine.store, "SELECT role, text, author_id, platform_id, prompt_tokens, completion_tokens FROM messages ORDER BY id")
     assert [(r["role"], r["text"]) for r in rows] == [("user", "hello"), ("assistant", "echo: hello")]
     assert rows[0]["author_id"] == "U1" and rows[0]["platform_id"] == "m1"
     assert rows[1]["prompt_tokens"] == 22 and rows[1]["completion_tokens"] == len(reply.pieces)  # as the server reported
@@ -155,7 +156,7 @@ async def test_a_short_conversation_is_sized_without_loading_the_tokenizer(
 
     encoding = engine.counter(engine.config.model).limits.encoding
     assert engine.tokenizers.get(encoding) is None, "a conversation far inside its window needs no tokenizer"
-    rows = engine.store.db.execute("SELECT role, text, tokens, tokens_exact FROM messages ORDER BY id").fetchall()
+    rows = stored_rows(engine.store, "SELECT role, text, tokens, tokens_exact FROM messages ORDER BY id")
     assert len(rows) == 6 and not any(exact for *_, exact in rows)
     for role, text, tokens, _ in rows:
         counted = f"Ada: {text}" if role == "user" else text
@@ -181,9 +182,7 @@ async def test_history_is_counted_for_real_once_upper_bounds_would_cut_it_short(
     await restarted.handle(said("after the restart " + "word " * 20, 99), RecordingReply())
     after = model_server.requests[-1]["messages"][1:]
     assert after[-1]["content"].startswith("after the restart") and len(after) >= 5
-    window_rows = restarted.store.db.execute(
-        "SELECT tokens_exact FROM messages ORDER BY id DESC LIMIT ?", [len(after)]
-    ).fetchall()
+    window_rows = stored_rows(restarted.store, "SELECT tokens_exact FROM messages ORDER BY id DESC LIMIT ?", len(after))
     assert all(exact for (exact,) in window_rows), "corrected sizes are kept, so the next start need not recount"
 
 
@@ -199,7 +198,7 @@ async def test_a_message_bigger_than_the_window_is_cut_with_a_visible_note(
     sent = model_server.requests[0]["messages"][-1]["content"]
     assert sent.endswith(TRUNCATION_MARK) and len(sent) < 10_000
     assert reply.text.endswith(TRUNCATION_NOTICE), "the person must be told their message was cut"
-    stored = engine.store.db.execute("SELECT length(text) FROM messages WHERE role = 'user'").fetchone()[0]
+    stored = value(engine.store, "SELECT length(text) FROM messages WHERE role = 'user'")
     assert stored < 10_000, "only what the model could read is kept"
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from chatbots.config import Config
+from tests.backend import rows
 from tests.discord_rig import (
     ALICE,
     BOB,
@@ -52,7 +53,7 @@ async def slash(rig: DiscordRig, command: str, *, user: int = ALICE, admin: bool
 
 
 def settings_rows(rig: DiscordRig) -> list[tuple]:
-    return rig.bot.engine.store.db.execute("SELECT workspace_id, channel, name, value FROM settings").fetchall()
+    return rows(rig.bot.engine.store, "SELECT workspace_id, channel, name, value FROM settings ORDER BY 1, 2, 3")
 
 
 async def test_the_chatbot_group_is_registered_with_typed_options(rig: DiscordRig) -> None:
@@ -116,6 +117,6 @@ async def test_removing_the_bot_from_a_server_erases_that_servers_data(rig: Disc
     await rig.fake.send_guild_delete(GUILD)
     assert await rig.next_outcome() == "workspace_deleted"
     store = rig.bot.engine.store
-    assert [r[0] for r in store.db.execute("SELECT text FROM messages")] == ["and me", "echo: and me"]
+    assert [r[0] for r in rows(store, "SELECT text FROM messages ORDER BY id")] == ["and me", "echo: and me"]
     assert not settings_rows(rig)
-    assert store.db.execute("SELECT external_id FROM workspaces WHERE platform = 'discord'").fetchall() == [(str(OTHER_GUILD),)]
+    assert rows(store, "SELECT external_id FROM workspaces WHERE platform = 'discord'") == [(str(OTHER_GUILD),)]

@@ -93,6 +93,7 @@ def answered_workspaces(db: Path) -> set[str]:
     return {row[0] for row in rows}
 
 
+@pytest.mark.sqlite_only  # a file per process shows which answered; sharing PostgreSQL: test_replica_processes.py
 async def test_two_processes_split_the_shards_and_answer_each_message_exactly_once(tmp_path: Path) -> None:
     async with FakeDiscord() as fake, FakeModelServer() as model:
         two_guilds(fake, recommended=1)  # ignored: DISCORD_SHARD_COUNT decides

@@ -16,6 +16,8 @@ from aiohttp import web
 from adapters.doctor import doctor
 from adapters.slack.checks import SLACK_BOT_SCOPES
 from chatbots.config import Config
+from chatbots.store.postgres import safe_url
+from tests.backend import database_url, open_store, value
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.slack import FakeSlack, serve
@@ -43,12 +45,13 @@ async def discord_fake() -> AsyncIterator[FakeDiscord]:
 
 
 @pytest.fixture
-def base(model_server: FakeModelServer, tmp_path: Path) -> Config:
-    """Model server and moderation on the fake, no platform."""
+def base(model_server: FakeModelServer, tmp_path: Path, request: pytest.FixtureRequest) -> Config:
+    """Model server and moderation on the fake, no platform; the suite's database."""
     return Config(
         openai_api_key=OPENAI_KEY,
         openai_base_url=model_server.base_url,
         db_path=str(tmp_path / "chatbots.db"),
+        database_url=database_url(request),
         moderation=True,
     )
 
@@ -94,7 +97,9 @@ async def test_everything_configured_and_working_is_all_ok(full: Config, slack: 
     assert {name: row[0] for name, row in rows.items()} == {
         "database": "ok", "model server": "ok", "moderation": "ok", "slack": "ok", "discord": "ok"}
     assert fixes == []
-    assert re.fullmatch(re.escape(full.db_path) + r": \d+ migrations? applied, writable, created now", rows["database"][1])
+    expected = (re.escape(safe_url(full.database_url)) + r": \d+ migrations applied, writable" if full.database_url
+                else re.escape(full.db_path) + r": \d+ migrations? applied, writable, created now")
+    assert re.fullmatch(expected, rows["database"][1])
     assert "gpt-4o-mini among them" in rows["model server"][1]
     assert rows["slack"][1] == "team Fake Team (T1), bot user chatbot (UBOT), Socket Mode (app token works)"
     assert rows["discord"][1].endswith("message content intent enabled")
@@ -284,6 +289,7 @@ async def test_unreachable_discord_api_points_at_discord_api_url(full: Config) -
     assert "DISCORD_API_URL" in fix_for(fixes, "discord")
 
 
+@pytest.mark.sqlite_only
 async def test_a_database_path_that_is_a_directory_fails_naming_chatbots_db(base: Config, tmp_path: Path) -> None:
     code, _, rows, fixes = await run(replace(base, db_path=str(tmp_path)))
 
@@ -292,6 +298,7 @@ async def test_a_database_path_that_is_a_directory_fails_naming_chatbots_db(base
     assert "CHATBOTS_DB" in fix_for(fixes, "database")
 
 
+@pytest.mark.sqlite_only
 async def test_a_database_in_a_missing_folder_fails_naming_chatbots_db(base: Config, tmp_path: Path) -> None:
     code, _, rows, fixes = await run(replace(base, db_path=str(tmp_path / "nowhere" / "chatbots.db")))
 
@@ -300,6 +307,7 @@ async def test_a_database_in_a_missing_folder_fails_naming_chatbots_db(base: Con
     assert "does not exist" in fix_for(fixes, "database") and "CHATBOTS_DB" in fix_for(fixes, "database")
 
 
+@pytest.mark.sqlite_only
 async def test_a_database_another_process_keeps_locked_fails(base: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     await run(base)  # create and migrate it
     monkeypatch.setattr("chatbots.checks.DB_BUSY_TIMEOUT", 0.05)
@@ -317,12 +325,10 @@ async def test_a_database_another_process_keeps_locked_fails(base: Config, monke
 
 
 async def test_the_write_probe_leaves_no_trace(base: Config) -> None:
-    from chatbots.store import Store
-
     await run(base)
-    store = Store.open(base.db_path)
+    store = open_store(base)
     try:
-        assert store.db.execute("SELECT count(*) FROM workspaces").fetchone()[0] == 0
+        assert value(store, "SELECT count(*) FROM workspaces") == 0
     finally:
         store.close()
 

@@ -7,6 +7,8 @@ import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.model import OpenAIChat
@@ -14,6 +16,7 @@ from chatbots.retention import upkeep
 from chatbots.store import Store
 from chatbots.store.base import PURGE_BATCH
 from chatbots.types import ConversationKey, Inbound
+from tests.backend import open_store, rows, value
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 
@@ -27,6 +30,7 @@ async def loop_lag() -> float:
     return time.monotonic() - started - 0.01
 
 
+@pytest.mark.sqlite_only  # a SQLite write lock held by another process
 async def test_a_turn_waiting_on_a_locked_database_leaves_the_loop_free(
     settings: Config, model_server: FakeModelServer
 ) -> None:
@@ -46,24 +50,23 @@ async def test_a_turn_waiting_on_a_locked_database_leaves_the_loop_free(
 
 async def test_the_retention_purge_deletes_in_short_batches(settings: Config) -> None:
     now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
-    store = Store.open(settings.db_path, clock=lambda: now[0])
+    store = open_store(settings, clock=lambda: now[0])
     conversation = await store.conversation_id(KEY)
-    rows = [(conversation, "user", "old", 1, "2025-01-01T00:00:00.000000Z") for _ in range(PURGE_BATCH * 2 + 10)]
-    store.db.conn.executemany("INSERT INTO messages (conversation_id, role, text, tokens, created_at) VALUES (?, ?, ?, ?, ?)", rows)
-    store.db.conn.commit()
+    old = [(conversation, "user", "old", 1, "2025-01-01T00:00:00.000000Z") for _ in range(PURGE_BATCH * 2 + 10)]
+    store.sql._run_many("INSERT INTO messages (conversation_id, role, text, tokens, created_at) VALUES (?, ?, ?, ?, ?)", old)
     cutoff = "2025-06-01T00:00:00.000000Z"
     assert await store.run(store.sql.purge_batch, cutoff) == PURGE_BATCH, "one statement deletes one bounded batch"
-    assert await upkeep(store, retention_days=30) == len(rows) - PURGE_BATCH, "the rest goes batch by batch"
-    assert store.db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    assert await upkeep(store, retention_days=30) == len(old) - PURGE_BATCH, "the rest goes batch by batch"
+    assert value(store, "SELECT count(*) FROM messages") == 0
     store.close()
 
 
 async def test_old_event_ids_are_forgotten_even_without_a_retention_period(settings: Config) -> None:
     now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
-    store = Store.open(settings.db_path, clock=lambda: now[0])
+    store = open_store(settings, clock=lambda: now[0])
     assert await store.first_delivery("slack", "Ev-old")
     now[0] += timedelta(days=3)
     assert await store.first_delivery("slack", "Ev-new")
     await upkeep(store, retention_days=None)
-    assert [row[0] for row in store.db.execute("SELECT event_id FROM events")] == ["Ev-new"]
+    assert [row[0] for row in rows(store, "SELECT event_id FROM events")] == ["Ev-new"]
     store.close()

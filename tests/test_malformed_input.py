@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatbots.config import Config
+from tests.backend import database_url
 from tests.fakes.slack import event_callback, post_signed, slash_command_form
 from tests.slack_rig import SECRET, SlackRig, slack_rig
 
@@ -54,8 +55,9 @@ bodies = (
 
 
 @pytest.fixture(scope="module")
-def shared_settings(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    return Config(openai_api_key="sk-test", db_path=str(tmp_path_factory.mktemp("fuzz") / "bot.db"), moderation=False)
+def shared_settings(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Config:
+    return Config(openai_api_key="sk-test", db_path=str(tmp_path_factory.mktemp("fuzz") / "bot.db"),
+                  database_url=database_url(request), moderation=False)
 
 
 @pytest.fixture

@@ -144,6 +144,24 @@ def test_tables_come_after_the_tables_they_refer_to(tmp_path: Path) -> None:
                           "feedback", "moderation_log", "events", "jobs", "message_files"}
 
 
+async def test_text_with_nul_characters_is_copied_with_the_stand_in(source: Path, target: str) -> None:
+    """SQLite kept U+0000 that people or a model sent; PostgreSQL text cannot hold it."""
+    sqlite = Store(SQLiteDatabase.open(source))
+    conversation = await sqlite.conversation_id(KEYS[0])
+    await sqlite.add_message(conversation, "user", "before\x00after", 3, platform_id="m\x001", author_name="A\x00da")
+    sqlite.close()
+    assert main(["migrate-db", "--to", target]) == 0
+
+    copy = Store(PostgresDatabase.open(target))
+    try:
+        copied = await copy.conversation_id(KEYS[0])
+        [message] = (await copy.window(copied, BUDGET)).messages
+        assert (message.text, message.author_name) == ("before\ufffdafter", "A\ufffdda")
+        assert await copy.add_message(copied, "user", "again", 1, platform_id="m\x001") is None, "its platform id still matches"
+    finally:
+        copy.close()
+
+
 async def test_every_row_is_copied_and_postgresql_answers_as_sqlite_did(
     source: Path, target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

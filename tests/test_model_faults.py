@@ -7,6 +7,7 @@ from collections.abc import Callable
 from chatbots.engine import Engine
 from chatbots.prompt import DEFAULT_INSTRUCTIONS
 from chatbots.types import ConversationKey, Inbound
+from tests.backend import dicts, rows
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 
@@ -18,7 +19,7 @@ def said(text: str, n: int) -> Inbound:
 
 
 def stored(engine: Engine) -> list[tuple[str, str, str]]:
-    return [(r["role"], r["text"], r["status"]) for r in engine.store.db.query("SELECT role, text, status FROM messages ORDER BY id")]
+    return [(r["role"], r["text"], r["status"]) for r in dicts(engine.store, "SELECT role, text, status FROM messages ORDER BY id")]
 
 
 async def test_rate_limit_is_retried_after_retry_after(engine: Engine, model_server: FakeModelServer) -> None:
@@ -100,7 +101,7 @@ async def test_missing_usage_is_estimated_with_the_tokenizer(engine: Engine, mod
     assert result.usage.completion_tokens == counter.count("a short answer")
     # Counted for real, not the byte bounds the turn was sized with before the tokenizer loaded.
     assert result.usage.prompt_tokens == counter.count_message(DEFAULT_INSTRUCTIONS) + counter.count_message("Ada: count me") + 3
-    row = engine.store.db.execute("SELECT prompt_tokens, completion_tokens FROM messages WHERE role = 'assistant'").fetchone()
+    [row] = rows(engine.store, "SELECT prompt_tokens, completion_tokens FROM messages WHERE role = 'assistant'")
     assert row == (result.usage.prompt_tokens, result.usage.completion_tokens)
 
 

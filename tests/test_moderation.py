@@ -9,6 +9,7 @@ import pytest
 
 from chatbots.cli import main
 from chatbots.config import Config
+from tests.backend import database_env, rows, value
 from chatbots.moderation import (
     FLAGGED_INPUT_NOTICE,
     FLAGGED_OUTPUT_NOTICE,
@@ -31,7 +32,7 @@ def everything_sent_to_slack(rig: SlackRig) -> str:
 
 
 def log_rows(rig: SlackRig) -> list[tuple]:
-    return rig.bot.engine.store.db.execute("SELECT direction, decision, categories, text FROM moderation_log ORDER BY id").fetchall()
+    return rows(rig.bot.engine.store, "SELECT direction, decision, categories, text FROM moderation_log ORDER BY id")
 
 
 async def test_clean_messages_are_checked_both_ways_and_answered(rig: SlackRig) -> None:
@@ -52,7 +53,7 @@ async def test_flagged_input_gets_a_kind_refusal_and_the_model_is_never_called(r
     assert "harassment" not in refusal.text
     assert not rig.model.requests
     assert log_rows(rig) == [("in", "flagged", "harassment", None)], "no text stored unless the operator opts in"
-    stored = rig.bot.engine.store.db.execute("SELECT count(*) FROM messages").fetchone()[0]
+    stored = value(rig.bot.engine.store, "SELECT count(*) FROM messages")
     assert stored == 0, "flagged input is not kept as history"
 
 
@@ -66,7 +67,7 @@ async def test_flagged_output_never_reaches_slack_and_what_was_shown_stays(rig: 
     assert reply.text.startswith("A perfectly") and reply.text.endswith(f"_{FLAGGED_OUTPUT_NOTICE}_")
     assert ("out", "flagged", "harassment", None) in log_rows(rig)
     assert len(rig.model.moderation_requests) <= 4
-    kept = rig.bot.engine.store.db.execute("SELECT text, status FROM messages WHERE role = 'assistant'").fetchone()
+    [kept] = rows(rig.bot.engine.store, "SELECT text, status FROM messages WHERE role = 'assistant'")
     assert kept[1] == "flagged" and "forbidden-topic" not in kept[0]
 
 
@@ -146,7 +147,7 @@ async def test_moderation_log_command_lists_decisions(
     rig: SlackRig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await rig.reply_in("C1", await rig.mention("forbidden-topic"))
-    monkeypatch.setenv("CHATBOTS_DB", rig.bot.config.db_path)
+    database_env(monkeypatch, rig.bot.config)
     assert main(["moderation-log", "--flagged"]) == 0
     out = capsys.readouterr().out
     assert "flagged" in out and "harassment" in out and "slack" in out and "in " in out

@@ -17,6 +17,7 @@ from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.logs import JsonFormatter, _TurnFilter
 from chatbots.types import ConversationKey, Inbound
+from tests.backend import database_env
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 from tests.slack_rig import slack_rig
@@ -102,7 +103,7 @@ async def test_export_writes_a_workspaces_conversations_as_json_lines(
 ) -> None:
     for workspace in ("T1", "T2"):
         await engine.handle(Inbound(ConversationKey("slack", workspace, "C1", "1.0"), "m1", "U1", "Ada", f"hi from {workspace}"), RecordingReply())
-    monkeypatch.setenv("CHATBOTS_DB", engine.config.db_path)
+    database_env(monkeypatch, engine.config)
     out = tmp_path / "t1.jsonl"
     assert main(["export", "--workspace", "slack:T1", "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]

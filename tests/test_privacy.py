@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -18,6 +17,7 @@ from chatbots.model import OpenAIChat
 from chatbots.retention import upkeep
 from chatbots.store import Store
 from chatbots.types import ConversationKey, Inbound
+from tests.backend import database_env, open_store, rows, value
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 from tests.fakes.slack import app_uninstalled, tokens_revoked
@@ -25,12 +25,12 @@ from tests.slack_rig import slack_rig
 
 
 def count(store: Store, sql: str) -> int:
-    return store.db.execute(sql).fetchone()[0]
+    return int(value(store, sql))
 
 
 async def test_retention_deletes_old_messages_but_keeps_usage_totals(settings: Config, model_server: FakeModelServer) -> None:
     now = [datetime(2026, 1, 1, 12, tzinfo=timezone.utc)]
-    store = Store.open(settings.db_path, clock=lambda: now[0])
+    store = open_store(settings, clock=lambda: now[0])
     engine = Engine(store, OpenAIChat.from_settings(settings), settings)
     key = ConversationKey("slack", "T1", "C1", "1.0")
     await engine.handle(Inbound(key, "old", "U1", "Ada", "an old secret"), RecordingReply())
@@ -39,15 +39,15 @@ async def test_retention_deletes_old_messages_but_keeps_usage_totals(settings: C
     usage_before = count(store, "SELECT SUM(prompt_tokens + completion_tokens) FROM usage_daily")
 
     assert await upkeep(store, retention_days=7) == 2
-    assert [r[0] for r in store.db.execute("SELECT text FROM messages ORDER BY id")] == ["a recent question", "echo: a recent question"]
+    assert [r[0] for r in rows(store, "SELECT text FROM messages ORDER BY id")] == ["a recent question", "echo: a recent question"]
     assert count(store, "SELECT SUM(prompt_tokens + completion_tokens) FROM usage_daily") == usage_before
     await engine.handle(Inbound(key, "next", "U1", "Ada", "what was the secret?"), RecordingReply())
     assert "an old secret" not in str(model_server.requests[-1]["messages"]), "purged text never returns to the model"
     await engine.close()
 
 
-def test_purge_command_uses_the_retention_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("CHATBOTS_DB", str(tmp_path / "bot.db"))
+def test_purge_command_uses_the_retention_setting(settings: Config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    database_env(monkeypatch, settings)
     monkeypatch.setenv("CHATBOTS_RETENTION_DAYS", "30")
     assert main(["purge"]) == 0
     assert "older than 30 days" in capsys.readouterr().out
@@ -73,7 +73,7 @@ async def test_redaction_applies_to_what_the_model_receives_and_what_is_stored(
     await engine.handle(Inbound(ConversationKey("t", "T", "C", "1"), "m", "U1", "Ada", text), RecordingReply())
     sent = model_server.requests[0]["messages"][-1]["content"]
     assert sent == "I'm [email], [phone], card [card], key [secret]"
-    stored = engine.store.db.execute("SELECT text FROM messages WHERE role = 'user'").fetchone()[0]
+    stored = value(engine.store, "SELECT text FROM messages WHERE role = 'user'")
     assert stored == sent
 
 
@@ -102,7 +102,7 @@ async def test_uninstalling_the_app_erases_that_workspace_only(settings: Config)
         await store.set_setting_audited(await store.workspace_id("slack", "T1"), "limit_user", "5", actor_id="UADMIN")
         await rig.deliver(app_uninstalled(), team="T1")
         assert "workspace_deleted" in await rig.wait_outcomes(3)  # turns may finish storing after it
-        texts = [r[0] for r in store.db.execute("SELECT text FROM messages")]
+        texts = [r[0] for r in rows(store, "SELECT text FROM messages ORDER BY id")]
         assert texts == ["hello from T2", "echo: hello from T2"]
         for table in ("settings", "audit"):
             assert count(store, f"SELECT count(*) FROM {table}") == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from chatbots.config import Config
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.slack import (
     FakeSlack,
@@ -30,11 +31,11 @@ async def fakes() -> AsyncIterator[tuple[FakeSlack, FakeModelServer]]:
         yield slack, model
 
 
-def bot_env(slack: FakeSlack, model: FakeModelServer, db: Path) -> dict[str, str]:
+def bot_env(slack: FakeSlack, model: FakeModelServer, db: Path, database_url: str | None = None) -> dict[str, str]:
     return {
         "OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "sk-test", "CHATBOTS_MODERATION": "off",
         "SLACK_BOT_TOKEN": "xoxb-lifecycle", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.api_url,
-        "CHATBOTS_DB": str(db), "CHATBOTS_LOG_LEVEL": "WARNING",
+        "CHATBOTS_DB": str(db), "CHATBOTS_LOG_LEVEL": "WARNING", **({"DATABASE_URL": database_url} if database_url else {}),
     }
 
 
@@ -44,12 +45,13 @@ async def post(port: int, event: dict) -> int:
 
 
 async def test_sigterm_finishes_the_reply_in_flight_refuses_new_work_and_exits_0(
-    fakes: tuple[FakeSlack, FakeModelServer], tmp_path: Path
+    fakes: tuple[FakeSlack, FakeModelServer], settings: Config
 ) -> None:
     slack, model = fakes
     port = free_port()
     model.queue("the last answer before shutdown", hold=True)
-    async with bot_process(bot_env(slack, model, tmp_path / "bot.db"), port, stderr=asyncio.subprocess.PIPE) as bot:
+    env = bot_env(slack, model, Path(settings.db_path), settings.database_url)
+    async with bot_process(env, port, stderr=asyncio.subprocess.PIPE) as bot:
         ts = next_ts()
         assert await post(port, app_mention("C1", "U1", "<@UBOT> one more", ts=ts)) == 200
         await model.wait_for_requests(1)
@@ -66,6 +68,7 @@ async def test_sigterm_finishes_the_reply_in_flight_refuses_new_work_and_exits_0
     assert len(model.requests) == 1
 
 
+@pytest.mark.sqlite_only  # one process restarting on its file; replicas on PostgreSQL: test_replica_processes.py
 async def test_sigkill_midway_then_restart_loses_no_message_and_posts_nothing_twice(
     fakes: tuple[FakeSlack, FakeModelServer], tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from chatbots.engine import EMPTY_ANSWER_NOTICE, Engine
 from chatbots.model import OpenAIChat
 from chatbots.reasoning import CLOSE, Reasoning, ThinkFilter
 from chatbots.types import Addressed, ConversationKey, Inbound, Usage
+from tests.backend import rows
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 from tests.slack_rig import slack_rig
@@ -153,7 +154,7 @@ async def test_the_next_turn_sends_back_only_the_visible_answer(engine: Engine, 
     sent = json.dumps(model_server.requests[-1]["messages"])
     assert "The answer is 42." in sent
     assert SECRET_THOUGHT not in sent and "field thoughts" not in sent and "think>" not in sent
-    stored = [row["text"] for row in engine.store.db.query("SELECT text FROM messages WHERE role = 'assistant'")]
+    stored = [row[0] for row in rows(engine.store, "SELECT text FROM messages WHERE role = 'assistant' ORDER BY id")]
     assert stored[0] == "The answer is 42."
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from adapters.runner import Bot
 from chatbots.config import Config
+from tests.backend import value
 from tests.fakes.slack import (
     FakeSlack,
     app_mention,
@@ -96,7 +97,7 @@ async def test_channel_chatter_and_unknown_threads_are_neither_answered_nor_stor
     await rig.deliver(channel_message("C1", "U1", "a reply in someone else's thread", thread_ts=next_ts()))
     assert await rig.wait_outcomes(2) == ["ignored", "not_ours"]
     assert not rig.model.requests
-    assert rig.bot.engine.store.db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    assert value(rig.bot.engine.store, "SELECT count(*) FROM messages") == 0
 
 
 async def test_bots_edits_deletions_and_odd_subtypes_are_ignored_without_crashing(rig: SlackRig) -> None:

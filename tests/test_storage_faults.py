@@ -31,6 +31,8 @@ from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 from tests.processes import free_port
 
+pytestmark = pytest.mark.sqlite_only  # locks, permissions and damage of a SQLite file
+
 KEY = ConversationKey("t", "T1", "C1", "1")
 
 

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from collections.abc import Callable
+
 from chatbots.migrations import migrations
 from chatbots.store import WINDOW_SQL, Store, StoreError
 from chatbots.types import ConversationKey
 
 
+@pytest.mark.sqlite_only  # the PostgreSQL schema: test_store_contract.py, test_replica_processes.py
 def test_migrations_run_once_and_enable_wal(tmp_path: Path) -> None:
     path = tmp_path / "bot.db"
     Store.open(path).close()
@@ -23,18 +26,16 @@ def test_migrations_run_once_and_enable_wal(tmp_path: Path) -> None:
     assert {"workspaces", "settings", "conversations", "messages", "events", "audit"} <= set(store.db.table_names())
 
 
-async def test_platform_event_ids_are_remembered_across_restarts(tmp_path: Path) -> None:
-    path = tmp_path / "bot.db"
-    store = Store.open(path)
+async def test_platform_event_ids_are_remembered_across_restarts(opened: Callable[[], Store]) -> None:
+    store = opened()
     assert await store.first_delivery("slack", "Ev1")
     assert not await store.first_delivery("slack", "Ev1")
     assert await store.first_delivery("discord", "Ev1"), "platforms have separate id spaces"
     store.close()
-    assert not await Store.open(path).first_delivery("slack", "Ev1")
+    assert not await opened().first_delivery("slack", "Ev1")
 
 
-async def test_same_channel_names_in_two_workspaces_are_different_conversations() -> None:
-    store = Store.open(":memory:")
+async def test_same_channel_names_in_two_workspaces_are_different_conversations(store: Store) -> None:
     a = await store.conversation_id(ConversationKey("slack", "T1", "C1", "1.0"))
     b = await store.conversation_id(ConversationKey("slack", "T2", "C1", "1.0"))
     c = await store.conversation_id(ConversationKey("discord", "T1", "C1", "1.0"))
@@ -57,6 +58,7 @@ async def _window_cost(store: Store, conversation: int) -> int:
     return steps
 
 
+@pytest.mark.sqlite_only  # counts SQLite's virtual-machine steps; PostgreSQL's cost is in bench/
 async def test_loading_the_window_costs_the_same_however_big_the_database_grows() -> None:
     store = Store.open(":memory:")
     mine = await store.conversation_id(ConversationKey("slack", "T1", "C1", "mine"))
@@ -75,6 +77,7 @@ async def test_loading_the_window_costs_the_same_however_big_the_database_grows(
     assert large <= small * 1.1, f"window load grew from {small} to {large} VM steps with 200k other messages"
 
 
+@pytest.mark.sqlite_only  # SQLite's query plan
 def test_window_query_reads_through_the_conversation_index() -> None:
     store = Store.open(":memory:")
     plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + WINDOW_SQL, [1, 5, 100])]
@@ -82,6 +85,7 @@ def test_window_query_reads_through_the_conversation_index() -> None:
     assert not any(step.startswith("SCAN messages") for step in plan), plan
 
 
+@pytest.mark.sqlite_only  # CHATBOTS_DB
 def test_an_unusable_database_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="CHATBOTS_DB"):
         Store.open(tmp_path / "no-such-folder" / "bot.db")

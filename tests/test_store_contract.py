@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from chatbots.clock import iso
 from chatbots.store import Store, UsageRecord
 from chatbots.store import reports as queries
 from chatbots.store.base import INTERRUPTED_MARK, PURGE_BATCH
@@ -18,6 +19,7 @@ from chatbots.window import StoredFile
 from tests.postgres import empty
 
 KEY = ConversationKey("slack", "T1", "C1", "1.0")
+MINUTE = timedelta(minutes=1)
 Now = list[datetime]
 
 
@@ -117,6 +119,24 @@ async def test_a_question_begins_its_answer_and_the_answer_counts_its_usage_in_o
     assert (await store.day_usage(workspace, "2026-06-01")) == {"U1": 42}, "a failed answer's usage still counts"
 
 
+async def test_request_times_are_forgotten_once_a_minute_old_also_for_people_who_stopped_asking(
+    store: Store, now: Now
+) -> None:
+    """Rate caps look back one minute, so older request times are of no use to anyone: none are kept."""
+    workspace = await store.workspace_id("slack", "T1")
+
+    async def admit(user: str) -> None:
+        day, held_since, minute_ago = now[0].date().isoformat(), iso(now[0] - timedelta(hours=1)), iso(now[0] - MINUTE)
+        reservation = await store.reserve_usage(workspace, user, day, held_since, minute_ago, lambda snapshot: 10)
+        await store.settle_reservation(reservation, workspace, user, day, "m", None)
+
+    for user in ("U1", "U2", "U3"):
+        await admit(user)
+    now[0] += timedelta(minutes=2)
+    await admit("U4")
+    assert store.sql.query_dicts("SELECT user_id FROM requests") == [{"user_id": "U4"}]
+
+
 async def test_an_answer_whose_lease_ran_out_is_marked_interrupted(store: Store, now: Now) -> None:
     conversation = await store.conversation_id(KEY)
     stale = await store.begin_answer(conversation, "m")
@@ -127,6 +147,28 @@ async def test_an_answer_whose_lease_ran_out_is_marked_interrupted(store: Store,
     assert await store.recover_interrupted(idle_since=(now[0] - timedelta(seconds=90)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")) == 1
     texts = [m.text for m in (await store.window(conversation, 10_000)).messages]
     assert texts == ["half an ans" + INTERRUPTED_MARK], "the live answer is still streaming, so not in history"
+
+
+async def test_text_with_nul_characters_is_stored_not_refused(open_store: Callable[[], Store]) -> None:
+    """People and models may send U+0000, which PostgreSQL text cannot hold: it is kept as U+FFFD there."""
+    store = open_store()
+    conversation = await store.conversation_id(KEY)
+    await store.add_message(conversation, "user", "before\x00after", 3, platform_id="m\x001", author_name="A\x00da")
+    answer = await store.begin_answer(conversation, "gpt-4o-mini")
+    await store.save_partial(answer, "partial\x00")
+    await store.complete_answer(answer, "ans\x00wer", 2, status="ok", platform_id="p\x001", usage=(1, 1))
+    workspace = await store.workspace_id("slack", "T1")
+    await store.set_setting_audited(workspace, "instructions", "Be\x00brief.", actor_id="U\x00ADMIN")
+    await store.record_moderation(KEY, "in", "flagged", ["harassment"], "bad\x00text")
+    assert await store.add_message(conversation, "user", "again", 1, platform_id="m\x001") is None, "still one message"
+
+    cold = open_store()  # read back from the database, not from memory
+    shown = [(m.text, m.author_name) for m in (await cold.window(conversation, 1000)).messages]
+    kept = [(text.replace("\x00", "\ufffd"), (name or "").replace("\x00", "\ufffd")) for text, name in shown]
+    assert kept == [("before\ufffdafter", "A\ufffdda"), ("ans\ufffdwer", "")]
+    assert (await cold.settings_for(KEY))["instructions"].replace("\x00", "\ufffd") == "Be\ufffdbrief."
+    cold.close()
+    store.close()
 
 
 async def test_settings_audit_usage_feedback_and_reports(store: Store) -> None:

@@ -57,6 +57,15 @@ def _pg(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+NUL_STAND_IN = "\ufffd"
+"""PostgreSQL text cannot hold U+0000 (SQLite's can); people and models may send it, so it is stored as this."""
+
+
+def storable(params: Sequence[Any]) -> list[Any]:
+    """Parameters PostgreSQL accepts: NUL characters in text replaced by NUL_STAND_IN."""
+    return [value.replace("\x00", NUL_STAND_IN) if type(value) is str and "\x00" in value else value for value in params]
+
+
 class PostgresDatabase(SQLDatabase):
     BYTE_LENGTH = "octet_length({})"
     WORKSPACE_LOCK = f"SELECT pg_advisory_xact_lock({LIMITS_LOCK_SPACE}, CAST(? AS integer))"
@@ -215,7 +224,7 @@ class PostgresDatabase(SQLDatabase):
     def _run(self, sql: str, params: Sequence[Any] = ()) -> Result:
         self.statements += 1
         with self._connection() as conn:
-            cursor = conn.execute(_pg(sql), list(params) or None)  # type: ignore[arg-type]
+            cursor = conn.execute(_pg(sql), storable(params) or None)  # type: ignore[arg-type]
             rows = cursor.fetchall() if cursor.description else []
             columns = tuple(column.name for column in cursor.description or ())
             return Result(rows, cursor.rowcount, columns)
@@ -223,7 +232,7 @@ class PostgresDatabase(SQLDatabase):
     def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self.statements += 1
         with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            cursor.executemany(_pg(sql), rows)  # type: ignore[arg-type]
+            cursor.executemany(_pg(sql), [storable(row) for row in rows])  # type: ignore[arg-type]
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -294,7 +303,7 @@ class TurnLocks:
         holder = await self._holder()
         sql, params = "SELECT pg_try_advisory_lock(%s)", [key]
         if read is not None:
-            sql, params = f"{sql}, ({_pg(read[0])})", [key, *read[1]]
+            sql, params = f"{sql}, ({_pg(read[0])})", [key, *storable(read[1])]
         self.statements += 2  # the lock, and its unlock
         try:
             taken = await (await holder.execute(sql, params)).fetchone()  # type: ignore[arg-type]
