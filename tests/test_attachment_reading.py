@@ -86,10 +86,10 @@ def test_file_settings_are_read_and_checked() -> None:
         Config.from_env({"CHATBOTS_FILE_MAX_COUNT": "0"})
 
 
-async def test_chat_file_shares_files_from_disk(model_server: FakeModelServer, tmp_path: Path) -> None:
+async def test_chat_file_shares_files_from_disk(settings: Config, tmp_path: Path) -> None:
     (tmp_path / "diagram.png").write_bytes(png(64, 32))
     (tmp_path / "notes.txt").write_text("remember the milk")
-    env = _env(model_server, tmp_path / "bot.db")
+    env = _env(settings)
     code, out, err = await _chatbots("chat", "--file", str(tmp_path / "diagram.png"), "--file", str(tmp_path / "notes.txt"),
                                      "what does this show?", env=env)
     assert code == 0, err

@@ -340,7 +340,9 @@ async def test_redaction_covers_text_read_from_files(make_engine: Callable[..., 
     engine = make_engine(redact=frozenset({"emails"}))
     await ask(engine, said("who?", shared("contacts.txt", b"ada@example.com", "text/plain")))
     assert "ada@example.com" not in json.dumps(model_server.requests[-1])
-    stored = await engine.store.message_files([1])
+    [question, _] = (await engine.store.window(await engine.store.conversation_id(KEY), 100_000)).messages
+    stored = await engine.store.message_files([question.id])
+    assert stored
     assert "ada@example.com" not in json.dumps([file.content for files in stored.values() for file in files])
 
 
