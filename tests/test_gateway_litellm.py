@@ -29,6 +29,7 @@ from chatbots.model import OpenAIChat
 from chatbots.moderation import UNAVAILABLE_NOTICE
 from chatbots.store import Store
 from chatbots.types import ConversationKey, Inbound
+from tests.backend import rows, value
 from tests.fakes.reply import RecordingReply
 from tests.processes import free_port
 from tests.slack_rig import slack_rig
@@ -147,9 +148,8 @@ async def test_the_gateways_usage_is_recorded_not_estimated(gateway: Gateway, tm
     try:
         assert result.status == "answered" and reply.text == ANSWER
         assert result.usage is not None and not result.usage.estimated, "the gateway reported the usage"
-        row = engine.store.db.execute(
-            "SELECT prompt_tokens, completion_tokens, status FROM messages WHERE role = 'assistant'").fetchone()
-        assert tuple(row) == (result.usage.prompt_tokens, result.usage.completion_tokens, "ok")
+        assert rows(engine.store, "SELECT prompt_tokens, completion_tokens, status FROM messages WHERE role = 'assistant'") == [
+            (result.usage.prompt_tokens, result.usage.completion_tokens, "ok")]
     finally:
         await engine.close()
 
@@ -209,9 +209,7 @@ async def test_a_slack_turn_streams_through_the_gateway(gateway: Gateway, settin
         [reply] = await rig.reply_in("C1", ts)
         assert reply.text == ANSWER and reply.streamed
         assert await rig.wait_outcomes(1) == ["turn:answered"]
-        row = rig.bot.engine.store.db.execute(
-            "SELECT completion_tokens FROM messages WHERE role = 'assistant'").fetchone()
-        assert row[0] > 0
+        assert value(rig.bot.engine.store, "SELECT completion_tokens FROM messages WHERE role = 'assistant'") > 0
 
 
 def test_the_gateway_never_reached_for_the_network(gateway: Gateway) -> None:

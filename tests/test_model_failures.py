@@ -19,6 +19,7 @@ from chatbots.failures import (
 )
 from chatbots.moderation import Moderator
 from chatbots.types import ConversationKey, Inbound
+from tests.backend import rows
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 from tests.test_failure_kinds import LITELLM_BAD_MODEL, LITELLM_CONTEXT
@@ -117,8 +118,7 @@ async def test_an_answer_stopped_by_a_content_filter_keeps_what_showed(engine: E
     reply = RecordingReply()
     result = await engine.handle(said("something", 1), reply)
     assert result.status == "flagged" and reply.text == "The first part " and reply.notice == FLAGGED_OUTPUT_NOTICE
-    row = engine.store.db.execute("SELECT text, status FROM messages WHERE role = 'assistant'").fetchone()
-    assert tuple(row) == ("The first part ", "flagged")
+    assert rows(engine.store, "SELECT text, status FROM messages WHERE role = 'assistant'") == [("The first part ", "flagged")]
 
 
 async def test_the_same_failure_on_every_message_is_logged_once_and_counted_each_time(
