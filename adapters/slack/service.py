@@ -31,6 +31,7 @@ from chatbots.types import Addressed, ConversationKey, Inbound, Outcome
 from ..service import ServiceBase, vote_for
 from ..tasks import TurnTasks
 from .events import PLATFORM, SlackMessage, text_fields, translate
+from .files import SlackFiles
 from .gate import Refusal, RequestGate
 from .reply import SlackReply, SlackTarget, WorkspaceFeatures
 from .users import SlackUser, UserDirectory
@@ -96,6 +97,7 @@ class SlackService(ServiceBase):
         self.gate = None if self.socket_mode else RequestGate(settings.slack_signing_secret or "")
         """HTTP mode only: Socket Mode has no public endpoint and needs no signing secret."""
         self.users = UserDirectory(self.client)
+        self.files = SlackFiles(settings.slack_bot_token, settings.slack_api_url)
         self.features = WorkspaceFeatures()
         self.turns = TurnTasks()
         self.bot_user_id = ""
@@ -143,6 +145,7 @@ class SlackService(ServiceBase):
         if self._socket is not None:
             await self._socket.close_async()
         await self.turns.drain(grace)
+        await self.files.close()
         if self.client.session is not None:
             await self.client.session.close()
         self._closed.set()
@@ -184,6 +187,9 @@ class SlackService(ServiceBase):
             return self._observe(Outcome.DUPLICATE)
         if message.needs_thread and not await self.engine.in_conversation(message.inbound.key):
             return self._observe(Outcome.NOT_OURS)  # not ours to read or keep
+        files = self.files.shared(_mapping(body.get("event")).get("files"))
+        if files:
+            message = replace(message, inbound=replace(message.inbound, files=files))
         self.turns.spawn(self._turn(message))
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -256,7 +262,9 @@ class SlackService(ServiceBase):
             if user == self.bot_user_id or earlier.get("bot_id") and not self.config.allow_bots:
                 continue
             name = (await self.users.get(key.workspace, user)).name
-            await self.engine.handle(Inbound(key, ts, user, name, html.unescape(text), Addressed.CONTEXT), ContextOnly())
+            files = self.files.shared(earlier.get("files"))
+            earlier_message = Inbound(key, ts, user, name, html.unescape(text), Addressed.CONTEXT, files)
+            await self.engine.handle(earlier_message, ContextOnly())
 
 
 def _not_token_skipped(record: logging.LogRecord) -> bool:

@@ -1,0 +1,58 @@
+"""Files shared on Slack: the `files` of a message or mention event, as SharedFiles fetched with the bot token.
+
+Slack's file URLs (`url_private_download`, else `url_private`) need `Authorization: Bearer <bot token>` and the
+`files:read` scope. Without them Slack answers 200 with its HTML login page instead of the file, so that page
+is read as a refusal. The token only ever goes to Slack's own file host (or the configured SLACK_API_URL's
+origin): the Downloader refuses every other address, redirects included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatbots.types import SharedFile
+
+from ..downloads import Downloader, FileHosts, file_name, file_size, unavailable
+
+SLACK_FILE_HOSTS = ("files.slack.com",)
+REFUSED_AS_LOGIN_PAGE = "Slack would not hand it over: the app needs the files:read scope (reinstall it after adding it)"
+_UNREADABLE_MODES = {
+    "tombstone": "it was deleted",
+    "hidden_by_limit": "it is hidden by the workspace's file storage limit",
+}
+
+
+class SlackFiles:
+    """Turns Slack file objects into SharedFiles for one Slack service (one download session for them all)."""
+
+    def __init__(self, bot_token: str, api_url: str | None) -> None:
+        self.downloads = Downloader(
+            FileHosts.of("Slack", SLACK_FILE_HOSTS, api_url),
+            {"Authorization": f"Bearer {bot_token}"},
+            refused_as_html=REFUSED_AS_LOGIN_PAGE,
+        )
+
+    def shared(self, files: object) -> tuple[SharedFile, ...]:
+        """The event's `files` field (anything, from a payload) as SharedFiles, in order; entries that are not
+        objects are skipped."""
+        if not isinstance(files, list):
+            return ()
+        return tuple(self._one(item) for item in files if isinstance(item, dict))
+
+    def _one(self, item: dict[str, Any]) -> SharedFile:
+        name = file_name(item.get("name"), fallback=file_name(item.get("title")))
+        mimetype = item.get("mimetype") if isinstance(item.get("mimetype"), str) else ""
+        size = file_size(item.get("size"))
+        mode = item.get("mode")
+        if isinstance(mode, str) and mode in _UNREADABLE_MODES:
+            return unavailable(name, mimetype, size, _UNREADABLE_MODES[mode])
+        if item.get("file_access") == "check_file_info":
+            return unavailable(name, mimetype, size, "Slack did not share its details with the bot (a file from "
+                                                     "another organisation)")
+        if mode == "external" or item.get("is_external") is True:
+            return unavailable(name, mimetype, size, "it is stored outside Slack (an external file)")
+        url = item.get("url_private_download") or item.get("url_private")
+        return self.downloads.file(name, mimetype, size, url)
+
+    async def close(self) -> None:
+        await self.downloads.close()
