@@ -41,7 +41,8 @@ class SlackFiles:
 
     def _one(self, item: dict[str, Any]) -> SharedFile:
         name = file_name(item.get("name"), fallback=file_name(item.get("title")))
-        mimetype = item.get("mimetype") if isinstance(item.get("mimetype"), str) else ""
+        raw_type = item.get("mimetype")
+        mimetype = raw_type if isinstance(raw_type, str) else ""
         size = file_size(item.get("size"))
         mode = item.get("mode")
         if isinstance(mode, str) and mode in _UNREADABLE_MODES:

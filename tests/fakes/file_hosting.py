@@ -27,7 +27,11 @@ class DownloadRequest:
     query: str
     authorization: str | None
     status: int = 0
+    sent: int = 0
+    """Body bytes the host managed to send before it finished or the client hung up."""
     t: float = field(default_factory=time.monotonic)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the host is finished with the request (sent it all, or the client went away)."""
 
 
 @dataclass
@@ -49,6 +53,8 @@ class FileHosting:
         self._changed = changed
         self.stall = False
         """While True, downloads send their headers and STALL_AFTER bytes, then wait until released."""
+        self.declare_length = True
+        """False: bodies go out chunked, with no Content-Length (a host that does not say how much is coming)."""
         self._released = asyncio.Event()
 
     def stall_downloads(self) -> None:
@@ -79,25 +85,39 @@ class FileHosting:
         """Answer a download of `path`; `refuse` (e.g. a 401 for a missing token) is sent instead when given."""
         record = DownloadRequest(path, request.query_string, request.headers.get("Authorization"))
         self.requests.append(record)
-        response = self._answer(path, refuse)
-        if isinstance(response, web.Response):
-            record.status = response.status
+        try:
+            return await self._send(request, record, self._answer(path, refuse))
+        finally:
+            record.done.set()
             self._changed()
-            return response
-        content, content_type = response
+
+    async def _send(self, request: web.Request, record: DownloadRequest,
+                    answer: web.Response | tuple[bytes, str]) -> web.StreamResponse:
+        if isinstance(answer, web.Response):
+            record.status = answer.status
+            return answer
+        content, content_type = answer
         record.status = 200
-        self._changed()
-        stream = web.StreamResponse(headers={"Content-Type": content_type, "Content-Length": str(len(content))})
+        headers = {"Content-Type": content_type}
+        if self.declare_length:
+            headers["Content-Length"] = str(len(content))
+        stream = web.StreamResponse(headers=headers)
+        if not self.declare_length:
+            stream.enable_chunked_encoding()
         await stream.prepare(request)
-        if self.stall:
-            released = self._released
-            await stream.write(content[: self.STALL_AFTER])
-            await released.wait()
-            await stream.write(content[self.STALL_AFTER :])
-        else:
-            for start in range(0, len(content), 256 * 1024):
-                await stream.write(content[start : start + 256 * 1024])
-        await stream.write_eof()
+        try:
+            if self.stall:
+                released = self._released
+                await stream.write(content[: self.STALL_AFTER])
+                record.sent = min(len(content), self.STALL_AFTER)
+                await released.wait()
+                content = content[self.STALL_AFTER :]
+            for start in range(0, len(content), 64 * 1024):
+                await stream.write(content[start : start + 64 * 1024])
+                record.sent += len(content[start : start + 64 * 1024])
+            await stream.write_eof()
+        except (ConnectionError, OSError):
+            pass  # the client hung up: what was sent is recorded
         return stream
 
     def _answer(self, path: str, refuse: web.Response | None) -> web.Response | tuple[bytes, str]:
