@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--new", action="store_true", help="start a new conversation instead of continuing the last one")
     chat.add_argument("--model", help="model to use (default: CHATBOTS_MODEL)")
     chat.add_argument("--system", help="save these system instructions for the console and use them from now on")
+    chat.add_argument("--file", action="append", default=[], metavar="PATH",
+                      help="share a file with the (first) message: an image, a PDF or a text file; repeatable")
 
     usage = commands.add_parser("usage", help="tokens and estimated cost per workspace, user and model")
     usage.add_argument("--workspace", help="only this workspace: ID or PLATFORM:ID")
@@ -64,13 +66,18 @@ def _parser() -> argparse.ArgumentParser:
 async def _chat(settings: Config, args: argparse.Namespace) -> int:
     from . import console
 
+    try:
+        files = [console.local_file(path) for path in args.file]
+    except OSError as error:
+        print(f"chatbots chat: {error}", file=sys.stderr)
+        return 2
     engine = open_engine(settings)
     try:
         # Written before any turn: a database that cannot be written stops the command here, with one line.
         workspace = await engine.store.workspace_id(console.PLATFORM, console.WORKSPACE)
         if args.system is not None:
             await engine.store.set_setting(workspace, "instructions", args.system.strip() or None)
-        return await console.chat(engine, new=args.new, prompt=args.prompt, stdin=sys.stdin, out=sys.stdout)
+        return await console.chat(engine, new=args.new, prompt=args.prompt, stdin=sys.stdin, out=sys.stdout, files=files)
     finally:
         await engine.close()
 

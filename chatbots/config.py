@@ -14,6 +14,7 @@ REDACTABLE = frozenset({"emails", "phones", "cards", "keys"})
 HEADER_NAME_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 """The characters an HTTP header name may hold (RFC 9110 token)."""
 REASONING_EFFORTS = ("low", "medium", "high")
+VISION_MODES = ("auto", "on", "off")
 METRICS_TOKEN_MIN = 16
 """Characters: a shorter bearer token on a public port could be guessed."""
 
@@ -77,6 +78,18 @@ class Config:
     """DISCORD_SHARD_COUNT: shards across all processes; unset, Discord's recommendation (GET /gateway/bot)."""
     discord_shards: tuple[int, ...] | None = None
     """DISCORD_SHARDS: the shard ids this process runs; unset, all of them."""
+    file_max_bytes: int = 10_000_000
+    """CHATBOTS_FILE_MAX_BYTES: a shared file bigger than this is not fetched (or the download stops there)."""
+    file_max_count: int = 10
+    """CHATBOTS_FILE_MAX_COUNT: files read per message; the rest get a note."""
+    pdf_max_pages: int = 50
+    """CHATBOTS_PDF_MAX_PAGES: pages of a PDF whose text is read."""
+    file_max_chars: int = 50_000
+    """CHATBOTS_FILE_MAX_CHARS: characters of text read from one file (PDF or text file)."""
+    file_timeout: float = 30.0
+    """CHATBOTS_FILE_TIMEOUT: seconds one file's download may take."""
+    vision: str = "auto"
+    """CHATBOTS_VISION: auto (send images; a model that refuses them is remembered), on (always), off (never)."""
     metrics_token: str | None = None
     """`GET /metrics` on PORT answers only requests bearing this token."""
     metrics_port: int | None = None
@@ -142,6 +155,9 @@ class Config:
         if effort is not None and effort not in REASONING_EFFORTS:
             raise ConfigError(f"CHATBOTS_REASONING_EFFORT must be low, medium or high, got {effort!r}")
         shard_count = number("DISCORD_SHARD_COUNT", int, None, 1)
+        vision = (text("CHATBOTS_VISION") or "auto").lower()
+        if vision not in VISION_MODES:
+            raise ConfigError(f"CHATBOTS_VISION must be auto, on or off, got {vision!r}")
         shards = parse_shards(text("DISCORD_SHARDS"), shard_count)
         return cls(
             openai_api_key=text("OPENAI_API_KEY"),
@@ -183,6 +199,12 @@ class Config:
             discord_gateway_url=text("DISCORD_GATEWAY_URL"),
             discord_shard_count=shard_count,
             discord_shards=shards,
+            file_max_bytes=number("CHATBOTS_FILE_MAX_BYTES", int, defaults.file_max_bytes, 1),
+            file_max_count=number("CHATBOTS_FILE_MAX_COUNT", int, defaults.file_max_count, 1),
+            pdf_max_pages=number("CHATBOTS_PDF_MAX_PAGES", int, defaults.pdf_max_pages, 1),
+            file_max_chars=number("CHATBOTS_FILE_MAX_CHARS", int, defaults.file_max_chars, 1),
+            file_timeout=number("CHATBOTS_FILE_TIMEOUT", float, defaults.file_timeout, 0.1),
+            vision=vision,
             metrics_token=metrics_token,
             metrics_port=metrics_port,
         )

@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from .attachments import FileLimits, Kind, ReadFiles, read_files
+from .attachments.fitting import fit_files
 from .config import Config
 from .limits import Admission, Caps, Refused, UsageLimits, caps_for
 from .logs import new_turn_id
 from .lru import LRU
 from .metrics import Metrics
-from .model import ChatModel, Message, ModelError
+from .model import IMAGES_REFUSED, MAX_REMEMBERED_MODELS, ChatModel, Message, ModelError, has_images
 from .moderation import (
     FLAGGED_INPUT_NOTICE,
     UNAVAILABLE_NOTICE,
@@ -38,7 +40,7 @@ from .tokens import (
     surely_over,
 )
 from .types import Addressed, ConversationKey, Decision, Inbound, Reply, TurnStatus, Usage, Vote
-from .window import StoredMessage
+from .window import StoredFile, StoredMessage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +65,11 @@ CUT_MARGIN = 8
 INSTRUCTION_SIZES = 1000
 """Exact token counts of instructions kept, per (model, instructions): one per workspace or channel in use."""
 MAX_WAITING_TURNS = 20
+VISION_OFF = "this bot is set not to read images (`CHATBOTS_VISION=off`)"
+NO_VISION = ("this model can't read images (an admin can pick one that can with `/chatbot model`, "
+             "or set `CHATBOTS_VISION=off`)")
+NO_VISION_NOTE = ("This model can't read images, so I answered from the text alone. An admin can pick a model that "
+                  "can (`/chatbot model`), or set `CHATBOTS_VISION=off`.")
 """Turns one conversation may have waiting behind the one being answered; more are turned away with BUSY_NOTICE."""
 
 
@@ -96,6 +103,9 @@ class Engine:
         saved at least every PARTIAL_SAVE_INTERVAL while text or reasoning flows, and waits at most the stall timeout
         for it."""
         self.limits = UsageLimits(store, store.clock, self.answer_lease)
+        self.file_limits = FileLimits.from_settings(settings)
+        self._blind: LRU[str, bool] = LRU(MAX_REMEMBERED_MODELS)
+        """Models that refused image parts (CHATBOTS_VISION=auto), in this process: later turns skip images at once."""
 
     async def close(self) -> None:
         """Release the model's connections and the database."""
@@ -265,8 +275,16 @@ class Engine:
         log.debug("turn %s", result.status)
         return result
 
+    def _no_images(self, model: str) -> str | None:
+        """Why images are not sent to this model, or None when they are."""
+        if self.config.vision == "off":
+            return VISION_OFF
+        if self.config.vision == "auto" and self._blind.get(model):
+            return NO_VISION
+        return None
+
     async def _turn(self, message: Inbound, reply: Reply, started: float) -> TurnResult:
-        if not message.text.strip():
+        if not message.text.strip() and not message.files:  # files alone are a question about them
             if message.addressed is not Addressed.CONTEXT:
                 await _quietly(reply.fail(EMPTY_NOTICE), "fail")
             return TurnResult(TurnStatus.EMPTY)
@@ -281,29 +299,49 @@ class Engine:
             except Refused as refusal:
                 return await self._refused(message, reply, refusal)
 
+        read: ReadFiles | None = None
+        reply_started = False
+        if message.files:
+            if message.addressed is Addressed.YES:  # fetching takes a while: show the bot is on it
+                await _quietly(reply.start(), "start")
+                reply_started = True
+            read = await read_files(message.files, self.file_limits, self._no_images(model))
         if self.redact is not None:
             message = replace(message, text=self.redact(message.text))
+            if read is not None:
+                redact = self.redact
+                read.parts = [replace(part, content=redact(part.content)) if part.kind is not Kind.IMAGE else part
+                              for part in read.parts]
         fitted = await self._fit(message, counter, model, instructions)
         if fitted is None:
             if message.addressed is not Addressed.CONTEXT:
                 await _quietly(reply.fail(NO_ROOM_NOTICE), "fail")
             return TurnResult(TurnStatus.NO_ROOM)
         text, truncated = fitted
+        size = counter.size(labelled(text, message.author_name, message.author_id))
+        attached: list[StoredFile] = []
+        notes: list[str] = []
+        if read is not None:
+            room = self._history_budget(model, instructions, counter) - size.tokens
+            attached, cut = await fit_files(read.parts, room, counter, model)
+            notes = read.notes + cut
+            read = None  # the parts live on in attached only
         moderated = self.moderator is not None and found.get("moderation", "on") == "on"
         if moderated:
             assert self.moderator is not None
-            verdict = await self.moderator.check(text)
-            await self._record_moderation(message.key, "in", verdict, text)
+            checked = "\n\n".join([text, *(file.content for file in attached if file.kind == Kind.TEXT)])
+            verdict = await self.moderator.check(checked, [file.content for file in attached if file.kind == Kind.IMAGE])
+            await self._record_moderation(message.key, "in", verdict, checked)
             if verdict.blocked:
                 if message.addressed is not Addressed.CONTEXT:
                     notice = FLAGGED_INPUT_NOTICE if verdict.decision == Decision.FLAGGED else UNAVAILABLE_NOTICE
                     await _quietly(reply.fail(notice), "fail")
                 return TurnResult(TurnStatus.FLAGGED if verdict.decision == Decision.FLAGGED else TurnStatus.MODERATION_UNAVAILABLE)
-        size = counter.size(labelled(text, message.author_name, message.author_id))
         conversation = await self.store.conversation_id(message.key)
         stored_id = await self.store.add_message(
-            conversation, "user", text, size.tokens, exact=size.exact,
+            conversation, "user", text, size.tokens + sum(file.tokens for file in attached), exact=size.exact,
             author_id=message.author_id, author_name=message.author_name, platform_id=message.message_id,
+            **({"files": attached} if attached else {}),
         )
         if stored_id is None:
             return TurnResult(TurnStatus.DUPLICATE)
@@ -313,11 +351,17 @@ class Engine:
         window = await self._window(conversation, model, instructions, counter)
         if message.addressed is Addressed.IF_CONTINUING and not _continues_exchange(window, message.author_id):
             return TurnResult(TurnStatus.STORED)
-        prompt = build_messages(instructions, window)
+        files = await self._window_files(window, stored_id, attached)
+        sees_images = self._no_images(model) is None
+        prompt = build_messages(instructions, window, files, images=sees_images)
+        text_only: Callable[[], list[Message]] | None = None
+        if self.config.vision == "auto" and has_images(prompt):
+            text_only = lambda: build_messages(instructions, window, files, images=False)  # noqa: E731
 
         def exact_prompt_tokens() -> int:
             """For servers that report no usage: the prompt counted for real (only bounded sizes recounted)."""
-            turns = sum(turn.tokens if turn.exact else counter.count_message(counted_text(turn)) for turn in window)
+            turns = sum(turn.tokens if turn.exact else counter.count_message(counted_text(turn)) + turn.file_tokens
+                        for turn in window)
             return turns + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
 
         try:
@@ -332,7 +376,7 @@ class Engine:
         try:
             usage, result = await self._answer(
                 conversation, workspace_id, model, prompt, exact_prompt_tokens, truncated, reply, message.key.platform, started,
-                admission.output_limit,
+                admission.output_limit, notes=notes, reply_started=reply_started, text_only=text_only,
             )
             return result
         finally:
@@ -360,7 +404,7 @@ class Engine:
             return await self.limits.admit(workspace_id, user_id, caps, 0, self.config.max_output_tokens)
         wanted = self.config.max_output_tokens or self.output_reserve(self.context_tokens(counter))
         if not knows_tokenizer(model):
-            turns = sum(byte_bound(counted_text(turn)) + MESSAGE_OVERHEAD for turn in window)
+            turns = sum(byte_bound(counted_text(turn)) + MESSAGE_OVERHEAD + turn.file_tokens for turn in window)
             prompt = turns + byte_bound(instructions) + MESSAGE_OVERHEAD + REPLY_PRIMING
         else:
             prompt = sum(turn.tokens for turn in window) + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
@@ -372,23 +416,27 @@ class Engine:
 
     async def _answer(
         self, conversation: int, workspace_id: int, model: str, prompt: list[Message], prompt_tokens: Callable[[], int],
-        truncated: bool, reply: Reply, platform: str, started: float, output_limit: int | None,
+        truncated: bool, reply: Reply, platform: str, started: float, output_limit: int | None, *,
+        notes: list[str] | None = None, reply_started: bool = False, text_only: Callable[[], list[Message]] | None = None,
     ) -> tuple[Usage | None, TurnResult]:
         """Stream the model's answer into the reply and store it; returns the usage to count against caps.
 
         The answer's row exists from the start (status 'streaming') and its shown text is saved every few
-        seconds, so a process killed midway leaves an 'interrupted' answer behind instead of a hole.
+        seconds, so a process killed midway leaves an 'interrupted' answer behind instead of a hole. notes (about
+        files not read) follow the answer; text_only is the prompt without images, for a model that refuses them.
         """
         counter = self.counter(model)
+        notes = list(notes or ())
         moderated = reply if isinstance(reply, ModeratedReply) else None
         answer_row = await self.store.begin_answer(conversation, model)
-        await _quietly(reply.start(), "start")
+        if not reply_started:
+            await _quietly(reply.start(), "start")
         parts: list[str] = []
         thoughts: list[str] = []  # never shown nor stored; counted only if the server reports no usage
         usage: Usage | None = None
         saved_at = time.monotonic()
         try:
-            async with contextlib.aclosing(self.model.stream(model, prompt, output_limit)) as stream:
+            async with contextlib.aclosing(self._stream(model, prompt, output_limit, text_only, notes)) as stream:
                 async for part in stream:
                     if isinstance(part, Usage):
                         usage = part
@@ -426,6 +474,8 @@ class Engine:
             return usage, await self._failed(answer_row, model, parts, reply, EMPTY_ANSWER_NOTICE)
         if truncated:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
+        if notes:
+            await _quietly(reply.append("\n\n" + "\n".join(f"_{note}_" for note in notes)), "append")
         platform_ids = await _quietly(reply.finish(), "finish") or []
         if moderated is not None and moderated.halted:  # the last increment was flagged at finish
             return usage, await self._store_shown(answer_row, model, moderated.approved, TurnStatus.FLAGGED)
@@ -436,6 +486,37 @@ class Engine:
             reply_parts=(workspace_id, platform_ids),
         )
         return usage, TurnResult(TurnStatus.ANSWERED, answer, usage)
+
+    async def _stream(
+        self, model: str, prompt: list[Message], output_limit: int | None, text_only: Callable[[], list[Message]] | None,
+        notes: list[str],
+    ) -> AsyncGenerator[str | Reasoning | Usage, None]:
+        """The model's stream; when it refuses images (CHATBOTS_VISION=auto), the text-only prompt's, with a note,
+        and the model is remembered so later turns leave images out at once."""
+        try:
+            async with contextlib.aclosing(self.model.stream(model, prompt, output_limit)) as stream:
+                async for part in stream:
+                    yield part
+            return
+        except ModelError as error:
+            if error.kind != IMAGES_REFUSED.kind or text_only is None:
+                raise
+        log.info("the model server refused image parts for this model; answering from the text alone")
+        self._blind.put(model, True)
+        notes.append(NO_VISION_NOTE)
+        async with contextlib.aclosing(self.model.stream(model, text_only(), output_limit)) as stream:
+            async for part in stream:
+                yield part
+
+    async def _window_files(
+        self, window: list[StoredMessage], current: int, attached: list[StoredFile]
+    ) -> dict[int, list[StoredFile]]:
+        """The files of the window's turns: this turn's from memory, earlier ones read only if there are any."""
+        files = {current: attached} if attached else {}
+        earlier = [turn.id for turn in window if turn.file_tokens and turn.id != current]
+        if earlier:
+            files.update(await self.store.message_files(earlier))
+        return files
 
     async def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:
         self.metrics.moderation.labels(direction, verdict.decision).inc()

@@ -197,3 +197,25 @@ def m008_window_versions(db: Database) -> None:
 
     One process owning a SQLite file keeps its windows current by its own writes; the column keeps schemas alike."""
     db.execute("ALTER TABLE conversations ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m009_message_files(db: Database) -> None:
+    """Files shared with a message, as the model reads them, so follow-ups can ask about them; erased with it.
+
+    messages.file_tokens is their size in the prompt (inside tokens): a window whose messages all have 0 reads no
+    files at all, so text-only conversations cost what they did."""
+    db.execute("ALTER TABLE messages ADD COLUMN file_tokens INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        """CREATE TABLE message_files (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('text', 'image', 'note')),
+            name TEXT NOT NULL,
+            mimetype TEXT NOT NULL DEFAULT '',
+            content TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            UNIQUE (message_id, position)
+        )"""
+    )

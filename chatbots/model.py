@@ -29,8 +29,8 @@ from .types import Usage
 
 log = logging.getLogger(__name__)
 
-Message = dict[str, str]
-"""One chat message in the OpenAI wire format: {"role": ..., "content": ...}."""
+Message = dict[str, Any]
+"""One chat message in the OpenAI wire format: {"role": ..., "content": text or a list of content parts}."""
 
 LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
 """The names servers know an output limit by. OpenAI wants max_completion_tokens (its reasoning models reject
@@ -40,6 +40,10 @@ both; a 400 or 422 that names one drops it for that model on that server, and th
 _UNKNOWN_FIELD_HINTS = ("unsupported", "unrecognized", "unknown", "extra", "not permitted", "not supported",
                         "not allowed", "same time", "combination", "invalid_parameter")
 """Words of an error that refuses a parameter itself (not, say, a limit too large for the window)."""
+_IMAGE_REFUSAL_HINTS = ("image", "vision", "multimodal", "multi-modal", "content type", "content part",
+                        "must be a string", "expected string")
+"""Words of a 400 that refuses image parts ("image_url is only supported by certain models", "not a multimodal
+model", "Invalid content type"), when the request carried some."""
 MAX_REMEMBERED_MODELS = 256
 _RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
 COALESCE = 0.05
@@ -93,6 +97,11 @@ def _notice_for_status(status: int, model: str) -> ModelError:
 
 
 TIMEOUT = ModelError("timeout", "The model took too long to answer. Please try again.")
+IMAGES_REFUSED = ModelError(
+    "images_refused",
+    "This model can't read images. An admin can pick one that can (`/chatbot model`), or set `CHATBOTS_VISION=off`.",
+)
+"""Raised before any text, so the engine can answer again from the text alone (CHATBOTS_VISION=auto)."""
 UNREACHABLE = ModelError("unavailable", "I can't reach the model server right now. Please try again in a little while.")
 BROKEN_STREAM = ModelError("unavailable", "The model server had a problem answering. Please try again.")
 
@@ -134,6 +143,20 @@ def _rejected_field(error_body: bytes, sent: tuple[str, ...]) -> str | None:
         return param
     found = [(text.find(name), name) for name in sent if name in text]
     return min(found)[1] if found else None
+
+
+def has_images(messages: list[Message]) -> bool:
+    """Whether any message carries an image part."""
+    return any(
+        isinstance(message.get("content"), list)
+        and any(isinstance(part, dict) and part.get("type") == "image_url" for part in message["content"])
+        for message in messages
+    )
+
+
+def _refuses_images(error_body: bytes) -> bool:
+    text = error_body.decode("utf-8", "replace").lower()
+    return any(hint in text for hint in _IMAGE_REFUSAL_HINTS)
 
 
 def _usage(reported: dict[str, Any]) -> Usage:
@@ -257,11 +280,16 @@ class OpenAIChat:
                     return response
                 failure, headers = _notice_for_status(response.status, model), response.headers
                 rejected = None
-                if response.status in (400, 422) and limit is not None and renamed < 2:
+                error_body = b""
+                if response.status in (400, 415, 422):
                     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                         async with asyncio.timeout(self.stall_timeout):
-                            rejected = _rejected_field(await response.content.read(65_536), fields)
+                            error_body = await response.content.read(65_536)
+                    if limit is not None and renamed < 2:
+                        rejected = _rejected_field(error_body, fields)
                 response.release()
+                if rejected is None and error_body and has_images(messages) and _refuses_images(error_body):
+                    raise IMAGES_REFUSED
                 if rejected is not None:
                     other = next(name for name in LIMIT_FIELDS if name != rejected)
                     fields = tuple(name for name in fields if name != rejected) or (other,)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -87,10 +88,15 @@ class Moderator:
         if self._owns_client:
             await self.client.close()
 
-    async def check(self, text: str) -> Verdict:
-        """One moderation call. A failure is a verdict too, following CHATBOTS_MODERATION_ON_ERROR."""
+    async def check(self, text: str, images: Sequence[str] = ()) -> Verdict:
+        """One moderation call on text and any images (data: URLs), in one multimodal input as omni-moderation
+        models take it. A failure is a verdict too, following CHATBOTS_MODERATION_ON_ERROR."""
+        given: str | list[dict[str, Any]] = text
+        if images:
+            given = [{"type": "text", "text": text}] if text.strip() else []
+            given += [{"type": "image_url", "image_url": {"url": url}} for url in images]
         try:
-            status, body = await self.client.post_json("moderations", {"model": self.model, "input": text}, self.timeout)
+            status, body = await self.client.post_json("moderations", {"model": self.model, "input": given}, self.timeout)
             if status != 200:
                 raise NoVerdict(f"status {status}")
             return parse_verdict(json.loads(body))
@@ -101,7 +107,7 @@ class Moderator:
 
 
 def parse_verdict(body: object) -> Verdict:
-    """The verdict on the one input sent: `results[0].flagged`, a boolean.
+    """The verdict on what was sent: every `results[i].flagged` a boolean, flagged when any is.
 
     Anything else is no verdict and raises NoVerdict, so CHATBOTS_MODERATION_ON_ERROR decides: an empty or
     malformed answer must never count as "passed". Categories are detail: only those marked true are kept.
@@ -109,12 +115,15 @@ def parse_verdict(body: object) -> Verdict:
     results = body.get("results") if isinstance(body, dict) else None
     if not isinstance(results, list) or not results:
         raise NoVerdict("results missing, empty or not a list")
-    first = results[0]
-    if not isinstance(first, dict) or not isinstance(first.get("flagged"), bool):
-        raise NoVerdict("results[0].flagged missing or not a boolean")
-    categories = first.get("categories")
-    hits = sorted(str(name) for name, hit in categories.items() if hit is True) if isinstance(categories, dict) else []
-    return Verdict(Decision.FLAGGED if first["flagged"] else Decision.PASSED, tuple(hits))
+    if not all(isinstance(result, dict) and isinstance(result.get("flagged"), bool) for result in results):
+        raise NoVerdict("a result's flagged is missing or not a boolean")
+    hits: set[str] = set()
+    for result in results:  # one per input: flagged when any is
+        categories = result.get("categories")
+        if isinstance(categories, dict):
+            hits.update(str(name) for name, hit in categories.items() if hit is True)
+    flagged = any(result["flagged"] for result in results)
+    return Verdict(Decision.FLAGGED if flagged else Decision.PASSED, tuple(sorted(hits)))
 
 
 def _reason(error: Exception) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from .model import Message
-from .window import StoredMessage
+from .window import StoredFile, StoredMessage
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful assistant taking part in a team chat. Answer clearly and concisely. "
@@ -33,11 +36,15 @@ def counted_text(turn: StoredMessage) -> str:
     return labelled(turn.text, turn.author_name, turn.author_id) if turn.role == "user" else turn.text
 
 
-def build_messages(instructions: str, turns: list[StoredMessage]) -> list[Message]:
+def build_messages(
+    instructions: str, turns: list[StoredMessage], files: Mapping[int, Sequence[StoredFile]] | None = None,
+    images: bool = True,
+) -> list[Message]:
     """System instructions, then the conversation's turns oldest first.
 
     User turns carry the speaker's name only when more than one person speaks, so a one-to-one chat reads
-    naturally while a busy thread still tells the model who asked what.
+    naturally while a busy thread still tells the model who asked what. Files shared with a turn follow its text
+    (files: by message id); images=False puts a line in place of each image, for a model that cannot read them.
     """
     speakers = {turn.author_id for turn in turns if turn.role == "user"}
     named = len(speakers) > 1
@@ -53,5 +60,32 @@ def build_messages(instructions: str, turns: list[StoredMessage]) -> list[Messag
             content = labelled(turn.text, names.get(turn.author_id, turn.author_name), turn.author_id)
         else:
             content = turn.text
-        messages.append({"role": turn.role, "content": content})
+        shared = files.get(turn.id) if files and turn.file_tokens else None
+        messages.append({"role": turn.role, "content": with_files(content, shared, images) if shared else content})
     return messages
+
+
+def with_files(text: str, files: Sequence[StoredFile], images: bool) -> str | list[dict[str, Any]]:
+    """A turn's content with its files: one string while there is no image (every OpenAI-compatible server takes
+    that), content parts once there is one."""
+    if not images or not any(file.kind == "image" for file in files):
+        pieces = [text] if text.strip() else []
+        pieces += [file.content if file.kind != "image" else unseen_image(file.name) for file in files]
+        return "\n\n".join(pieces)
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text.strip() else []
+    for file in files:
+        if file.kind == "image":
+            parts.append({"type": "text", "text": image_heading(file.name)})
+            parts.append({"type": "image_url", "image_url": {"url": file.content}})
+        else:
+            parts.append({"type": "text", "text": file.content})
+    return parts
+
+
+def unseen_image(name: str) -> str:
+    return f"[File: {name}, an image, not shown: this model can't read images]"
+
+
+def image_heading(name: str) -> str:
+    """The line naming an image just before it, so later turns can refer to it by name."""
+    return f"[File: {name}]"

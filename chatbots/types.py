@@ -121,9 +121,16 @@ class FileUnavailable(Exception):
         self.reason = reason
 
 
+class FileTooLarge(FileUnavailable):
+    """The download stopped because the file is bigger than the max_bytes it was given: the core names its limit."""
+
+    def __init__(self, reason: str = "it is too large") -> None:
+        super().__init__(reason)
+
+
 Download = Callable[[int, float], Awaitable[bytes]]
 """download(max_bytes, timeout) -> the file's bytes. Raises FileUnavailable: over max_bytes (stops reading as soon
-as it is exceeded), timed out, refused by the host, or a URL outside the platform's own file hosts."""
+as it is exceeded; FileTooLarge says so), timed out, refused by the host, or a URL outside the platform's own file hosts."""
 
 
 @dataclass(frozen=True, slots=True)

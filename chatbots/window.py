@@ -21,6 +21,19 @@ class StoredMessage:
     author_name: str | None
     exact: bool = True
     """False when tokens is an upper bound, counted before the tokenizer was loaded (see chatbots.tokens)."""
+    file_tokens: int = 0
+    """The size of the files shared with it (inside tokens); 0 when it has none, so no files are looked up."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file shared with a message, as the model reads it (see chatbots.attachments.FilePart)."""
+
+    kind: str
+    name: str
+    mimetype: str
+    content: str
+    tokens: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from chatbots.store import Store
 from chatbots.store.postgres import PostgresDatabase
 from chatbots.store.sqlite import SQLiteDatabase
 from chatbots.types import ConversationKey
+from chatbots.window import StoredFile
 from tests.postgres import empty
 
 KEYS = [
@@ -53,8 +54,11 @@ async def fill(store: Store) -> None:
         conversation = await store.conversation_id(key)
         workspace = await store.workspace_id(key.platform, key.workspace)
         for turn in range(3):
-            await store.add_message(conversation, "user", f"question {n}.{turn}", 5, platform_id=f"u{n}.{turn}",
-                                    author_id=f"U{n}", author_name=f"Person {n}", exact=turn % 2 == 0)
+            files = [StoredFile("text", f"notes{n}.txt", "text/plain", f"[File: notes{n}.txt]\nline {turn}", 9),
+                     StoredFile("image", "shot.png", "image/png", "data:image/png;base64,iVBORw0KGgo=", 765)] if turn == 1 else []
+            await store.add_message(conversation, "user", f"question {n}.{turn}", 5 + sum(f.tokens for f in files),
+                                    platform_id=f"u{n}.{turn}", author_id=f"U{n}", author_name=f"Person {n}",
+                                    exact=turn % 2 == 0, files=files)
             answer = await store.begin_answer(conversation, "gpt-4o-mini")
             await store.complete_answer(answer, f"answer {n}.{turn}", 4, status="ok", platform_id=f"a{n}.{turn}",
                                         usage=(10, 4))
@@ -137,7 +141,7 @@ def test_tables_come_after_the_tables_they_refer_to(tmp_path: Path) -> None:
         sqlite.close()
     assert order[:3] == ["workspaces", "conversations", "messages"]
     assert set(order) == {"workspaces", "conversations", "messages", "settings", "audit", "usage_daily", "reply_parts",
-                          "feedback", "moderation_log", "events", "jobs"}
+                          "feedback", "moderation_log", "events", "jobs", "message_files"}
 
 
 async def test_every_row_is_copied_and_postgresql_answers_as_sqlite_did(

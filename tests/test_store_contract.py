@@ -14,6 +14,7 @@ from chatbots.store.base import INTERRUPTED_MARK, PURGE_BATCH
 from chatbots.store.postgres import PostgresDatabase
 from chatbots.store.sqlite import SQLiteDatabase
 from chatbots.types import ConversationKey
+from chatbots.window import StoredFile
 from tests.postgres import empty
 
 KEY = ConversationKey("slack", "T1", "C1", "1.0")
@@ -175,3 +176,59 @@ async def test_two_processes_on_one_postgres_see_each_others_writes_at_once(post
     finally:
         first.close()
         second.close()
+
+
+# -- files shared with messages --
+
+FILES = [StoredFile("image", "shot.png", "image/png", "data:image/png;base64,iVBORw0KGgo=", 765),
+         StoredFile("text", "notes.txt", "text/plain", "[File: notes.txt]\nhello", 9),
+         StoredFile("note", "a.zip", "application/zip", "[File: a.zip was shared but not read: not a file type]", 0)]
+
+
+async def files_left(store: Store) -> int:
+    return (await store.run(store.sql._run, "SELECT COUNT(*) FROM message_files")).rows[0][0]
+
+
+async def test_files_are_stored_with_their_message_and_read_back_in_order(store: Store) -> None:
+    conversation = await store.conversation_id(KEY)
+    plain = await store.add_message(conversation, "user", "just text", 5, platform_id="m0")
+    shared = await store.add_message(conversation, "user", "look", 5 + 774, platform_id="m1", files=FILES)
+    assert shared is not None and plain is not None
+    assert await store.add_message(conversation, "user", "look", 779, platform_id="m1", files=FILES) is None
+    assert await files_left(store) == 3, "a redelivery stores no files twice"
+    window = (await store.window(conversation, 10_000)).messages
+    assert [m.file_tokens for m in window] == [0, 774]
+    store.windows.clear()  # the same from disk
+    assert [m.file_tokens for m in (await store.window(conversation, 10_000)).messages] == [0, 774]
+    assert await store.message_files([shared]) == {shared: FILES}
+    exported = await store.run(lambda: list(queries.workspace_messages(store.sql, "slack", "T1")))
+    assert "files" not in exported[0]
+    assert [(f["kind"], f["name"], f["content"]) for f in exported[1]["files"]] == [
+        (f.kind, f.name, f.content) for f in FILES]
+
+
+async def test_exact_counts_keep_the_files_size(store: Store) -> None:
+    conversation = await store.conversation_id(KEY)
+    await store.add_message(conversation, "user", "look", 800, exact=False, files=FILES[:1])
+    assert await store.make_exact(conversation, 10_000, lambda message: 7) == 1
+    [message] = (await store.window(conversation, 10_000)).messages
+    assert (message.tokens, message.exact, message.file_tokens) == (7 + 765, True, 765)
+
+
+async def test_forget_erase_and_retention_remove_files_with_their_messages(store: Store, now: Now) -> None:
+    conversation = await store.conversation_id(KEY)
+    other = await store.conversation_id(ConversationKey("slack", "T1", "C2", "1.0"))
+    await store.add_message(conversation, "user", "a", 800, files=FILES)
+    await store.add_message(other, "user", "b", 800, files=FILES)
+    assert await store.forget_conversation(KEY) == 1
+    assert await files_left(store) == 3
+    await store.add_message(conversation, "user", "c", 800, files=FILES)
+    assert await store.forget_channel("slack", "T1", "C2") == 1
+    assert await files_left(store) == 3
+    assert await store.delete_workspace("slack", "T1")
+    assert await files_left(store) == 0
+    now[0] = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    await store.add_message(await store.conversation_id(KEY), "user", "old", 800, files=FILES)
+    now[0] = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    assert await store.purge("2026-03-01") == 1
+    assert await files_left(store) == 0

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from ..clock import Clock, system_clock
 from ..lru import LRU
 from ..types import ConversationKey
-from ..window import StoredMessage, Window, WindowCache
+from ..window import StoredFile, StoredMessage, Window, WindowCache
 from . import reports
 from .base import INTERRUPTED_MARK, PURGE_BATCH, WINDOW_SQL, SQLDatabase, StoreError, UsageSnapshot
 from .sqlite import SQLiteDatabase
@@ -209,11 +209,16 @@ class Store:
         message_id, version = await self.run(self.sql.add_message_versioned, conversation_id, role, text, tokens, **fields)
         if message_id is not None:
             self._extend(conversation_id, version, StoredMessage(
-                message_id, role, text, tokens, fields.get("author_id"), fields.get("author_name"), fields.get("exact", True)
+                message_id, role, text, tokens, fields.get("author_id"), fields.get("author_name"), fields.get("exact", True),
+                sum(file.tokens for file in fields.get("files", ())),
             ))
             if version is not None:
                 self._written.put(conversation_id, version)
         return message_id
+
+    async def message_files(self, message_ids: list[int]) -> dict[int, list[StoredFile]]:
+        """Files shared with these messages (asked only for messages with file_tokens, so text-only windows never do)."""
+        return await self.run(self.sql.message_files, message_ids)
 
     async def begin_answer(self, conversation_id: int, model: str) -> int:
         return await self.run(self.sql.begin_answer, conversation_id, model)

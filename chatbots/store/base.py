@@ -20,13 +20,13 @@ from typing import Any
 from ..clock import Clock, iso
 from ..tokens import MESSAGE_OVERHEAD
 from ..types import ConversationKey
-from ..window import MAX_WINDOW_MESSAGES, StoredMessage
+from ..window import MAX_WINDOW_MESSAGES, StoredFile, StoredMessage
 
 log = logging.getLogger(__name__)
 
-WINDOW_SQL = """SELECT id, role, text, tokens, author_id, author_name, tokens_exact, running FROM (
+WINDOW_SQL = """SELECT id, role, text, tokens, author_id, author_name, tokens_exact, file_tokens, running FROM (
     SELECT newest.*, SUM(tokens) OVER (ORDER BY id DESC ROWS UNBOUNDED PRECEDING) AS running
-    FROM (SELECT id, role, text, tokens, author_id, author_name, tokens_exact FROM messages
+    FROM (SELECT id, role, text, tokens, author_id, author_name, tokens_exact, file_tokens FROM messages
           WHERE conversation_id = ? AND status != 'streaming' ORDER BY id DESC LIMIT ?) AS newest
 ) AS summed WHERE running - tokens <= ? ORDER BY id"""
 """Newest rows first through the (conversation_id, id) index, summing tokens until the budget is spent; the
@@ -65,8 +65,8 @@ class Result:
 
 
 def _stored(row: Sequence[Any]) -> StoredMessage:
-    """A StoredMessage from (id, role, text, tokens, author_id, author_name, tokens_exact, ...)."""
-    return StoredMessage(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
+    """A StoredMessage from (id, role, text, tokens, author_id, author_name, tokens_exact, file_tokens, ...)."""
+    return StoredMessage(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), int(row[7]))
 
 
 class SQLDatabase(ABC):
@@ -207,19 +207,48 @@ class SQLDatabase(ABC):
         completion_tokens: int | None = None,
         status: str = "ok",
         exact: bool = True,
+        files: Sequence[StoredFile] = (),
     ) -> tuple[int | None, int | None]:
         """add_message, and the conversation's window version after it (None where windows carry no versions).
 
-        exact=False marks tokens as an upper bound (counted before the tokenizer was needed)."""
-        rows = self._changed_rows(
-            "INSERT INTO messages (conversation_id, role, text, tokens, tokens_exact, author_id, author_name, "
-            "platform_id, model, prompt_tokens, completion_tokens, status, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [conversation_id, role, text, tokens, int(exact), author_id, author_name, platform_id, model,
-             prompt_tokens, completion_tokens, status, self._now()],
+        exact=False marks tokens as an upper bound (counted before the tokenizer was needed). files: shared with
+        the message, stored with it in one transaction; their tokens must be inside tokens."""
+        insert = functools.partial(
+            self._changed_rows,
+            "INSERT INTO messages (conversation_id, role, text, tokens, tokens_exact, file_tokens, author_id, "
+            "author_name, platform_id, model, prompt_tokens, completion_tokens, status, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [conversation_id, role, text, tokens, int(exact), sum(file.tokens for file in files), author_id,
+             author_name, platform_id, model, prompt_tokens, completion_tokens, status, self._now()],
             "id",
         )
+        if not files:
+            rows = insert()
+        else:
+            with self.transaction():
+                rows = insert()
+                for position, file in enumerate(files if rows else ()):
+                    self._run(
+                        "INSERT INTO message_files (message_id, position, kind, name, mimetype, content, tokens) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [rows[0][0], position, file.kind, file.name, file.mimetype, file.content, file.tokens],
+                    )
         return (None, None) if not rows else (int(rows[0][0]), rows[0][1])
+
+    def message_files(self, message_ids: Sequence[int]) -> dict[int, list[StoredFile]]:
+        """The files shared with these messages, in the order they were shared (only asked for messages that have
+        some: see StoredMessage.file_tokens)."""
+        found: dict[int, list[StoredFile]] = {}
+        if not message_ids:
+            return found
+        rows = self._run(
+            "SELECT message_id, kind, name, mimetype, content, tokens FROM message_files "
+            f"WHERE message_id IN ({', '.join('?' for _ in message_ids)}) ORDER BY message_id, position",
+            list(message_ids),
+        ).rows
+        for message_id, kind, name, mimetype, content, tokens in rows:
+            found.setdefault(int(message_id), []).append(StoredFile(kind, name, mimetype, content, int(tokens)))
+        return found
 
     def begin_answer(self, conversation_id: int, model: str) -> int:
         """A row for an answer about to stream; kept out of history until complete_answer."""
@@ -308,7 +337,7 @@ class SQLDatabase(ABC):
         rows, version = self._window_rows(conversation_id, token_budget)
         messages = [_stored(row) for row in rows]
         edge = None
-        if rows and (rows[0][7] > token_budget or len(rows) > MAX_WINDOW_MESSAGES):
+        if rows and (rows[0][8] > token_budget or len(rows) > MAX_WINDOW_MESSAGES):
             edge = messages.pop(0)
         return messages, edge, version
 
@@ -324,7 +353,7 @@ class SQLDatabase(ABC):
         before = 2**62
         while spent <= token_budget and seen <= MAX_WINDOW_MESSAGES:
             rows = self._run(
-                "SELECT id, role, text, tokens, author_id, author_name, tokens_exact FROM messages "
+                "SELECT id, role, text, tokens, author_id, author_name, tokens_exact, file_tokens FROM messages "
                 "WHERE conversation_id = ? AND id < ? AND status != 'streaming' ORDER BY id DESC LIMIT 100",
                 [conversation_id, before],
             ).rows
@@ -332,7 +361,7 @@ class SQLDatabase(ABC):
                 message = _stored(row)
                 tokens = message.tokens
                 if not message.exact:
-                    tokens = count(message)
+                    tokens = count(message) + message.file_tokens  # files keep the size they were stored with
                     corrected.append((tokens, message.id))
                 spent += tokens
                 seen += 1

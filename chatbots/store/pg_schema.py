@@ -134,4 +134,18 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("m008_window_versions", [
         "ALTER TABLE conversations ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
     ]),
+    ("m009_message_files", [
+        "ALTER TABLE messages ADD COLUMN file_tokens INTEGER NOT NULL DEFAULT 0",
+        f"""CREATE TABLE message_files (
+            id {ID},
+            message_id BIGINT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('text', 'image', 'note')),
+            name TEXT NOT NULL,
+            mimetype TEXT NOT NULL DEFAULT '',
+            content TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            UNIQUE (message_id, position)
+        )""",
+    ]),
 ]

@@ -165,7 +165,7 @@ class PostgresDatabase(SQLDatabase):
             f"SELECT held.*, (SELECT version FROM conversations WHERE id = ?) FROM ({WINDOW_SQL}) AS held ORDER BY id",
             [conversation_id, conversation_id, MAX_WINDOW_MESSAGES + 1, token_budget],
         ).rows
-        return [row[:8] for row in rows], (int(rows[0][8]) if rows and rows[0][8] is not None else None)
+        return [row[:9] for row in rows], (int(rows[0][9]) if rows and rows[0][9] is not None else None)
 
     def _write_exact(self, conversation_id: int, corrected: list[tuple[int, int]]) -> None:
         with self.transaction():

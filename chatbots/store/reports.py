@@ -93,14 +93,20 @@ def workspace_messages(db: SQLDatabase, platform: str, external_id: str) -> Iter
     while True:
         page = db.query_dicts(
             "SELECT c.id AS conversation, c.channel, c.thread, m.id, m.role, m.text, m.author_id, m.author_name, "
-            "m.platform_id, m.model, m.prompt_tokens, m.completion_tokens, m.status, m.created_at FROM messages m "
+            "m.platform_id, m.model, m.prompt_tokens, m.completion_tokens, m.status, m.created_at, m.file_tokens "
+            "FROM messages m "
             "JOIN conversations c ON c.id = m.conversation_id JOIN workspaces w ON w.id = c.workspace_id "
             "WHERE w.platform = ? AND w.external_id = ? AND m.status != 'streaming' AND (c.id, m.id) > (?, ?) "
             "ORDER BY c.id, m.id LIMIT 1000",
             [platform, external_id, *after],
         )
+        with_files = db.message_files([row["id"] for row in page if row["file_tokens"]])
         for row in page:
-            yield {key: value for key, value in row.items() if key != "conversation"}
+            exported = {key: value for key, value in row.items() if key not in ("conversation", "file_tokens")}
+            if row["id"] in with_files:  # images as their data: URLs, read text headed by the file's name
+                exported["files"] = [{"kind": file.kind, "name": file.name, "mimetype": file.mimetype,
+                                      "content": file.content} for file in with_files[row["id"]]]
+            yield exported
         if len(page) < 1000:
             return
         after = (page[-1]["conversation"], page[-1]["id"])
