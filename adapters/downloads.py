@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
-from chatbots.types import FileUnavailable, SharedFile
+from chatbots.types import FileTooLarge, FileUnavailable, SharedFile
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class Downloader:
 
 async def _read_at_most(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     """The body, streamed; abandoned (connection closed) as soon as it would pass max_bytes."""
-    too_big = FileUnavailable(f"larger than the {readable_size(max_bytes)} limit")
+    too_big = FileTooLarge(f"larger than the {readable_size(max_bytes)} limit")
     declared = response.content_length
     if declared is not None and declared > max_bytes:
         response.close()

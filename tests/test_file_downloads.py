@@ -11,7 +11,7 @@ from yarl import URL
 from adapters.downloads import Downloader, FileHosts, file_name, readable_size
 from adapters.slack.files import REFUSED_AS_LOGIN_PAGE
 from chatbots.config import Config
-from chatbots.types import FileUnavailable, Inbound, SharedFile
+from chatbots.types import FileTooLarge, FileUnavailable, Inbound, SharedFile
 from tests.discord_rig import ALICE, BOB, GENERAL, DiscordRig, discord_rig
 from tests.fakes.file_hosting import ForeignHost
 from tests.fakes.slack import app_mention, channel_message, dm_message, next_ts
@@ -50,15 +50,18 @@ async def discord(settings: Config) -> AsyncIterator[DiscordRig]:
 async def refusal(file: SharedFile, max_bytes: int = MB, timeout: float = 5.0) -> str:
     with pytest.raises(FileUnavailable) as refused:
         await file.download(max_bytes, timeout)
+    assert isinstance(refused.value, FileTooLarge) == refused.value.reason.startswith("larger than")
     return refused.value.reason
 
 
 async def slack_files(rig: SlackRig, files: list[dict[str, object]], text: str = "<@UBOT> what is this?") -> Inbound:
-    """Mention the bot with these file objects; the Inbound the engine is handed."""
+    """Mention the bot with these file objects; the Inbound the engine is handed. Once the turn is over, the
+    download records are cleared: what follows is the test's own downloads."""
     received = Received(rig.bot.engine)
     await rig.deliver(app_mention("C1", "U1", text, ts=next_ts(), files=files))
     [inbound] = await received.wait(1)
     await rig.wait_outcomes(1)
+    rig.slack.file_downloads.clear()
     return inbound
 
 
@@ -67,6 +70,7 @@ async def discord_files(rig: DiscordRig, attachments: list[dict[str, object]], t
     await rig.mention(text, attachments=attachments)
     [inbound] = await received.wait(1)
     await rig.wait_outcomes(1)
+    rig.fake.file_downloads.clear()
     return inbound
 
 
