@@ -187,10 +187,7 @@ class SlackService(ServiceBase):
             return self._observe(Outcome.DUPLICATE)
         if message.needs_thread and not await self.engine.in_conversation(message.inbound.key):
             return self._observe(Outcome.NOT_OURS)  # not ours to read or keep
-        files = self.files.shared(_mapping(body.get("event")).get("files"))
-        if files:
-            message = replace(message, inbound=replace(message.inbound, files=files))
-        self.turns.spawn(self._turn(message))
+        self.turns.spawn(self._turn(message, _mapping(body.get("event")).get("files")))
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """`/chatbot ...`: answered privately in the ack itself, well within Slack's 3 seconds."""
@@ -229,8 +226,11 @@ class SlackService(ServiceBase):
             return self._observe(Outcome.IGNORED)
         await self._erase(team)
 
-    async def _turn(self, message: SlackMessage) -> None:
+    async def _turn(self, message: SlackMessage, files: object) -> None:
         inbound = message.inbound
+        if files:
+            shared = self.files.shared(await self.files.looked_up(files, self.client))
+            inbound = replace(inbound, files=shared)
         if message.needs_thread or message.started_mid_thread:
             # Several people may share this thread, and the model reads who said what: worth the (cached) lookup.
             user: SlackUser | None = await self.users.get(inbound.key.workspace, message.user_id)
@@ -262,7 +262,7 @@ class SlackService(ServiceBase):
             if user == self.bot_user_id or earlier.get("bot_id") and not self.config.allow_bots:
                 continue
             name = (await self.users.get(key.workspace, user)).name
-            files = self.files.shared(earlier.get("files"))
+            files = self.files.shared(await self.files.looked_up(earlier.get("files"), self.client))
             earlier_message = Inbound(key, ts, user, name, html.unescape(text), Addressed.CONTEXT, files)
             await self.engine.handle(earlier_message, ContextOnly())
 
