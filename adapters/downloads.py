@@ -107,6 +107,7 @@ class Downloader:
         self._refused_as_html = refused_as_html
         """When set: an HTML page answering a non-HTML file is the platform refusing (Slack's login page), this says why."""
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def file(self, name: str, mimetype: str, size: int | None, url: object) -> SharedFile:
         """A SharedFile fetched from url; a URL off the platform's hosts gives one whose download refuses at once."""
@@ -172,7 +173,9 @@ class Downloader:
     def _open(self) -> aiohttp.ClientSession:
         """The service's session, made on first use (inside the running loop). No cookies, no proxies from the
         environment, no automatic decompression (a small compressed body could inflate past any limit)."""
-        if self._session is None or self._session.closed:
+        if self._closed:
+            raise FileUnavailable("the bot is shutting down")
+        if self._session is None:
             self._session = aiohttp.ClientSession(
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
@@ -181,6 +184,8 @@ class Downloader:
         return self._session
 
     async def close(self) -> None:
+        """Close the session; a download asked for later is refused rather than opening a new one."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None

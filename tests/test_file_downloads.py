@@ -314,6 +314,14 @@ async def test_a_refused_address_costs_no_request_and_no_session() -> None:
     await downloads.close()
 
 
+async def test_a_download_after_the_service_stopped_is_refused_without_a_new_session(settings: Config) -> None:
+    async with slack_rig(settings, "http") as rig:
+        inbound = await slack_files(rig, [rig.slack.add_file("late.png", PICTURE, "image/png")])
+        await rig.service.stop(grace=1)
+        assert await refusal(inbound.files[0]) == "the bot is shutting down"
+        assert rig.service.files.downloads._session is None and rig.slack.file_downloads == []
+
+
 def test_file_names_from_payloads_are_printable_and_bounded() -> None:
     assert file_name("report\n\u202e.pdf\x00") == "report.pdf"
     assert len(file_name("a" * 100_000)) == 255
