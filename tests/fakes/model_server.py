@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections import deque
@@ -57,6 +58,10 @@ class FakeModelServer:
     """Refuse both names at once with a 400, like OpenAI."""
     moderation_body: Any = None
     """When set, /moderations answers 200 with exactly this JSON (for malformed-response tests)."""
+    reject_images: bool = False
+    """Refuse requests carrying image parts with a 400, as OpenAI does for a model without vision."""
+    flag_image_bytes: set[bytes] = field(default_factory=set)
+    """/moderations flags an image whose decoded bytes contain one of these."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     moderation_requests: list[dict[str, Any]] = field(default_factory=list)
     request_times: list[float] = field(default_factory=list)
@@ -119,6 +124,10 @@ class FakeModelServer:
         refused = self._refused_limit(body)
         if refused is not None:
             return web.json_response(refused, status=400)
+        if self.reject_images and any(part.get("type") == "image_url" for part in _parts(body)):
+            error = {"message": "Invalid content type. image_url is only supported by certain models.",
+                     "type": "invalid_request_error", "param": "messages.[1].content.[1].type", "code": None}
+            return web.json_response({"error": error}, status=400)
         limit = min((body[name] for name in self.limit_fields if name in body), default=None)
         step = self._script.popleft() if self._script else Scripted()
         if step.status is not None:
@@ -189,10 +198,11 @@ class FakeModelServer:
         if self.moderation_body is not None:
             return web.json_response(self.moderation_body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and all(isinstance(item, dict) for item in inputs):
+            inputs = [inputs]  # multimodal parts are one input with one result, as OpenAI answers them
         results = []
         for item in inputs:
-            text = item if isinstance(item, str) else item.get("text", "")
-            flagged = any(word in text for word in self.flag_words)
+            flagged = any(self._flags(part) for part in (item if isinstance(item, list) else [item]))
             results.append({
                 "flagged": flagged,
                 "categories": {"harassment": flagged, "violence": False},
@@ -201,12 +211,37 @@ class FakeModelServer:
         return web.json_response({"id": "modr-1", "model": body.get("model", "omni-moderation-latest"), "results": results})
 
 
+    def _flags(self, part: Any) -> bool:
+        if isinstance(part, str):
+            return any(word in part for word in self.flag_words)
+        if part.get("type") == "image_url":
+            url = part["image_url"]["url"]
+            data = base64.b64decode(url.split(",", 1)[1]) if url.startswith("data:") else b""
+            return any(marker in data for marker in self.flag_image_bytes)
+        return any(word in part.get("text", "") for word in self.flag_words)
+
+
+def _parts(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every content part of every message (messages whose content is a plain string have none)."""
+    return [part for message in body.get("messages", []) if isinstance(message.get("content"), list)
+            for part in message["content"]]
+
+
 def _last_user_text(body: dict[str, Any]) -> str:
+    """The last user message's text; content parts joined, an image shown as [image <type>, <bytes> bytes]."""
     for message in reversed(body.get("messages", [])):
         if message.get("role") == "user":
             content = message.get("content")
-            return content if isinstance(content, str) else json.dumps(content)
+            if isinstance(content, str):
+                return content
+            return " ".join(part["text"] if part.get("type") == "text" else _image_summary(part["image_url"]["url"])
+                            for part in content)
     return ""
+
+
+def _image_summary(url: str) -> str:
+    head, _, data = url.partition(",")
+    return f"[image {head.removeprefix('data:').split(';')[0]}, {len(base64.b64decode(data))} bytes]"
 
 
 def _split(text: str, count: int) -> list[str]:
