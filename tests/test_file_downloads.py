@@ -15,7 +15,8 @@ from chatbots.types import FileTooLarge, FileUnavailable, Inbound, SharedFile
 from tests.discord_rig import ALICE, BOB, GENERAL, DiscordRig, discord_rig
 from tests.fakes.file_hosting import ForeignHost
 from tests.fakes.slack import app_mention, channel_message, dm_message, next_ts
-from tests.shared_files import Received, png
+from tests.files import png
+from tests.received import Received
 from tests.slack_rig import SlackRig, slack_rig
 
 MB = 1_000_000
@@ -88,6 +89,9 @@ async def test_a_slack_file_reaches_the_engine_and_downloads_with_the_bot_token(
     [request] = slack.slack.file_downloads
     assert request.path == URL(shared["url_private_download"]).raw_path  # the download URL, not the preview one
     assert request.authorization == "Bearer xoxb-test-token"
+    session = slack.service.files.downloads._session
+    assert session is not None and await file.download(MB, 5.0) == PICTURE
+    assert slack.service.files.downloads._session is session, "one session for every download"
 
 
 async def test_a_slack_message_with_only_files_is_handed_to_the_engine(slack_http: SlackRig) -> None:
@@ -236,6 +240,9 @@ async def test_a_discord_attachment_reaches_the_engine_and_downloads_from_the_cd
     assert await file.download(MB, 5.0) == PICTURE
     [request] = discord.fake.file_downloads
     assert request.authorization is None and "ex=" in request.query  # the signed CDN link, as sent
+    session = discord.service.files.downloads._session
+    assert session is not None and await file.download(MB, 5.0) == PICTURE
+    assert discord.service.files.downloads._session is session, "one session for every download"
 
 
 async def test_a_discord_message_with_only_an_attachment_is_handed_to_the_engine(discord: DiscordRig) -> None:

@@ -14,14 +14,14 @@ from chatbots.config import Config
 from tests.discord_rig import GENERAL, DiscordRig, discord_rig
 from tests.fakes.file_hosting import ForeignHost
 from tests.fakes.slack import app_mention, next_ts
-from tests.shared_files import pdf, png
+from tests.files import pdf, png
 from tests.slack_rig import SlackRig, slack_rig
 
 LIMIT = 200_000
 """CHATBOTS_FILE_MAX_BYTES in these tests."""
-PICTURE = png(16, 12, (220, 20, 20))
+PICTURE = png(16, 12)
 DATA_URL = "data:image/png;base64," + base64.b64encode(PICTURE).decode()
-REPORT = pdf("Quarterly revenue rose by 12 percent", "Costs fell in the second half")
+REPORT = pdf(["Quarterly revenue rose by 12 percent", "Costs fell in the second half"])
 NOTES = b"meeting moved to Thursday\n"
 HUGE = b"x" * (LIMIT + 1)
 
