@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 SLACK_FILE_HOSTS = ("files.slack.com",)
 MAX_LOOKUPS = 10
 """files.info calls for one message's withheld files (Slack allows 10 files a message); beyond, they are named."""
-REFUSED_AS_LOGIN_PAGE = "Slack would not hand it over: the app needs the files:read scope (reinstall it after adding it)"
+REFUSED_AS_LOGIN_PAGE = "Slack refused: the app needs the files:read scope"
 _UNREADABLE_MODES = {
     "tombstone": "it was deleted",
     "hidden_by_limit": "it is hidden by the workspace's file storage limit",
