@@ -3,6 +3,7 @@ hand the engine SharedFiles whose downloads go only to the platform's own file h
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 
 import pytest
@@ -205,6 +206,15 @@ async def test_a_slack_download_stops_at_the_byte_limit_even_when_the_size_is_no
     assert second.sent < len(big) // 2, "stopped reading soon after the limit"
 
 
+async def test_a_compressed_download_is_refused_since_it_could_inflate_past_any_limit(slack_http: SlackRig) -> None:
+    packed = slack_http.slack.add_file("packed.txt", gzip.compress(bytes(10 * MB)), "text/plain")
+    inbound = await slack_files(slack_http, [packed])
+    slack_http.slack.hosting.content_encoding = "gzip"
+
+    assert await refusal(inbound.files[0]) == "download failed (the server sent it gzip-encoded)"
+    assert slack_http.slack.file_downloads[0].authorization == "Bearer xoxb-test-token"
+
+
 async def test_a_stalled_slack_download_times_out(slack_http: SlackRig) -> None:
     slow = slack_http.slack.add_file("slow.bin", bytes(50_000), "application/octet-stream")
     inbound = await slack_files(slack_http, [slow])
@@ -318,6 +328,13 @@ async def test_a_refused_address_costs_no_request_and_no_session() -> None:
     missing = downloads.file("b.png", "image/png", 10, None)
     assert await refusal(missing) == "Discord gave no address to download it from"
     assert downloads._session is None
+    await downloads.close()
+
+
+async def test_a_host_that_cannot_be_reached_is_a_short_reason() -> None:
+    downloads = Downloader(FileHosts.of("Slack", ["files.slack.com"], "http://127.0.0.1:1/api/"))
+    file = downloads.file("a.png", "image/png", 10, "http://127.0.0.1:1/files-pri/T1-F1/a.png")  # nothing listens
+    assert await refusal(file) == "the download failed (could not connect)"
     await downloads.close()
 
 

@@ -55,6 +55,8 @@ class FileHosting:
         """While True, downloads send their headers and STALL_AFTER bytes, then wait until released."""
         self.declare_length = True
         """False: bodies go out chunked, with no Content-Length (a host that does not say how much is coming)."""
+        self.content_encoding: str | None = None
+        """Sent as Content-Encoding with every file (the body is sent as stored): a host compressing downloads."""
         self._released = asyncio.Event()
 
     def stall_downloads(self) -> None:
@@ -99,6 +101,8 @@ class FileHosting:
         content, content_type = answer
         record.status = 200
         headers = {"Content-Type": content_type}
+        if self.content_encoding is not None:
+            headers["Content-Encoding"] = self.content_encoding
         if self.declare_length:
             headers["Content-Length"] = str(len(content))
         stream = web.StreamResponse(headers=headers)
