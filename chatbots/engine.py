@@ -73,6 +73,19 @@ NO_VISION_NOTE = ("This model can't read images, so I answered from the text alo
 """Turns one conversation may have waiting behind the one being answered; more are turned away with BUSY_NOTICE."""
 
 
+@dataclass(frozen=True, slots=True)
+class SharedFiles:
+    """A turn's files on their way from the question to the answer."""
+
+    message_id: int
+    files: list[StoredFile]
+    """As stored and sent: images as data: URLs, text read from files, notes."""
+    notes: list[str]
+    """Shown with the answer, one per file not (wholly) read."""
+    reply_started: bool
+    """The thinking status went up before the files were fetched."""
+
+
 class ConversationBusy(Exception):
     """The conversation's queue is full: the turn is refused before it is accepted."""
 
@@ -338,52 +351,77 @@ class Engine:
                     await _quietly(reply.fail(notice), "fail")
                 return TurnResult(TurnStatus.FLAGGED if verdict.decision == Decision.FLAGGED else TurnStatus.MODERATION_UNAVAILABLE)
         conversation = await self.store.conversation_id(message.key)
-        stored_id = await self.store.add_message(
-            conversation, "user", text, size.tokens + sum(file.tokens for file in attached), exact=size.exact,
-            author_id=message.author_id, author_name=message.author_name, platform_id=message.message_id,
-            **({"files": attached} if attached else {}),
+        stored_id, answer_row = await self.store.add_question(  # a question to answer gets its answer's row at once
+            conversation, text, size.tokens + sum(file.tokens for file in attached),
+            model if message.addressed is Addressed.YES else None, exact=size.exact,
+            author_id=message.author_id, author_name=message.author_name, platform_id=message.message_id, files=attached,
         )
         if stored_id is None:
             return TurnResult(TurnStatus.DUPLICATE)
         if message.addressed is Addressed.CONTEXT:
             return TurnResult(TurnStatus.STORED)
+        shared = SharedFiles(stored_id, attached, notes, reply_started) if message.files else None
+        return await self._respond(message, reply, started, found, caps, workspace_id, conversation, answer_row, truncated,
+                                   shared)
 
-        window = await self._window(conversation, model, instructions, counter)
-        if message.addressed is Addressed.IF_CONTINUING and not _continues_exchange(window, message.author_id):
-            return TurnResult(TurnStatus.STORED)
-        files = await self._window_files(window, stored_id, attached)
-        sees_images = self._no_images(model) is None
-        prompt = build_messages(instructions, window, files, images=sees_images)
-        text_only: Callable[[], list[Message]] | None = None
-        if self.config.vision == "auto" and has_images(prompt):
-            text_only = lambda: build_messages(instructions, window, files, images=False)  # noqa: E731
+    async def _respond(
+        self, message: Inbound, reply: Reply, started: float, found: dict[str, str], caps: Caps, workspace_id: int,
+        conversation: int, answer_row: int | None, truncated: bool, shared: SharedFiles | None = None,
+    ) -> TurnResult:
+        """From the stored question to the stored answer: the window, the caps, the model.
 
-        def exact_prompt_tokens() -> int:
-            """For servers that report no usage: the prompt counted for real (only bounded sizes recounted)."""
-            turns = sum(turn.tokens if turn.exact else counter.count_message(counted_text(turn)) + turn.file_tokens
-                        for turn in window)
-            return turns + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
-
+        answer_row: the answer's row, begun with the question; until _answer takes it, every way out removes it."""
+        model, instructions = self._instructions(found)
+        counter = self.counter(model)
+        moderated = self.moderator is not None and found.get("moderation", "on") == "on"
         try:
+            window = await self._window(conversation, model, instructions, counter)
+            if message.addressed is Addressed.IF_CONTINUING and not _continues_exchange(window, message.author_id):
+                await self._drop_answer(answer_row)
+                return TurnResult(TurnStatus.STORED)
+            files = await self._window_files(window, shared)
+            prompt = build_messages(instructions, window, files, images=self._no_images(model) is None)
+            text_only: Callable[[], list[Message]] | None = None
+            if self.config.vision == "auto" and has_images(prompt):
+                text_only = lambda: build_messages(instructions, window, files, images=False)  # noqa: E731
+
+            def exact_prompt_tokens() -> int:
+                """For servers that report no usage: the prompt counted for real (only bounded sizes recounted)."""
+                turns = sum(turn.tokens if turn.exact else counter.count_message(counted_text(turn)) + turn.file_tokens
+                            for turn in window)
+                return turns + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
+
             admission = await self._admit(workspace_id, message.author_id, caps, model, instructions, window, exact_prompt_tokens)
         except Refused as refusal:
+            await self._drop_answer(answer_row)
             return await self._refused(message, reply, refusal)
+        except BaseException:
+            await self._drop_answer(answer_row)
+            raise
         if moderated:
             assert self.moderator is not None
             key = message.key
             reply = ModeratedReply(reply, self.moderator, lambda verdict, shown: self._record_moderation(key, "out", verdict, shown))
         usage: Usage | None = None
+        written = False
         try:
-            usage, result = await self._answer(
-                conversation, workspace_id, model, prompt, exact_prompt_tokens, truncated, reply, message.key.platform, started,
-                admission.output_limit, notes=notes, reply_started=reply_started, text_only=text_only,
+            usage, result, written = await self._answer(
+                conversation, admission, model, prompt, exact_prompt_tokens, truncated, reply, message.key.platform, started,
+                answer_row, shared=shared, text_only=text_only,
             )
             return result
         finally:
-            await self.limits.settle(admission, model, usage)
+            await self.limits.settle(admission, model, usage, written)
             if usage is not None:
                 self.metrics.tokens.labels(message.key.platform, "prompt").inc(usage.prompt_tokens)
                 self.metrics.tokens.labels(message.key.platform, "completion").inc(usage.completion_tokens)
+
+    async def _drop_answer(self, answer_row: int | None) -> None:
+        """Remove an answer's row that will not be streamed (the turn ends first); a database that fails here
+        leaves it 'streaming', and recovery marks it interrupted."""
+        if answer_row is not None:
+            with contextlib.suppress(*self.store.errors):
+                await self.store.complete_answer(answer_row, "", 0, status="interrupted")  # no text: the row goes
 
     async def _refused(self, message: Inbound, reply: Reply, refusal: Refused) -> TurnResult:
         self.metrics.refusals.labels(message.key.platform).inc()
@@ -415,28 +453,30 @@ class Engine:
         return await self.limits.admit(workspace_id, user_id, caps, prompt, wanted)
 
     async def _answer(
-        self, conversation: int, workspace_id: int, model: str, prompt: list[Message], prompt_tokens: Callable[[], int],
-        truncated: bool, reply: Reply, platform: str, started: float, output_limit: int | None, *,
-        notes: list[str] | None = None, reply_started: bool = False, text_only: Callable[[], list[Message]] | None = None,
-    ) -> tuple[Usage | None, TurnResult]:
-        """Stream the model's answer into the reply and store it; returns the usage to count against caps.
+        self, conversation: int, admission: Admission, model: str, prompt: list[Message], prompt_tokens: Callable[[], int],
+        truncated: bool, reply: Reply, platform: str, started: float, answer_row: int | None, *,
+        shared: SharedFiles | None = None, text_only: Callable[[], list[Message]] | None = None,
+    ) -> tuple[Usage | None, TurnResult, bool]:
+        """Stream the model's answer into the reply and store it; returns the usage to count against caps, and
+        whether the store already counted it (with the answer, in one statement).
 
         The answer's row exists from the start (status 'streaming') and its shown text is saved every few
         seconds, so a process killed midway leaves an 'interrupted' answer behind instead of a hole. notes (about
         files not read) follow the answer; text_only is the prompt without images, for a model that refuses them.
         """
         counter = self.counter(model)
-        notes = list(notes or ())
+        notes = list(shared.notes) if shared is not None else []
         moderated = reply if isinstance(reply, ModeratedReply) else None
-        answer_row = await self.store.begin_answer(conversation, model)
-        if not reply_started:
+        if answer_row is None:
+            answer_row = await self.store.begin_answer(conversation, model)
+        if shared is None or not shared.reply_started:
             await _quietly(reply.start(), "start")
         parts: list[str] = []
         thoughts: list[str] = []  # never shown nor stored; counted only if the server reports no usage
         usage: Usage | None = None
         saved_at = time.monotonic()
         try:
-            async with contextlib.aclosing(self._stream(model, prompt, output_limit, text_only, notes)) as stream:
+            async with contextlib.aclosing(self._stream(model, prompt, admission.output_limit, text_only, notes)) as stream:
                 async for part in stream:
                     if isinstance(part, Usage):
                         usage = part
@@ -458,34 +498,35 @@ class Engine:
                         saved_at = time.monotonic()
         except ModelError as error:
             self.metrics.errors.labels(error.kind).inc()
-            return usage, await self._failed(answer_row, model, parts, reply, error.notice)
+            return usage, await self._failed(answer_row, model, parts, reply, error.notice), False
         except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
             log.exception("turn failed unexpectedly")
             self.metrics.errors.labels("internal").inc()
-            return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE)
+            return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE), False
 
         answer = "".join(parts)
         if usage is None:
             await counter.load()
             usage = Usage(prompt_tokens(), counter.count(answer) + counter.count("".join(thoughts)), estimated=True)
         if moderated is not None and moderated.halted:
-            return usage, await self._failed(answer_row, model, parts, reply, "", status=TurnStatus.FLAGGED)
+            return usage, await self._failed(answer_row, model, parts, reply, "", status=TurnStatus.FLAGGED), False
         if not answer.strip():
-            return usage, await self._failed(answer_row, model, parts, reply, EMPTY_ANSWER_NOTICE)
+            return usage, await self._failed(answer_row, model, parts, reply, EMPTY_ANSWER_NOTICE), False
         if truncated:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
         if notes:
             await _quietly(reply.append("\n\n" + "\n".join(f"_{note}_" for note in notes)), "append")
         platform_ids = await _quietly(reply.finish(), "finish") or []
         if moderated is not None and moderated.halted:  # the last increment was flagged at finish
-            return usage, await self._store_shown(answer_row, model, moderated.approved, TurnStatus.FLAGGED)
+            return usage, await self._store_shown(answer_row, model, moderated.approved, TurnStatus.FLAGGED), False
         size = counter.size(answer)
+        counted = self.limits.usage_record(admission, model, usage)
         await self.store.complete_answer(
             answer_row, answer, size.tokens, status="ok", exact=size.exact,
             platform_id=platform_ids[0] if platform_ids else None, usage=(usage.prompt_tokens, usage.completion_tokens),
-            reply_parts=(workspace_id, platform_ids),
+            reply_parts=(admission.workspace_id, platform_ids), counted=counted,
         )
-        return usage, TurnResult(TurnStatus.ANSWERED, answer, usage)
+        return usage, TurnResult(TurnStatus.ANSWERED, answer, usage), counted is not None
 
     async def _stream(
         self, model: str, prompt: list[Message], output_limit: int | None, text_only: Callable[[], list[Message]] | None,
@@ -508,12 +549,10 @@ class Engine:
             async for part in stream:
                 yield part
 
-    async def _window_files(
-        self, window: list[StoredMessage], current: int, attached: list[StoredFile]
-    ) -> dict[int, list[StoredFile]]:
+    async def _window_files(self, window: list[StoredMessage], shared: SharedFiles | None) -> dict[int, list[StoredFile]]:
         """The files of the window's turns: this turn's from memory, earlier ones read only if there are any."""
-        files = {current: attached} if attached else {}
-        earlier = [turn.id for turn in window if turn.file_tokens and turn.id != current]
+        files = {shared.message_id: shared.files} if shared is not None and shared.files else {}
+        earlier = [turn.id for turn in window if turn.file_tokens and turn.id not in files]
         if earlier:
             files.update(await self.store.message_files(earlier))
         return files

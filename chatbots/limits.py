@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from .clock import Clock, iso
 from .config import Config
-from .store import Store, UsageSnapshot
+from .store import Store, UsageRecord, UsageSnapshot
 from .types import ConversationKey, Usage
 
 MIN_ANSWER_TOKENS = 32
@@ -316,9 +316,22 @@ class UsageLimits:
         reservation = await self.store.reserve_usage(workspace_id, user_id, day, iso(now - self.lease), minute_ago, decide)
         return Admission(workspace_id, user_id, day, prompt + (limit[0] or 0), limit[0], reservation)
 
-    async def settle(self, admission: Admission, model: str, usage: Usage | None) -> None:
-        """Release the reservation and count what the reply really used (nothing, if it failed before usage)."""
+    def usage_record(self, admission: Admission, model: str, usage: Usage) -> UsageRecord | None:
+        """What settle would write for this answer, for a shared store to write with the answer itself (saving a
+        round trip; settle(written=True) then writes nothing). None on SQLite, whose caps count in memory from
+        totals read once a day: those must be read before this answer's usage is written."""
+        if not self.store.shared:
+            return None
+        return UsageRecord(admission.workspace_id, admission.user_id, admission.day, model,
+                           usage.prompt_tokens, usage.completion_tokens, admission.reservation)
+
+    async def settle(self, admission: Admission, model: str, usage: Usage | None, written: bool = False) -> None:
+        """Release the reservation and count what the reply really used (nothing, if it failed before usage).
+
+        written: the store already wrote usage_record's rows with the answer (shared stores only)."""
         if self.store.shared:
+            if written:
+                return
             counted = None if usage is None else (usage.prompt_tokens, usage.completion_tokens)
             if admission.reservation is not None:
                 await self.store.settle_reservation(

@@ -150,7 +150,7 @@ async def test_a_file_over_the_size_limit_is_not_read_and_the_note_names_the_lim
     declared = shared("huge.pdf", REPORT + bytes(2000), "application/pdf", served=served)
     reply = await ask(engine, said("look", unknown_size, declared))
     assert served.fetched == ["big.png"], "a declared size over the limit is not even fetched"
-    assert served.limits == [(1000, 30.0)]
+    assert served.limits == [(1000, 31.0)], "the adapter's own timeout is a backstop behind the core's"
     assert "_I couldn't read big.png: it is over the 1,000 bytes limit per file (`CHATBOTS_FILE_MAX_BYTES`)._" in reply.text
     assert "_I couldn't read huge.pdf: it is over the 1,000 bytes limit per file" in reply.text
 
@@ -193,10 +193,10 @@ async def test_a_download_that_hangs_times_out_with_a_note(
 ) -> None:
     engine = make_engine(file_timeout=0.1)
     never = asyncio.Event()
-    files = shared("slow.txt", b"hi", "text/plain", before=never.wait)
-    object.__setattr__(engine.file_limits, "timeout", -4.9)  # the backstop fires at timeout + 5 s: 0.1 s here
-    reply = await ask(engine, said("see", files))
-    assert "_I couldn't read slow.txt: it took longer than" in reply.text and "`CHATBOTS_FILE_TIMEOUT`" in reply.text
+    reply = await ask(engine, said("see", shared("slow.txt", b"hi", "text/plain", before=never.wait),
+                                   shared("quick.txt", b"fine", "text/plain")))
+    assert "_I couldn't read slow.txt: it took longer than 0.1 s to download (`CHATBOTS_FILE_TIMEOUT`)._" in reply.text
+    assert "[File: quick.txt]\nfine" in last_user(model_server)
 
 
 async def test_a_message_with_only_files_is_a_question_about_them(engine: Engine, model_server: FakeModelServer) -> None:
@@ -234,6 +234,15 @@ async def test_turns_with_files_drop_whole_when_the_window_is_full(
     contents = [m["content"] for m in model_server.requests[-1]["messages"][1:]]
     assert not any("first" in c for c in contents), "the oldest turn went whole, its file with it"
     assert contents[-1].startswith("second\n\n[File: big2.txt]")
+
+
+async def test_an_image_too_big_for_the_window_is_left_out_with_a_note(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer
+) -> None:
+    engine = make_engine(model="gpt-4o-mini", context_tokens=4000, max_output_tokens=500)  # 25,501 tokens an image
+    reply = await ask(engine, said("see", shared("big.png", IMAGE, "image/png")))
+    assert "_I couldn't read big.png: it does not fit in what this model can read at once._" in reply.text
+    assert last_user(model_server) == "see\n\n[File: big.png was shared but not read: too big for this model]"
 
 
 async def test_a_file_too_big_for_the_window_is_cut_with_a_note(

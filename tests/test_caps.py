@@ -84,6 +84,8 @@ async def test_a_cap_too_small_for_the_prompt_and_a_short_answer_is_refused_clea
     assert result.status == "refused" and not model_server.requests
     assert reply.notice is not None
     assert "needs about" in reply.notice and "more than the daily allowance of 60 tokens per person" in reply.notice
+    stored = await engine.store.run(engine.store.sql.query_dicts, "SELECT role, status FROM messages ORDER BY id")
+    assert stored == [{"role": "user", "status": "ok"}], "the answer's row, begun with the question, is gone"
 
 
 async def test_under_a_cap_the_limit_is_always_sent_and_without_one_nothing_changes(

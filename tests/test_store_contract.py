@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chatbots.store import Store
+from chatbots.store import Store, UsageRecord
 from chatbots.store import reports as queries
 from chatbots.store.base import INTERRUPTED_MARK, PURGE_BATCH
 from chatbots.store.postgres import PostgresDatabase
@@ -82,6 +82,39 @@ async def test_windows_answers_and_exact_counts(store: Store) -> None:
     assert (await store.window(conversation, 1000)).messages[-1].text == "the answer", "nothing shown leaves no row"
     assert await store.latest_thread("slack", "T1", "C1") == "1.0"
     assert await store.is_participant(KEY, "U1") is False
+
+
+async def test_a_question_begins_its_answer_and_the_answer_counts_its_usage_in_one_statement_each(store: Store) -> None:
+    """The hot path's two writes: the question with its answer's row, and the answer with its usage and the release
+    of its reservation; each is one statement on PostgreSQL (a round trip each)."""
+    conversation = await store.conversation_id(KEY)
+    workspace = await store.workspace_id("slack", "T1")
+    await store.window(conversation, 1000)  # held in memory: the writes below must keep it current
+    before = store.sql.statements
+    question, answer = await store.add_question(conversation, "why?", 3, "gpt-4o-mini", author_id="U1", platform_id="q1")
+    asked = store.sql.statements - before
+    assert question is not None and answer is not None and question < answer, "history's order is the ids'"
+    assert [m.text for m in (await store.window(conversation, 1000)).messages] == ["why?"], "the answer streams out of history"
+    assert await store.add_question(conversation, "why?", 3, "gpt-4o-mini", platform_id="q1") == (None, None), "a redelivery begins nothing"
+    reservation = await store.reserve_usage(workspace, "U1", "2026-06-01", "2026-06-01T00:00:00.000000Z", None, lambda snapshot: 500)
+    assert (await store.usage_snapshot(workspace, "U1", "2026-06-01", "2026-06-01T00:00:00.000000Z", None)).user_held == 500
+    mid = store.sql.statements
+    counted = UsageRecord(workspace, "U1", "2026-06-01", "gpt-4o-mini", 30, 7, reservation)
+    await store.complete_answer(answer, "because.", 2, status="ok", usage=(30, 7), reply_parts=(workspace, ["r1"]), counted=counted)
+    if store.shared:
+        assert (asked, store.sql.statements - mid) == (1, 1), "one statement each for question and answer"
+    assert [m.text for m in (await store.window(conversation, 1000)).messages] == ["why?", "because."]
+    context, none = await store.add_question(conversation, "fyi", 2, None, platform_id="q2")
+    assert context is not None and none is None, "a message kept as context gets no answer row"
+    snapshot = await store.usage_snapshot(workspace, "U1", "2026-06-01", "2026-06-01T00:00:00.000000Z", None)
+    assert (snapshot.user_used, snapshot.user_held) == (37, 0), "usage counted, reservation released"
+    assert await store.record_feedback(workspace, "r1", "U2", 1), "the reply's parts were recorded too"
+
+    failed = (await store.add_question(conversation, "again?", 3, "m", platform_id="q3"))[1]
+    assert failed is not None
+    await store.complete_answer(failed, "", 0, status="interrupted", counted=UsageRecord(workspace, "U1", "2026-06-01", "m", 5, 0))
+    assert [m.text for m in (await store.window(conversation, 1000)).messages][-1] == "again?", "nothing shown: no row"
+    assert (await store.day_usage(workspace, "2026-06-01")) == {"U1": 42}, "a failed answer's usage still counts"
 
 
 async def test_an_answer_whose_lease_ran_out_is_marked_interrupted(store: Store, now: Now) -> None:
@@ -232,3 +265,16 @@ async def test_forget_erase_and_retention_remove_files_with_their_messages(store
     now[0] = datetime(2026, 6, 1, tzinfo=timezone.utc)
     assert await store.purge("2026-03-01") == 1
     assert await files_left(store) == 0
+
+
+async def test_a_question_with_files_begins_its_answer_after_them(store: Store) -> None:
+    conversation = await store.conversation_id(KEY)
+    question, answer = await store.add_question(conversation, "look", 800, "gpt-4o", platform_id="q1", files=FILES)
+    assert question is not None and answer is not None and answer > question
+    assert await store.message_files([question]) == {question: FILES}
+    assert await store.add_question(conversation, "look", 800, "gpt-4o", platform_id="q1", files=FILES) == (None, None)
+    assert await files_left(store) == 3
+    plain, plain_answer = await store.add_question(conversation, "no files", 5, "gpt-4o", platform_id="q2", files=[])
+    assert plain is not None and plain_answer is not None
+    await store.complete_answer(answer, "an answer", 3, status="ok")
+    assert [m.file_tokens for m in (await store.window(conversation, 10_000)).messages] == [774, 0, 0]

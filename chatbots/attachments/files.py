@@ -30,6 +30,8 @@ PARALLEL_DOWNLOADS = 4
 SNIFF_BYTES = 8192
 """Bytes looked at to tell text from binary data."""
 OFF_LOOP_BYTES = 256 * 1024
+ADAPTER_GRACE = 1.0
+"""Seconds added to the timeout a download is given, so the core's own deadline (which names its setting) comes first."""
 """Larger files are encoded and decoded on a worker thread, so the event loop never stalls on one."""
 
 IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
@@ -193,8 +195,9 @@ async def _read(shared: SharedFile, name: str, limits: FileLimits, no_images: st
 
 async def _download(shared: SharedFile, limits: FileLimits, over: str) -> bytes:
     try:
-        async with asyncio.timeout(limits.timeout + 5):  # the adapter keeps the timeout; this only backs it up
-            data = await shared.download(limits.max_bytes, limits.timeout)
+        # The core keeps the time limit, so the note can name it; the adapter's own, a little later, is a backstop.
+        async with asyncio.timeout(limits.timeout):
+            data = await shared.download(limits.max_bytes, limits.timeout + ADAPTER_GRACE)
     except FileTooLarge:
         raise _NotRead(over) from None
     except FileUnavailable as unavailable:

@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 MAX_PARALLEL = 2
 """PDFs parsed at once in this process: parsing is CPU-bound and holds a document's objects in memory."""
 _slots = threading.BoundedSemaphore(MAX_PARALLEL)
+WAIT = 60.0
+"""Seconds a turn waits for a PDF's text before answering without it (a thread cannot be stopped; it finishes alone)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +33,12 @@ class PdfUnreadable(Exception):
 
 async def extract(data: bytes, max_pages: int, max_chars: int) -> PdfText:
     """The text of the first max_pages pages, at most max_chars characters, read on a worker thread."""
-    return await asyncio.to_thread(_extract_bounded, data, max_pages, max_chars)
+    try:
+        async with asyncio.timeout(WAIT):
+            return await asyncio.to_thread(_extract_bounded, data, max_pages, max_chars)
+    except TimeoutError:
+        log.warning("reading a PDF took over %g s; answering without it", WAIT)
+        raise PdfUnreadable("it took too long to read") from None
 
 
 def _extract_bounded(data: bytes, max_pages: int, max_chars: int) -> PdfText:

@@ -24,11 +24,12 @@ from ..lru import LRU
 from ..types import ConversationKey
 from ..window import StoredFile, StoredMessage, Window, WindowCache
 from . import reports
-from .base import INTERRUPTED_MARK, PURGE_BATCH, WINDOW_SQL, SQLDatabase, StoreError, UsageSnapshot
+from .base import INTERRUPTED_MARK, PURGE_BATCH, WINDOW_SQL, SQLDatabase, StoreError, UsageRecord, UsageSnapshot
 from .sqlite import SQLiteDatabase
 
 __all__ = [
-    "INTERRUPTED_MARK", "WINDOW_SQL", "SQLDatabase", "SQLiteDatabase", "Store", "StoreError", "UsageSnapshot", "open_database",
+    "INTERRUPTED_MARK", "WINDOW_SQL", "SQLDatabase", "SQLiteDatabase", "Store", "StoreError", "UsageRecord", "UsageSnapshot",
+    "open_database",
 ]
 
 
@@ -207,14 +208,33 @@ class Store:
     async def add_message(self, conversation_id: int, role: str, text: str, tokens: int, **fields: Any) -> int | None:
         """Store one turn; None when this platform message was stored before (a redelivery)."""
         message_id, version = await self.run(self.sql.add_message_versioned, conversation_id, role, text, tokens, **fields)
-        if message_id is not None:
-            self._extend(conversation_id, version, StoredMessage(
-                message_id, role, text, tokens, fields.get("author_id"), fields.get("author_name"), fields.get("exact", True),
-                sum(file.tokens for file in fields.get("files", ())),
-            ))
-            if version is not None:
-                self._written.put(conversation_id, version)
+        self._stored(conversation_id, message_id, version, role, text, tokens, fields)
         return message_id
+
+    async def add_question(
+        self, conversation_id: int, text: str, tokens: int, answer_model: str | None, **fields: Any
+    ) -> tuple[int | None, int | None]:
+        """Store a person's message and, with answer_model, begin the answer's row with it (one round trip on
+        PostgreSQL): (message id, or None for a redelivery; the answer's row, or None)."""
+        message_id, version, answer = await self.run(
+            self.sql.add_question_versioned, conversation_id, text, tokens, answer_model, **fields
+        )
+        self._stored(conversation_id, message_id, version, "user", text, tokens, fields)
+        return message_id, answer
+
+    def _stored(
+        self, conversation_id: int, message_id: int | None, version: int | None, role: str, text: str, tokens: int,
+        fields: dict[str, Any],
+    ) -> None:
+        """After this Store added a message: the cached window grows, and the write's version vouches for it."""
+        if message_id is None:
+            return
+        self._extend(conversation_id, version, StoredMessage(
+            message_id, role, text, tokens, fields.get("author_id"), fields.get("author_name"), fields.get("exact", True),
+            sum(file.tokens for file in fields.get("files", ())),
+        ))
+        if version is not None:
+            self._written.put(conversation_id, version)
 
     async def message_files(self, message_ids: list[int]) -> dict[int, list[StoredFile]]:
         """Files shared with these messages (asked only for messages with file_tokens, so text-only windows never do)."""
@@ -227,8 +247,8 @@ class Store:
         await self.run(self.sql.save_partial, message_id, text)
 
     async def complete_answer(self, message_id: int, text: str, tokens: int, **fields: Any) -> None:
-        """Finish an answer row; reply_parts=(workspace id, platform ids) also records its parts (one statement on
-        PostgreSQL)."""
+        """Finish an answer row; reply_parts=(workspace id, platform ids) also records its parts, counted=UsageRecord
+        counts its usage and releases its reservation (all one statement on PostgreSQL)."""
         conversation, version = await self.run(self.sql.complete_answer_versioned, message_id, text, tokens, **fields)
         if conversation is not None:
             exact = fields.get("exact", True)

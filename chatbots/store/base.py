@@ -8,6 +8,7 @@ these calls on worker threads so the event loop never waits on the database.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from abc import ABC, abstractmethod
@@ -48,6 +49,19 @@ class UsageSnapshot:
     workspace_held: int
     recent: list[str]
     """This person's request times within the last minute, oldest first (only when a rate cap asked for them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """What one answer used, to count in usage_daily, and the cap reservation it releases (None: none was made)."""
+
+    workspace_id: int
+    user_id: str
+    day: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    reservation: int | None = None
 
 
 class StoreError(Exception):
@@ -125,18 +139,23 @@ class SQLDatabase(ABC):
         return self._run(WINDOW_SQL, [conversation_id, MAX_WINDOW_MESSAGES + 1, token_budget]).rows, None
 
     def _changed_rows(
-        self, dml: str, params: Sequence[Any], returning: str, also: Callable[[str], tuple[str, list[Any]] | None] | None = None
+        self, dml: str, params: Sequence[Any], returning: str, also: Callable[[str], tuple[str, list[Any]] | None] | None = None,
+        besides: Sequence[tuple[str, list[Any]]] = (),
     ) -> list[tuple[Any, ...]]:
         """Run an INSERT, UPDATE or DELETE of messages that changes what a window shows; for each row changed, the
         `returning` columns and then the conversation's window version after the change (None here: one process
         owns the database and keeps its windows current by its own writes; PostgreSQL bumps versions).
 
         also: given an SQL condition, a statement (or None) writing only where the condition holds; it runs when
-        the change touched a row (PostgreSQL: in the same statement, the condition saying whether it did)."""
-        rows = [(*row, None) for row in self._run(f"{dml} RETURNING {returning}", params).rows]
-        statement = also("1 = 1") if rows and also is not None else None
-        if statement is not None:
-            self._run(*statement)
+        the change touched a row (PostgreSQL: in the same statement, the condition saying whether it did).
+        besides: statements that run whatever the change touched (PostgreSQL: in the same statement too)."""
+        with self.transaction() if besides else contextlib.nullcontext():
+            rows = [(*row, None) for row in self._run(f"{dml} RETURNING {returning}", params).rows]
+            statement = also("1 = 1") if rows and also is not None else None
+            if statement is not None:
+                self._run(*statement)
+            for extra in besides:
+                self._run(*extra)
         return rows
 
     def _changed_count(self, dml: str, params: Sequence[Any]) -> int:
@@ -213,15 +232,11 @@ class SQLDatabase(ABC):
 
         exact=False marks tokens as an upper bound (counted before the tokenizer was needed). files: shared with
         the message, stored with it in one transaction; their tokens must be inside tokens."""
-        insert = functools.partial(
-            self._changed_rows,
-            "INSERT INTO messages (conversation_id, role, text, tokens, tokens_exact, file_tokens, author_id, "
-            "author_name, platform_id, model, prompt_tokens, completion_tokens, status, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [conversation_id, role, text, tokens, int(exact), sum(file.tokens for file in files), author_id,
-             author_name, platform_id, model, prompt_tokens, completion_tokens, status, self._now()],
-            "id",
-        )
+        insert = functools.partial(self._changed_rows, *self._message_insert(
+            conversation_id, role, text, tokens, author_id=author_id, author_name=author_name, platform_id=platform_id,
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, status=status, exact=exact,
+            file_tokens=sum(file.tokens for file in files),
+        ), "id")
         if not files:
             rows = insert()
         else:
@@ -234,6 +249,21 @@ class SQLDatabase(ABC):
                         [rows[0][0], position, file.kind, file.name, file.mimetype, file.content, file.tokens],
                     )
         return (None, None) if not rows else (int(rows[0][0]), rows[0][1])
+
+    def _message_insert(
+        self, conversation_id: int, role: str, text: str, tokens: int, *, author_id: str | None = None,
+        author_name: str | None = None, platform_id: str | None = None, model: str | None = None,
+        prompt_tokens: int | None = None, completion_tokens: int | None = None, status: str = "ok", exact: bool = True,
+        file_tokens: int = 0,
+    ) -> tuple[str, list[Any]]:
+        """The INSERT of one message (nothing when its platform id was stored before), without RETURNING."""
+        return (
+            "INSERT INTO messages (conversation_id, role, text, tokens, tokens_exact, file_tokens, author_id, "
+            "author_name, platform_id, model, prompt_tokens, completion_tokens, status, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [conversation_id, role, text, tokens, int(exact), file_tokens, author_id, author_name, platform_id, model,
+             prompt_tokens, completion_tokens, status, self._now()],
+        )
 
     def message_files(self, message_ids: Sequence[int]) -> dict[int, list[StoredFile]]:
         """The files shared with these messages, in the order they were shared (only asked for messages that have
@@ -261,6 +291,16 @@ class SQLDatabase(ABC):
         assert row is not None
         return int(row[0])
 
+    def add_question_versioned(
+        self, conversation_id: int, text: str, tokens: int, answer_model: str | None, **fields: Any
+    ) -> tuple[int | None, int | None, int | None]:
+        """add_message_versioned for a person's message, and with answer_model the row of the answer it will get
+        (begin_answer), so a question to answer costs one round trip: (message id or None for a redelivery, window
+        version, answer row id or None)."""
+        message_id, version = self.add_message_versioned(conversation_id, "user", text, tokens, **fields)
+        answer = self.begin_answer(conversation_id, answer_model) if message_id is not None and answer_model else None
+        return message_id, version, answer
+
     def save_partial(self, message_id: int, text: str) -> None:
         """The shown text so far, and a fresh lease: a streaming row not updated for a while was cut off."""
         self._run("UPDATE messages SET text = ?, updated_at = ? WHERE id = ?", [text, self._now(), message_id])
@@ -279,13 +319,19 @@ class SQLDatabase(ABC):
     def complete_answer_versioned(
         self, message_id: int, text: str, tokens: int, *, status: str, exact: bool = True,
         platform_id: str | None = None, usage: tuple[int, int] | None = None,
-        reply_parts: tuple[int, list[str]] | None = None,
+        reply_parts: tuple[int, list[str]] | None = None, counted: UsageRecord | None = None,
     ) -> tuple[int | None, int | None]:
         """complete_answer, and the conversation's window version after it (None where windows carry no versions).
 
-        reply_parts: (workspace id, platform ids) to record as record_reply_parts does, when the answer is kept."""
+        reply_parts: (workspace id, platform ids) to record as record_reply_parts does, when the answer is kept.
+        counted: the answer's usage to count, and its reservation to release, as settle_reservation does (PostgreSQL:
+        in the same statement)."""
+        besides = self._settle_sql(counted) if counted is not None else []
         if not text.strip():
-            self._run("DELETE FROM messages WHERE id = ?", [message_id])  # a streaming row: never in a window
+            with self.transaction():
+                self._run("DELETE FROM messages WHERE id = ?", [message_id])  # a streaming row: never in a window
+                for extra in besides:
+                    self._run(*extra)
             return None, None
         prompt_tokens, completion_tokens = usage or (None, None)
         rows = self._changed_rows(
@@ -294,6 +340,7 @@ class SQLDatabase(ABC):
             [text, tokens, int(exact), status, platform_id, prompt_tokens, completion_tokens, self._now(), message_id],
             "conversation_id",
             functools.partial(self._reply_parts_sql, reply_parts[0], message_id, reply_parts[1]) if reply_parts else None,
+            besides,
         )
         return (None, None) if not rows else (int(rows[0][0]), rows[0][1])
 
@@ -428,13 +475,25 @@ class SQLDatabase(ABC):
     # -- usage and feedback --
 
     def record_usage(self, workspace_id: int, user_id: str, day: str, model: str, prompt: int, completion: int) -> None:
-        self._run(
+        self._run(*self._usage_sql(workspace_id, user_id, day, model, prompt, completion))
+
+    @staticmethod
+    def _usage_sql(workspace_id: int, user_id: str, day: str, model: str, prompt: int, completion: int) -> tuple[str, list[Any]]:
+        return (
             "INSERT INTO usage_daily (workspace_id, user_id, day, model, prompt_tokens, completion_tokens, replies) "
             "VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (workspace_id, day, user_id, model) DO UPDATE SET "
             "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
             "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, replies = usage_daily.replies + 1",
             [workspace_id, user_id, day, model, prompt, completion],
         )
+
+    def _settle_sql(self, counted: UsageRecord) -> list[tuple[str, list[Any]]]:
+        """The statements that count an answer's usage and release its reservation."""
+        statements = [self._usage_sql(counted.workspace_id, counted.user_id, counted.day, counted.model,
+                                      counted.prompt_tokens, counted.completion_tokens)]
+        if counted.reservation is not None:
+            statements.append(("DELETE FROM reservations WHERE id = ?", [counted.reservation]))
+        return statements
 
     def day_usage(self, workspace_id: int, day: str) -> dict[str, int]:
         """Tokens used on one day by each user of a workspace."""

@@ -137,18 +137,46 @@ class PostgresDatabase(SQLDatabase):
     # changed that window since.
 
     def _changed_rows(
-        self, dml: str, params: Sequence[Any], returning: str, also: Callable[[str], tuple[str, list[Any]] | None] | None = None
+        self, dml: str, params: Sequence[Any], returning: str, also: Callable[[str], tuple[str, list[Any]] | None] | None = None,
+        besides: Sequence[tuple[str, list[Any]]] = (),
     ) -> list[tuple[Any, ...]]:
         statement = also("EXISTS (SELECT 1 FROM changed)") if also is not None else None
-        extra, extra_params = (f"also AS ({statement[0]}), ", statement[1]) if statement is not None else ("", [])
+        extras = [statement] if statement is not None else []
+        extras += besides
+        ctes = "".join(f"also{n} AS ({sql}), " for n, (sql, _) in enumerate(extras))
         return self._run(
-            f"WITH changed AS ({dml} RETURNING {returning}, conversation_id AS changed_conversation), {extra}"
+            f"WITH changed AS ({dml} RETURNING {returning}, conversation_id AS changed_conversation), {ctes}"
             "bumped AS (UPDATE conversations SET version = version + 1 "
             "WHERE id IN (SELECT changed_conversation FROM changed) RETURNING id, version) "
             f"SELECT changed.{', changed.'.join(returning.split(', '))}, bumped.version FROM changed "
             "LEFT JOIN bumped ON bumped.id = changed.changed_conversation",
-            [*params, *extra_params],
+            [*params, *(value for _, values in extras for value in values)],
         ).rows
+
+    def add_question_versioned(
+        self, conversation_id: int, text: str, tokens: int, answer_model: str | None, **fields: Any
+    ) -> tuple[int | None, int | None, int | None]:
+        """One statement: the question, its conversation's version bump, and the answer's row when it was stored.
+
+        The answer's INSERT reads the question's, so PostgreSQL runs the question's first: the answer's id is
+        the larger, as history's order needs."""
+        if not answer_model:
+            return (*self.add_message_versioned(conversation_id, "user", text, tokens, **fields), None)
+        if fields.get("files"):  # the files' rows need the question's id: its own transaction, then the answer's row
+            return super().add_question_versioned(conversation_id, text, tokens, answer_model, **fields)
+        fields.pop("files", None)
+        insert, values = self._message_insert(conversation_id, "user", text, tokens, **fields)
+        now = self._now()
+        row = self._run(
+            f"WITH changed AS ({insert} RETURNING id, conversation_id), "
+            "answer AS (INSERT INTO messages (conversation_id, role, text, tokens, model, status, created_at, updated_at) "
+            "SELECT conversation_id, 'assistant', '', 0, ?, 'streaming', ?, ? FROM changed RETURNING id), "
+            "bumped AS (UPDATE conversations SET version = version + 1 "
+            "WHERE id IN (SELECT conversation_id FROM changed) RETURNING version) "
+            "SELECT changed.id, (SELECT version FROM bumped), (SELECT id FROM answer) FROM changed",
+            [*values, answer_model, now, now],
+        ).one()
+        return (None, None, None) if row is None else (int(row[0]), row[1], int(row[2]))
 
     def _changed_count(self, dml: str, params: Sequence[Any]) -> int:
         row = self._run(
