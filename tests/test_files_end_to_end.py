@@ -156,3 +156,19 @@ async def test_a_discord_dm_with_only_a_file_is_answered_about_it(limited: Confi
         assert rig.fake.bot_contents(channel) == ["The meeting moved to Thursday."]
         sent = [m for m in rig.model.requests[-1]["messages"] if m["role"] == "user"][-1]["content"]
         assert "[File: notes.txt]\nmeeting moved to Thursday" in sent
+
+
+async def test_a_failed_or_stalled_download_is_a_note_and_the_question_is_still_answered(limited: Config) -> None:
+    async with slack_rig(replace(limited, file_timeout=0.3), "http") as rig:
+        gone = rig.slack.add_file("gone.txt", NOTES, "text/plain")
+        rig.slack.hosting.fail(gone["url_private_download"].removeprefix(rig.slack.files_url), 404)
+        slow = rig.slack.add_file("slow.txt", b"y" * 50_000, "text/plain")
+        rig.slack.hosting.stall_downloads()
+        rig.model.queue("Answered anyway.")
+        ts = next_ts()
+        await rig.deliver(app_mention("C1", "U1", "<@UBOT> read these", ts=ts, files=[gone, slow]))
+        [answer] = await rig.reply_in("C1", ts)
+
+        assert answer.text.startswith("Answered anyway.")
+        assert "gone.txt" in answer.text and "download failed (HTTP 404)" in answer.text
+        assert "slow.txt" in answer.text and "CHATBOTS_FILE_TIMEOUT" in answer.text
