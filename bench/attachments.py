@@ -1,7 +1,7 @@
 """Shared files: the time they add before the first text, and the bot's memory while many are read at once.
 
 A message carries a 1 MB PNG (random pixels, so it does not compress) and a 20-page PDF with text. Both are
-downloaded over HTTP from a server on 127.0.0.1 (streamed, with the byte limit, as the adapters do), read (image
+downloaded over HTTP from a server on 127.0.0.1 by the adapters' own Downloader (streamed, with the byte limit), read (image
 header, base64; PDF text with pypdf on a worker thread), stored, and sent to the fake model server as content parts.
 
 - added time to first text: event -> first text for that message, minus the same for a text-only message (median
@@ -62,26 +62,15 @@ async def worker(model_url: str, files_url: str, repeats: int, burst: int) -> di
     from chatbots.engine import Engine
     from chatbots.model import OpenAIChat
     from chatbots.store import Store
-    from chatbots.types import ConversationKey, FileTooLarge, FileUnavailable, Inbound, SharedFile
+    from chatbots.types import ConversationKey, Inbound, SharedFile
 
-    session = aiohttp.ClientSession()
+    from adapters.downloads import Downloader, FileHosts
+
+    # The platforms' own download path: the file server stands where SLACK_API_URL / DISCORD_API_URL would point.
+    downloads = Downloader(FileHosts.of("Bench", (), files_url))
 
     def remote(name: str, mimetype: str) -> SharedFile:
-        async def download(max_bytes: int, timeout: float) -> bytes:
-            try:
-                async with session.get(f"{files_url}/{name}", timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-                    if response.status != 200:
-                        raise FileUnavailable(f"the file host answered {response.status}")
-                    data = bytearray()
-                    async for piece in response.content.iter_chunked(65_536):
-                        data += piece
-                        if len(data) > max_bytes:
-                            raise FileTooLarge()
-                    return bytes(data)
-            except (aiohttp.ClientError, TimeoutError):
-                raise FileUnavailable("the download failed") from None
-
-        return SharedFile(name, mimetype, None, download)
+        return downloads.file(name, mimetype, None, f"{files_url}/{name}")
 
     class FirstText:
         def __init__(self) -> None:
@@ -127,7 +116,7 @@ async def worker(model_url: str, files_url: str, repeats: int, burst: int) -> di
     await asyncio.gather(*(turn(True) for _ in range(burst)))
     peak = _status_mib("VmHWM:")
     await engine.close()
-    await session.close()
+    await downloads.close()
     return {"plain_ms": statistics.median(plain), "shared_ms": statistics.median(shared),
             "rss_before_burst_mib": before, "peak_rss_mib": peak}
 

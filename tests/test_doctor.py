@@ -257,6 +257,16 @@ async def test_missing_slack_scopes_are_named_with_how_to_add_them(full: Config)
     assert "reinstall" in fix_for(fixes, "slack")
 
 
+async def test_a_slack_token_without_files_read_is_named_with_what_it_costs(full: Config) -> None:
+    granted = ",".join(sorted(SLACK_BOT_SCOPES - {"files:read"}))
+    async with FakeSlack(scopes=granted) as narrow:
+        code, _, rows, fixes = await run(replace(full, slack_api_url=narrow.api_url))
+
+    assert code == 1
+    assert "missing scopes files:read (without files:read, files people share cannot be read)" in rows["slack"][1]
+    assert "add the bot scopes files:read" in fix_for(fixes, "slack") and "reinstall" in fix_for(fixes, "slack")
+
+
 def test_the_scopes_checked_are_the_ones_the_manifests_ask_for() -> None:
     for manifest in MANIFESTS.glob("*.json"):
         assert set(json.loads(manifest.read_text())["oauth_config"]["scopes"]["bot"]) == SLACK_BOT_SCOPES

@@ -462,3 +462,19 @@ async def test_reconnect_and_invalid_session(fake: FakeDiscord) -> None:
         await fake.send_message(TEXT, ALICE, "new session works")
         assert (await waiter).content == "new session works"
         assert not task.done() and not fake.internal_errors
+
+
+async def test_attachments_carry_discords_fields_and_downloads_are_recorded(fake: FakeDiscord) -> None:
+    client = _client()
+    picture = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + (7).to_bytes(4, "big") + (5).to_bytes(4, "big") + bytes(20)
+    async with running_client(fake, client):
+        waiter = client.wait_for("message", check=lambda m: m.author.id == ALICE, timeout=5)
+        await fake.send_message(TEXT, ALICE, "pic", attachments=[{"filename": "p.png", "content": picture,
+                                                                  "content_type": "image/png"}])
+        [attachment] = (await waiter).attachments
+        assert (attachment.width, attachment.height, attachment.content_type) == (7, 5, "image/png")
+        assert "?ex=" in attachment.url and "&hm=" in attachment.url  # a signed CDN link, as Discord sends
+        fake.hosting.fail(next(iter(fake.hosting.blobs)), 404)
+        with pytest.raises(discord.NotFound):
+            await attachment.read()
+    assert [r.status for r in fake.file_downloads] == [404]

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -340,3 +341,22 @@ async def test_bolt_http_mode_accepts_signed_and_rejects_forged(slack: FakeSlack
         stale, _ = await post_signed(None, url, body, SECRET, timestamp=int(time.time()) - 600)
         assert stale == 401
     assert len(slack.messages("C1")) == 1
+
+
+async def test_shared_files_are_served_to_the_bot_token_only_and_recorded(slack: FakeSlack) -> None:
+    shared = slack.add_file("a.txt", b"hello", "text/plain")
+    assert shared["url_private_download"].startswith(slack.files_url) and shared["size"] == 5
+    async with aiohttp.ClientSession() as session:
+        async with session.get(shared["url_private_download"]) as anonymous:
+            assert anonymous.status == 401
+        async with session.get(shared["url_private"], headers={"Authorization": f"Bearer {BOT_TOKEN}"}) as ok:
+            assert ok.status == 200 and await ok.read() == b"hello"
+        slack.file_login_page = True  # as real Slack answers a download without a valid token
+        async with session.get(shared["url_private_download"]) as page:
+            assert page.status == 200 and page.content_type == "text/html"
+    assert [(r.authorization, r.status) for r in slack.file_downloads] == [(None, 401), (f"Bearer {BOT_TOKEN}", 200),
+                                                                           (None, 200)]
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
+    assert (await client.files_info(file=shared["id"]))["file"]["name"] == "a.txt"
+    with pytest.raises(SlackApiError, match="file_not_found"):
+        await client.files_info(file="F0NONE")

@@ -24,6 +24,22 @@ anything = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(odd_text, inner, max_size=3),
     max_leaves=8,
 )
+slack_file = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": odd_text | anything,
+        "name": odd_text | anything,
+        "title": odd_text | anything,
+        "mimetype": st.sampled_from(["image/png", "application/pdf", "text/plain", ""]) | anything,
+        "size": st.integers() | anything,
+        "mode": st.sampled_from(["hosted", "tombstone", "hidden_by_limit", "external"]) | anything,
+        "is_external": anything,
+        "file_access": st.sampled_from(["visible", "check_file_info"]) | anything,
+        # Never a real host: no test reaches the internet. Off-list addresses are refused before any request.
+        "url_private_download": st.sampled_from(["http://127.0.0.1:1/x.png", "not a url", "http://[::1", ""]) | anything,
+        "url_private": st.sampled_from(["http://127.0.0.1:1/x.png", "//127.0.0.1:1/x"]) | anything,
+    },
+)
 event_fields = st.fixed_dictionaries(
     {},
     optional={
@@ -39,6 +55,7 @@ event_fields = st.fixed_dictionaries(
         "item": anything,
         "reaction": st.sampled_from(["+1", "-1", "thumbsup"]) | anything,
         "tokens": anything,
+        "files": st.lists(slack_file, max_size=3) | anything,
     },
 )
 def envelope(event: dict[str, Any], team: Any = "T1") -> dict[str, Any]:

@@ -108,15 +108,16 @@ def translate(message: Any, bot_id: int, *, allow_bots: bool = False, bot_role_i
     """The Inbound for a message the bot should answer, or None to ignore it.
 
     Ignored: the bot's own messages, other bots' and webhooks' (unless allowed), system messages, messages with
-    no text (attachments only, or content withheld without the message content intent), and guild messages
-    that neither mention nor reply to the bot. Ignored messages are not stored either.
+    neither text nor attachments (content withheld without the message content intent), and guild messages
+    that neither mention nor reply to the bot. Ignored messages are not stored either. A message with only
+    attachments is a question about them: its text is empty, and the service adds the files.
     """
     author = message.author
     if author.id == bot_id or getattr(author, "system", False):
         return None
     if (author.bot or getattr(message, "webhook_id", None) is not None) and not allow_bots:
         return None
-    if message.type not in ANSWERABLE_TYPES or not message.content:
+    if message.type not in ANSWERABLE_TYPES or not (message.content or getattr(message, "attachments", None)):
         return None
     if not is_addressed(message, bot_id, bot_role_id):
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ from .access import ChannelAccess, How
 from .commands import build_tree
 from .connection import Endpoints, build_client
 from .events import DM_WORKSPACE, PLATFORM, is_own, translate
+from .files import DiscordFiles
 from .reply import DiscordReply
 from .shards import ShardedClient
 
@@ -51,6 +53,7 @@ class DiscordService(ServiceBase):
         self.turns = TurnTasks()
         self.access = ChannelAccess(failures=engine.failures)
         self.commands = Commands.for_engine(engine)
+        self.files = DiscordFiles(self.endpoints.api_url)
         self.client: ShardedClient | None = None
         self._sync: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -128,6 +131,7 @@ class DiscordService(ServiceBase):
         if self._sync is not None:
             self._sync.cancel()
         await self.turns.drain(grace)  # replies in flight still need the client's HTTP session
+        await self.files.close()
         await self._close_client()
         self.endpoints.restore()
 
@@ -162,6 +166,8 @@ class DiscordService(ServiceBase):
         how = self.access.how_to_answer(message)
         if how is None:
             return self._observe(Outcome.FORBIDDEN)
+        if message.attachments:
+            inbound = replace(inbound, files=self.files.shared(message.attachments))
         if self.turns.spawn(self._turn(message, inbound, how)) is None:
             self._observe(Outcome.SHUTTING_DOWN)
 

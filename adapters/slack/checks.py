@@ -10,7 +10,7 @@ from chatbots.checks import OK, SKIPPED, Check, CheckFailed, Row, describe, safe
 from chatbots.config import Config
 
 SLACK_BOT_SCOPES = frozenset({
-    "app_mentions:read", "assistant:write", "channels:history", "chat:write", "commands",
+    "app_mentions:read", "assistant:write", "channels:history", "chat:write", "commands", "files:read",
     "groups:history", "im:history", "mpim:history", "reactions:read", "users:read",
 })
 """The bot scopes both manifests in adapters/slack/manifests/ ask for (a test keeps the two in step)."""
@@ -55,7 +55,8 @@ async def slack(settings: Config, timeout: float) -> Row:
     if granted is not None:
         missing = sorted(SLACK_BOT_SCOPES - {scope.strip() for scope in granted.split(",")})
         if missing:
-            problems.append(f"missing scopes {', '.join(missing)}")
+            problems.append(f"missing scopes {', '.join(missing)}"
+                            + (" (without files:read, files people share cannot be read)" if "files:read" in missing else ""))
             fixes.append(f"add the bot scopes {', '.join(missing)} (OAuth & Permissions, or re-create the app from "
                          "adapters/slack/manifests/) and reinstall the app to the workspace")
     if settings.slack_app_token:

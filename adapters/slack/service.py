@@ -33,6 +33,7 @@ from ..service import ServiceBase, vote_for
 from ..tasks import TurnTasks
 from .errors import report
 from .events import PLATFORM, SlackMessage, text_fields, translate
+from .files import SlackFiles
 from .gate import Refusal, RequestGate
 from .reply import SlackReply, SlackTarget, WorkspaceFeatures
 from .users import SlackUser, UserDirectory
@@ -100,6 +101,7 @@ class SlackService(ServiceBase):
         self.gate = None if self.socket_mode else RequestGate(settings.slack_signing_secret or "")
         """HTTP mode only: Socket Mode has no public endpoint and needs no signing secret."""
         self.users = UserDirectory(self.client, failures=engine.failures)
+        self.files = SlackFiles(settings.slack_bot_token, settings.slack_api_url)
         self.features = WorkspaceFeatures()
         self.turns = TurnTasks()
         self.bot_user_id = ""
@@ -147,6 +149,7 @@ class SlackService(ServiceBase):
         if self._socket is not None:
             await self._socket.close_async()
         await self.turns.drain(grace)
+        await self.files.close()
         if self.client.session is not None:
             await self.client.session.close()
         self._closed.set()
@@ -188,7 +191,7 @@ class SlackService(ServiceBase):
             return self._observe(Outcome.DUPLICATE)
         if message.needs_thread and not await self.engine.in_conversation(message.inbound.key):
             return self._observe(Outcome.NOT_OURS)  # not ours to read or keep
-        self.turns.spawn(self._turn(message))
+        self.turns.spawn(self._turn(message, _mapping(body.get("event")).get("files")))
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """`/chatbot ...`: answered privately in the ack itself, well within Slack's 3 seconds."""
@@ -227,8 +230,11 @@ class SlackService(ServiceBase):
             return self._observe(Outcome.IGNORED)
         await self._erase(team)
 
-    async def _turn(self, message: SlackMessage) -> None:
+    async def _turn(self, message: SlackMessage, files: object) -> None:
         inbound = message.inbound
+        if files:
+            shared = self.files.shared(await self.files.looked_up(files, self.client))
+            inbound = replace(inbound, files=shared)
         if message.needs_thread or message.started_mid_thread:
             # Several people may share this thread, and the model reads who said what: worth the (cached) lookup.
             user: SlackUser | None = await self.users.get(inbound.key.workspace, message.user_id)
@@ -261,7 +267,9 @@ class SlackService(ServiceBase):
             if user == self.bot_user_id or earlier.get("bot_id") and not self.config.allow_bots:
                 continue
             name = (await self.users.get(key.workspace, user)).name
-            await self.engine.handle(Inbound(key, ts, user, name, html.unescape(text), Addressed.CONTEXT), ContextOnly())
+            files = self.files.shared(await self.files.looked_up(earlier.get("files"), self.client))
+            earlier_message = Inbound(key, ts, user, name, html.unescape(text), Addressed.CONTEXT, files)
+            await self.engine.handle(earlier_message, ContextOnly())
 
 
     async def _note(self, key: ConversationKey, text: str) -> None:

@@ -24,6 +24,9 @@ Overview (details in each docstring):
 * shards, as on Discord: ``recommended_shards`` / ``max_concurrency`` (``GET /gateway/bot``); each IDENTIFY's
   ``shard`` opens that shard's session, a guild's events go to its shard only, DMs to shard 0;
   ``identified_shards / connected_shards / shard_events``; controls take ``shard=`` (default 0).
+* attachments: ``send_message(..., attachments=[{"filename", "content", "content_type"?, "url"?, "size"?}])``
+  dispatches Discord's attachment objects; the files are served on the fake's port as the CDN serves them
+  (``hosting``: per-path faults, redirects, stalls); ``file_downloads`` records every download request.
 * faults and load: ``fail_next``, ``latency``, ``enforce_rate_limits``, ``enforce_permissions``.
 * waiting: ``wait_for / wait_for_call / wait_connected``; glue: ``redirect_discordpy``, ``running_client``.
 

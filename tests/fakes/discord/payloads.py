@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import struct
 import time
 import urllib.parse
 from typing import Any, Mapping, Sequence
@@ -176,6 +177,9 @@ class Payloads:
                 else Intent.DIRECT_MESSAGE_REACTIONS)
 
     def _store_attachments(self, channel_id: int, attachments: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+        """Attachment objects as Discord sends them (signed CDN URL, proxy URL, size, image dimensions), the files
+        served by this fake at ``/attachments/...`` on its own port. ``url`` / ``size`` in an entry override what
+        the payload says (a payload may say anything)."""
         out = []
         for a in attachments or ():
             aid = self._ids.next()
@@ -184,11 +188,24 @@ class Payloads:
                 content = content.encode()
             filename = a.get("filename", "file.bin")
             ctype = a.get("content_type") or ("text/plain; charset=utf-8" if filename.endswith(".txt") else "application/octet-stream")
-            path = f"{channel_id}/{aid}/{urllib.parse.quote(filename)}"
-            self._blobs[path] = (content, ctype)
-            url = f"{self.base_url}/attachments/{path}"
-            out.append({"id": str(aid), "filename": filename, "size": len(content), "url": url, "proxy_url": url,
-                        "content_type": ctype, "description": a.get("description"), "flags": 0})
+            path = f"/attachments/{channel_id}/{aid}/{urllib.parse.quote(filename)}"
+            self.hosting.put(path, content, ctype)
+            # Discord signs CDN links: ex (expiry) and is (issued), hex seconds, and hm (an HMAC).
+            now = int(time.time())
+            signed = f"?ex={now + 86400:x}&is={now:x}&hm={aid:064x}&"
+            url = a.get("url") or f"{self.base_url}{path}{signed}"
+            attachment: dict[str, Any] = {
+                "id": str(aid), "filename": filename, "size": a.get("size", len(content)), "url": url,
+                "proxy_url": a.get("url") or f"{self.base_url}{path}{signed}", "content_type": ctype,
+                "content_scan_version": 0, "flags": 0,
+            }
+            if a.get("description") is not None:
+                attachment["description"] = a["description"]
+            dimensions = _png_size(content)
+            if dimensions is not None:
+                attachment.update(width=dimensions[0], height=dimensions[1], placeholder_version=1,
+                                  placeholder="2ggGBIB3d3h/h3eAeXd3eAeAcA==")
+            out.append(attachment)
         return out
 
     def _create_message(
@@ -348,3 +365,11 @@ class Payloads:
         if gid is not None:
             payload["guild_id"] = str(gid)
         return payload
+
+
+def _png_size(content: bytes) -> tuple[int, int] | None:
+    """A PNG's width and height (Discord reports them for images)."""
+    if content[:8] != b"\x89PNG\r\n\x1a\n" or len(content) < 24:
+        return None
+    width, height = struct.unpack(">II", content[16:24])
+    return int(width), int(height)

@@ -190,13 +190,8 @@ class RestApi:
         return _ApiError(rule.status, rule.message or message, rule.code if rule.code is not None else code)
 
     async def _handle_cdn(self, request: web.Request) -> web.StreamResponse:
-        blob = self._blobs.get(request.match_info["tail"])
-        if blob is None:
-            blob = self._blobs.get(urllib.parse.quote(request.match_info["tail"], safe="/"))
-        if blob is None:
-            return web.Response(status=404, text="Not Found")
-        data, ctype = blob
-        return web.Response(body=data, headers={"Content-Type": ctype})
+        """Attachment downloads, as Discord's CDN serves them (no token needed); recorded in ``file_downloads``."""
+        return await self.hosting.serve(request, request.rel_url.raw_path)
 
     # --- REST helpers
 

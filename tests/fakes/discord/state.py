@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yarl
 from aiohttp import web
 
+from ..file_hosting import DownloadRequest, FileHosting
 from .records import API_VERSION, FailRule, GatewayFrame, Intent, InteractionRecord, Perm, RestCall, THREAD_TYPES, _Conn, _Guild, _Session, _Snowflakes, _iso
 
 
@@ -78,7 +79,8 @@ class DiscordState:
         self._channel_messages: dict[int, list[int]] = {}
         self._deleted: set[int] = set()
         self._content_history: dict[int, list[str]] = {}
-        self._blobs: dict[str, tuple[bytes, str]] = {}
+        #: Attachments served at /attachments/... on this fake's port (Discord's CDN); downloads recorded there.
+        self.hosting = FileHosting(lambda: None)
         self._commands: dict[int | None, dict[tuple[str, int], dict[str, Any]]] = {}
         self._fail_rules: list[FailRule] = []
         self._buckets: dict[str, tuple[float, int]] = {}  # key -> (window_end, used)
@@ -115,6 +117,7 @@ class DiscordState:
 
     async def stop(self) -> None:
         """Close every gateway socket and the HTTP server."""
+        self.hosting.release()
         if self._gate is not None:
             self._gate.set()
         for conn in list(self.connections):
@@ -137,6 +140,11 @@ class DiscordState:
     def base_url(self) -> str:
         assert self._port is not None, "call start() first"
         return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def file_downloads(self) -> list[DownloadRequest]:
+        """Every attachment download request the CDN saw, in order."""
+        return self.hosting.requests
 
     @property
     def api_url(self) -> str:

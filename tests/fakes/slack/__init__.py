@@ -16,7 +16,8 @@ Typical use::
         assert slack.messages("C1")[0].text == "hi"
 
 Modules: ``records`` (what tests read), ``state`` (world, lifecycle, waiting), ``web_api`` (the methods),
-``socket_mode`` (the websocket), ``signing`` (HTTP-mode requests), ``payloads`` (event bodies).
+``socket_mode`` (the websocket), ``signing`` (HTTP-mode requests), ``payloads`` (event bodies), ``files`` (shared
+files: file objects, downloads on the fake's own port, files.info).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .payloads import (
     slash_command_form,
     tokens_revoked,
 )
+from .files import SlackFiles
 from .records import Call, PostedMessage, next_ts
 from .signing import post_signed, serve, sign_request
 from .socket_mode import SocketMode
@@ -62,9 +64,9 @@ __all__ = [
 ]
 
 
-class FakeSlack(WebApi, SocketMode, SlackState):
+class FakeSlack(WebApi, SocketMode, SlackFiles, SlackState):
     """An aiohttp server speaking enough of Slack's Web API and Socket Mode for the bot.
 
     State is public so tests can read it directly: ``calls``, ``messages()``,
-    ``ephemerals``, ``statuses``, ``reactions``, ``acks``, ``envelopes``.
+    ``ephemerals``, ``statuses``, ``reactions``, ``acks``, ``envelopes``, ``file_downloads``.
     """

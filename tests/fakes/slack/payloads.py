@@ -68,6 +68,7 @@ def _user_message(
     thread_ts: str | None,
     team: str,
     channel_type: str | None,
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     ts = ts or next_ts()
     event: dict[str, Any] = {
@@ -86,6 +87,14 @@ def _user_message(
         event["parent_user_id"] = user
     if channel_type is not None:
         event["channel_type"] = channel_type
+    if files is not None:
+        # A message that shares files: subtype file_share on message events (app_mention has no subtype), the
+        # file objects in `files`, `upload` and `display_as_bot` as Slack sends them.
+        event.update(files=files, upload=True, display_as_bot=False)
+        if event_type == "message":
+            event["subtype"] = "file_share"
+        if not text:
+            event["blocks"] = []
     return event
 
 
@@ -96,9 +105,11 @@ def app_mention(
     ts: str | None = None,
     thread_ts: str | None = None,
     team: str = DEFAULT_TEAM_ID,
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """An app_mention event; ``text`` should contain "<@UBOT>" as Slack's does."""
-    return _user_message("app_mention", channel, user, text, ts, thread_ts, team, None)
+    """An app_mention event; ``text`` should contain "<@UBOT>" as Slack's does. ``files``: file objects
+    (FakeSlack.add_file) shared with the mention."""
+    return _user_message("app_mention", channel, user, text, ts, thread_ts, team, None, files)
 
 
 def channel_message(
@@ -109,9 +120,11 @@ def channel_message(
     thread_ts: str | None = None,
     team: str = DEFAULT_TEAM_ID,
     channel_type: str = "channel",
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A plain message.channels event (use channel_type "group" for private channels)."""
-    return _user_message("message", channel, user, text, ts, thread_ts, team, channel_type)
+    """A plain message.channels event (use channel_type "group" for private channels); with ``files``, a
+    file_share message."""
+    return _user_message("message", channel, user, text, ts, thread_ts, team, channel_type, files)
 
 
 def dm_message(
@@ -121,9 +134,11 @@ def dm_message(
     ts: str | None = None,
     thread_ts: str | None = None,
     team: str = DEFAULT_TEAM_ID,
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A message.im event: a direct message to the bot (channel ids start with "D")."""
-    return _user_message("message", channel, user, text, ts, thread_ts, team, "im")
+    """A message.im event: a direct message to the bot (channel ids start with "D"); with ``files``, a
+    file_share message."""
+    return _user_message("message", channel, user, text, ts, thread_ts, team, "im", files)
 
 
 def bot_message(

@@ -13,7 +13,7 @@ DEFAULT_BOT_USER_ID = "UBOT"
 DEFAULT_BOT_ID = "BBOT"
 DEFAULT_APP_ID = "A1"
 DEFAULT_SCOPES = (
-    "app_mentions:read,assistant:write,channels:history,chat:write,commands,"
+    "app_mentions:read,assistant:write,channels:history,chat:write,commands,files:read,"
     "groups:history,im:history,mpim:history,reactions:read,users:read"
 )
 # chat.postMessage documents a 40,000 character limit on `text`; markdown_text on the

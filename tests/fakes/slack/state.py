@@ -83,7 +83,9 @@ class SlackState:
             "users.info": self._users_info,
             "reactions.add": self._reactions_add,
             "apps.connections.open": self._apps_connections_open,
+            "files.info": self._files_info,  # type: ignore[attr-defined]
         }
+        self._init_files()  # type: ignore[attr-defined]
         self._sockets: list[web.WebSocketResponse] = []
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -98,6 +100,7 @@ class SlackState:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/link/", self._handle_socket)
+        app.router.add_get("/files-pri/{tail:.*}", self._handle_file)  # type: ignore[attr-defined]
         self._changed_event = asyncio.Event()
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -108,6 +111,7 @@ class SlackState:
 
     async def stop(self) -> None:
         """Close Socket Mode connections, then the server."""
+        self.hosting.release()  # type: ignore[attr-defined]
         for ws in list(self._sockets):
             await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"fake slack stopping")
         if self._runner is not None:
@@ -224,7 +228,7 @@ class SlackState:
         if not isinstance(event, Mapping) or not event.get("channel"):
             return
         channel, subtype = str(event["channel"]), event.get("subtype")
-        if event.get("type") in ("message", "app_mention") and subtype is None and event.get("ts"):
+        if event.get("type") in ("message", "app_mention") and subtype in (None, "file_share") and event.get("ts"):
             if (channel, event["ts"]) not in self._messages:
                 fields = {k: v for k, v in event.items() if k not in ("channel", "event_ts", "channel_type", "type")}
                 self.seed_thread(channel, str(event.get("thread_ts") or event["ts"]), [fields])
