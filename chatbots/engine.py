@@ -10,11 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from .access import barred
+from .alerts import Alerts, Notify
 from .attachments import FileLimits, Kind, ReadFiles, read_files
 from .attachments.fitting import fit_files
 from .config import Config
 from .failure_log import FailureLog
 from .failures import FailureKind, model_notice
+from .budgets import Budgets
 from .limits import Admission, Caps, Refused, UsageLimits, caps_for
 from .logs import new_turn_id
 from .lru import LRU
@@ -27,6 +30,7 @@ from .moderation import (
     Moderator,
     Verdict,
 )
+from .pricing import PriceList, parse_prices
 from .prompt import build_messages, counted_text, labelled, system_instructions
 from .reasoning import Reasoning
 from .redact import redactor
@@ -121,7 +125,11 @@ class Engine:
         """Seconds a streaming answer may go unsaved before another replica declares it cut off: a live one is
         saved at least every PARTIAL_SAVE_INTERVAL while text or reasoning flows, and waits at most the stall timeout
         for it."""
-        self.limits = UsageLimits(store, store.clock, self.answer_lease)
+        self.prices = PriceList(parse_prices(settings.prices))
+        self.limits = UsageLimits(store, store.clock, self.answer_lease, self.prices)
+        self.notifiers: dict[str, Notify] = {}
+        """Per platform, how to post a message in a channel (adapters register one): budget alerts go through it."""
+        self.alerts = Alerts(store, self.limits, self.notifiers)
         self.file_limits = FileLimits.from_settings(settings)
         self._blind: LRU[str, bool] = LRU(MAX_REMEMBERED_MODELS)
         """Models that refused image parts (CHATBOTS_VISION=auto), in this process: later turns skip images at once."""
@@ -233,7 +241,7 @@ class Engine:
 
     def _instructions(self, found: dict[str, str]) -> tuple[str, str]:
         """The model and system instructions these settings give: the workspace's, then the channel's on top."""
-        model = found.get("model") or self.config.model
+        model = found.get("channel_model") or found.get("model") or self.config.model
         return model, system_instructions(found, self.config.default_instructions)
 
     def _instructions_size(self, model: str, instructions: str, counter: TokenCounter) -> int:
@@ -311,12 +319,23 @@ class Engine:
         model, instructions = self._instructions(found)
         counter = self.counter(model)
         workspace_id = await self.store.workspace_id(message.key.platform, message.key.workspace)
+        bar = barred(message.key, message.author_id, message.author_roles, found)
+        if bar is not None and (bar.rule != "users" or message.addressed is not Addressed.CONTEXT):
+            if message.addressed is not Addressed.CONTEXT:
+                await self._barred_note(workspace_id, message, reply, bar.rule, bar.note)
+            return TurnResult(TurnStatus.REFUSED)
         caps = caps_for(message.key, found, self.config)
+        budgets = Budgets.from_settings(found)
         if message.addressed is not Addressed.CONTEXT:
             try:  # before moderation or the model cost anything: a flood over the rate stops here
-                await self.limits.precheck(workspace_id, message.author_id, caps)
+                await self.limits.precheck(workspace_id, message.author_id, caps, budgets)
             except Refused as refusal:
-                return await self._refused(message, reply, refusal)
+                if not (refusal.allowance and self._fallback(found, model)):
+                    return await self._refused(message, reply, refusal)
+                try:
+                    await self.limits.precheck(workspace_id, message.author_id, caps.doubled(), budgets.doubled())
+                except Refused as beyond:
+                    return await self._refused(message, reply, beyond)
 
         read: ReadFiles | None = None
         reply_started = False
@@ -379,7 +398,9 @@ class Engine:
         answer_row: the answer's row, begun with the question; until _answer takes it, every way out removes it."""
         model, instructions = self._instructions(found)
         counter = self.counter(model)
+        budgets = Budgets.from_settings(found)
         moderated = self.moderator is not None and found.get("moderation", "on") == "on"
+        switched: list[str] = []
         try:
             window = await self._window(conversation, model, instructions, counter)
             if message.addressed is Addressed.IF_CONTINUING and not _continues_exchange(window, message.author_id):
@@ -402,7 +423,20 @@ class Engine:
                             for turn in window)
                 return turns + self._instructions_size(model, instructions, counter) + REPLY_PRIMING
 
-            admission = await self._admit(workspace_id, message.author_id, caps, model, instructions, window, exact_prompt_tokens)
+            try:
+                admission = await self._admit(
+                    workspace_id, message.author_id, caps, model, instructions, window, exact_prompt_tokens, budgets
+                )
+            except Refused as refusal:
+                fallback = self._fallback(found, model)
+                if not (refusal.allowance and fallback):
+                    raise
+                admission = await self._admit(  # the cheaper model, up to twice the allowances
+                    workspace_id, message.author_id, caps.doubled(), fallback, instructions, window, exact_prompt_tokens,
+                    budgets.doubled(),
+                )
+                switched = await self._switch_note(workspace_id, message.author_id, model, fallback, refusal)
+                model, counter = fallback, self.counter(fallback)
         except Refused as refusal:
             await self._drop_answer(answer_row)
             return await self._refused(message, reply, refusal)
@@ -418,7 +452,7 @@ class Engine:
         try:
             usage, result, written = await self._answer(
                 conversation, admission, model, prompt, exact_prompt_tokens, truncated, reply, message.key.platform, started,
-                answer_row, shorter_prompt, shared=shared, text_only=text_only,
+                answer_row, shorter_prompt, shared=shared, text_only=text_only, extra_notes=switched,
             )
             return result
         finally:
@@ -426,6 +460,33 @@ class Engine:
             if usage is not None:
                 self.metrics.tokens.labels(message.key.platform, "prompt").inc(usage.prompt_tokens)
                 self.metrics.tokens.labels(message.key.platform, "completion").inc(usage.completion_tokens)
+                await self.alerts.check(message.key, workspace_id, found, caps, budgets)
+
+    def _fallback(self, found: dict[str, str], model: str) -> str | None:
+        """The cheaper model to answer with once an allowance is used (None: none set, or it is this one)."""
+        fallback = found.get("fallback_model")
+        return fallback if fallback and fallback != model else None
+
+    async def _switch_note(self, workspace_id: int, user_id: str, model: str, fallback: str, why: Refused) -> list[str]:
+        """The note that the answer comes from the fallback model, and why: once a day per person."""
+        day = self.store.clock().date().isoformat()
+        if not await self.store.claim_notice(workspace_id, f"fallback:{user_id}:{day}"):
+            return []
+        return [f"Answered with `{fallback}` instead of `{model}`: {why} Until then, up to twice the allowance "
+                "is answered with the cheaper model."]
+
+    async def _barred_note(self, workspace_id: int, message: Inbound, reply: Reply, rule: str, note: str) -> None:
+        """One short note a day per person and rule (and channel): never a model call. In a channel switched off
+        it is private (where the platform can: Slack's ephemeral messages), or nothing."""
+        day = self.store.clock().date().isoformat()
+        where = message.key.channel if rule == "channel" else ""
+        if rule == "channel":
+            private = getattr(reply, "private_note", None)
+            if private is not None and await self.store.claim_notice(workspace_id, f"{rule}:{where}:{message.author_id}:{day}"):
+                await _quietly(private(note), "private note")
+            return
+        if await self.store.claim_notice(workspace_id, f"{rule}:{message.author_id}:{day}"):
+            await _quietly(reply.fail(note), "fail")
 
     async def _drop_answer(self, answer_row: int | None) -> None:
         """Remove an answer's row that will not be streamed (the turn ends first); a database that fails here
@@ -441,7 +502,7 @@ class Engine:
 
     async def _admit(
         self, workspace_id: int, user_id: str, caps: Caps, model: str, instructions: str, window: list[StoredMessage],
-        exact_prompt_tokens: Callable[[], int],
+        exact_prompt_tokens: Callable[[], int], budgets: Budgets = Budgets(),
     ) -> Admission:
         """Reserve the prompt and the answer's output limit under the caps; the limit is what the model is sent.
 
@@ -449,7 +510,7 @@ class Engine:
         models (counted for real when a bound would shrink or refuse the request), UTF-8 bytes for models whose
         tokenizer is only guessed. With no cap the limit is CHATBOTS_MAX_OUTPUT_TOKENS, or none."""
         counter = self.counter(model)
-        if not caps.daily:
+        if not caps.daily and not budgets.any:
             return await self.limits.admit(workspace_id, user_id, caps, 0, self.config.max_output_tokens)
         wanted = self.config.max_output_tokens or self.output_reserve(self.context_tokens(counter))
         if not knows_tokenizer(model):
@@ -461,13 +522,14 @@ class Engine:
             if room is not None and prompt + wanted > room and not (counter.exact and all(turn.exact for turn in window)):
                 await counter.load()  # the bound decides something: count for real
                 prompt = exact_prompt_tokens()
-        return await self.limits.admit(workspace_id, user_id, caps, prompt, wanted)
+        return await self.limits.admit(workspace_id, user_id, caps, prompt, wanted, budgets, model)
 
     async def _answer(
         self, conversation: int, admission: Admission, model: str, prompt: list[Message], prompt_tokens: Callable[[], int],
         truncated: bool, reply: Reply, platform: str, started: float, answer_row: int | None,
         shorter_prompt: Callable[[], Awaitable[list[Message]]] | None = None, *,
         shared: SharedFiles | None = None, text_only: Callable[[], list[Message]] | None = None,
+        extra_notes: list[str] | None = None,
     ) -> tuple[Usage | None, TurnResult, bool]:
         """Stream the model's answer into the reply and store it; returns the usage to count against caps, and
         whether the store already counted it (with the answer, in one statement).
@@ -480,7 +542,7 @@ class Engine:
         (CHATBOTS_VISION=auto): the model is then remembered, so later turns leave images out at once.
         """
         counter = self.counter(model)
-        notes = list(shared.notes) if shared is not None else []
+        notes = (list(shared.notes) if shared is not None else []) + (extra_notes or [])
         moderated = reply if isinstance(reply, ModeratedReply) else None
         if answer_row is None:
             answer_row = await self.store.begin_answer(conversation, model)

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
+from .budgets import Budgets, Spend, first_of_month, month_of, next_midnight, next_month, spend_of, usd
 from .clock import Clock, iso
 from .config import Config
+from .pricing import PriceList
 from .store import Store, UsageRecord, UsageSnapshot
 from .types import ConversationKey, Usage
 
@@ -33,6 +35,8 @@ RESERVATION_LEASE = timedelta(minutes=15)
 """With a shared database, a reservation older than this (or than the answer lease, if longer) stops counting: its
 replica was killed before settling. Longer than answers stream, which their output limit bounds."""
 _MINUTE = timedelta(minutes=1)
+_SPENT = 1e-12
+"""USD a request needs at least, before its model is known: with nothing left of a budget it is refused early."""
 
 
 def parse_count(text: str | None, maximum: int) -> int | None:
@@ -61,6 +65,10 @@ class Caps:
     @property
     def daily(self) -> bool:
         return bool(self.user_daily or self.workspace_daily)
+
+    def doubled(self) -> Caps:
+        """What the fallback model may use up to: twice each daily allowance (the rate stays)."""
+        return Caps(self.user_daily * 2, self.workspace_daily * 2, self.per_minute)
 
     def stricter(self, other: Caps) -> Caps:
         """Both sets layered: for each cap the lower one that is set wins."""
@@ -107,10 +115,84 @@ class Admission:
     """The most tokens the answer may use, to send to the model; None when no cap applies and none is configured."""
     reservation: int | None = None
     """The reservation's row when the database is shared (None: held in memory, or nothing to hold)."""
+    cost: float = 0.0
+    """USD held under money budgets (in memory only; a shared database holds it in the reservation's row)."""
 
 
 class Refused(Exception):
     """Over a cap: the message says which one and when it resets."""
+
+    def __init__(self, message: str, allowance: bool = True) -> None:
+        super().__init__(message)
+        self.allowance = allowance
+        """An allowance (tokens or money) is used up, as opposed to the rate: a fallback model may answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class _MoneyRoom:
+    scope: str
+    """'user', 'workspace' or 'month'."""
+    budget: float
+    left: float
+    held: float
+
+
+def _money_rooms(budgets: Budgets, spend: Spend) -> list[_MoneyRoom]:
+    rooms = []
+    if budgets.user_day:
+        rooms.append(_MoneyRoom("user", budgets.user_day, budgets.user_day - spend.user_day - spend.held_user_day,
+                                spend.held_user_day))
+    if budgets.workspace_day:
+        rooms.append(_MoneyRoom("workspace", budgets.workspace_day,
+                                budgets.workspace_day - spend.workspace_day - spend.held_workspace_day, spend.held_workspace_day))
+    if budgets.workspace_month:
+        rooms.append(_MoneyRoom("month", budgets.workspace_month,
+                                budgets.workspace_month - spend.workspace_month - spend.held_workspace_month,
+                                spend.held_workspace_month))
+    return rooms
+
+
+def _money_short(room: _MoneyRoom, need: float, now: datetime) -> Refused | None:
+    """Why a request that would cost need USD does not fit under a budget: the budget is too small, or used up."""
+    if room.left >= need:
+        return None
+    what = {"user": "your daily budget of {} in this workspace", "workspace": "this workspace's daily budget of {}",
+            "month": "this workspace's monthly budget of {}"}[room.scope].format(usd(room.budget))
+    if room.scope == "month":
+        then = next_month(now)
+        reset = f"It resets on {then.day} {then:%B} at 00:00 UTC (in {_until(now, then)})."
+    else:
+        reset = f"It resets at midnight UTC (in {_until(now, next_midnight(now))})."
+    if room.budget < need:
+        return Refused(f"This conversation would cost about {usd(need)} for even a short answer, more than {what}. "
+                       "A new thread (or `/chatbot forget`) costs less; an admin can also raise the budget.")
+    held = " (counting answers still being written)" if room.held else ""
+    whose = "You've" if room.scope == "user" else "This workspace has"
+    return Refused(f"{whose} used {what}{held}. {reset}")
+
+
+def _cost_of(prices: PriceList, model: str, prompt: int, output: int) -> tuple[float, float]:
+    """(USD of the prompt, USD per output token) at this model's price."""
+    price = prices.price(model)
+    if price is None:
+        return 0.0, 0.0
+    return prompt * price.input_per_million / 1_000_000, price.output_per_million / 1_000_000
+
+
+def _fit_money(
+    rooms: list[_MoneyRoom], prices: PriceList, model: str, prompt: int, limit: int | None, now: datetime
+) -> tuple[int | None, float]:
+    """The output limit shrunk to what the budgets leave, and the USD to hold; raises Refused when none is left."""
+    if not rooms:
+        return limit, 0.0
+    prompt_cost, per_token = _cost_of(prices, model, prompt, 0)
+    for room in rooms:
+        if refusal := _money_short(room, prompt_cost + MIN_ANSWER_TOKENS * per_token, now):
+            raise refusal
+        if per_token:
+            affordable = int((room.left - prompt_cost) / per_token)
+            limit = affordable if limit is None else min(limit, affordable)
+    return limit, prompt_cost + (limit or 0) * per_token
 
 
 def _until(now: datetime, then: datetime) -> str:
@@ -146,15 +228,21 @@ def _rate_refusal_in(recent: Sequence[datetime], caps: Caps, now: datetime) -> R
     if caps.per_minute and len(recent) >= caps.per_minute:
         wait = int((recent[-caps.per_minute] + _MINUTE - now).total_seconds()) + 1
         return Refused(
-            f"You're sending requests faster than allowed here ({caps.per_minute} per minute). Try again in {wait} s."
+            f"You're sending requests faster than allowed here ({caps.per_minute} per minute). Try again in {wait} s.",
+            allowance=False,
         )
     return None
 
 
 class UsageLimits:
-    def __init__(self, store: Store, clock: Clock, answer_lease: float = 0.0) -> None:
+    def __init__(self, store: Store, clock: Clock, answer_lease: float = 0.0, prices: PriceList | None = None) -> None:
         self.store = store
         self.clock = clock
+        self.prices = prices or PriceList()
+        self._spent: dict[tuple[int, str], dict[tuple[str, str], float]] = {}
+        """USD per (day, user), per (workspace, month); loaded once a month per workspace, then kept current."""
+        self._held_cost: dict[tuple[int, str, str], float] = {}
+        """USD held by answers in progress, per (workspace, day, user)."""
         self.lease = max(RESERVATION_LEASE, timedelta(seconds=answer_lease))
         """How long a reservation in a shared database counts without being settled."""
         self._used: dict[tuple[int, str], dict[str, int]] = {}
@@ -176,6 +264,34 @@ class UsageLimits:
                 self._used.clear()  # very many busy workspaces: the store holds every total anyway
             found = self._used.setdefault((workspace_id, day), loaded)  # a concurrent load may have won: keep that one
         return found
+
+    async def spent_this_month(self, workspace_id: int, month: str) -> dict[tuple[str, str], float]:
+        """USD per (day, user) this month in a workspace (loaded once a month, then kept current)."""
+        found = self._spent.get((workspace_id, month))
+        if found is None:
+            loaded: dict[tuple[str, str], float] = {}
+            for user, day, model, prompt, completion in await self.store.month_usage(workspace_id, f"{month}-01"):
+                loaded[(day, user)] = loaded.get((day, user), 0.0) + self.prices.cost(model, prompt, completion)
+            for key in [key for key in self._spent if key[1] < month]:
+                del self._spent[key]
+            if len(self._spent) > MAX_TRACKED_DAYS:
+                self._spent.clear()
+            found = self._spent.setdefault((workspace_id, month), loaded)
+        return found
+
+    def _spend(self, workspace_id: int, user_id: str, day: str, spent: dict[tuple[str, str], float]) -> Spend:
+        """What the budgets see in memory (one process owns the database)."""
+        month = month_of(day)
+        held_user = held_day = held_month = 0.0
+        for (ws, on, user), cost in self._held_cost.items():
+            if ws == workspace_id and month_of(on) == month:
+                held_month += cost
+                held_day += cost if on == day else 0.0
+                held_user += cost if on == day and user == user_id else 0.0
+        return Spend(
+            spent.get((day, user_id), 0.0), sum(c for (on, _), c in spent.items() if on == day), sum(spent.values()),
+            held_user, held_day, held_month,
+        )
 
     def _rate_refusal(self, workspace_id: int, user_id: str, caps: Caps, now: datetime) -> Refused | None:
         self._sweep(now)
@@ -223,10 +339,18 @@ class UsageLimits:
             return Refused(f"You've used your daily allowance of {room.cap:,} tokens in this workspace{left}{held}. {reset}")
         return Refused(f"This workspace has used its daily allowance of {room.cap:,} tokens{left}{held}. {reset}")
 
-    async def _snapshot(self, workspace_id: int, user_id: str, caps: Caps, now: datetime) -> UsageSnapshot:
+    async def _snapshot(
+        self, workspace_id: int, user_id: str, caps: Caps, now: datetime, budgets: Budgets = Budgets()
+    ) -> UsageSnapshot:
         """What every replica has used and reserved (shared database only); no lock: a read to refuse early."""
         minute_ago = iso(now - _MINUTE) if caps.per_minute else None
-        return await self.store.usage_snapshot(workspace_id, user_id, now.date().isoformat(), iso(now - self.lease), minute_ago)
+        month_start = first_of_month(now.date()).isoformat() if budgets.any else None
+        return await self.store.usage_snapshot(
+            workspace_id, user_id, now.date().isoformat(), iso(now - self.lease), minute_ago, month_start
+        )
+
+    def _shared_spend(self, user_id: str, day: str, snapshot: UsageSnapshot) -> Spend:
+        return spend_of(user_id, day, snapshot.spent, snapshot.held_cost, self.prices)
 
     def _refusal(self, caps: Caps, snapshot: UsageSnapshot, need: int, now: datetime) -> Refused | None:
         """Why a request needing this many tokens is refused now, from a shared snapshot; None when it may go on."""
@@ -235,12 +359,18 @@ class UsageLimits:
             refusal = refusal or self._short(room, need, now)
         return refusal
 
-    async def precheck(self, workspace_id: int, user_id: str, caps: Caps) -> None:
-        """Refuse early, before any moderation or model call, when the rate is reached or no daily room is left."""
+    async def precheck(self, workspace_id: int, user_id: str, caps: Caps, budgets: Budgets = Budgets()) -> None:
+        """Refuse early, before any moderation or model call, when the rate is reached or no daily room or budget
+        is left."""
         now = self.clock()
+        day = now.date().isoformat()
         if self.store.shared:
-            if caps.daily or caps.per_minute:
-                refusal = self._refusal(caps, await self._snapshot(workspace_id, user_id, caps, now), MIN_ANSWER_TOKENS, now)
+            if caps.daily or caps.per_minute or budgets.any:
+                snapshot = await self._snapshot(workspace_id, user_id, caps, now, budgets)
+                refusal = self._refusal(caps, snapshot, MIN_ANSWER_TOKENS, now)
+                for money in _money_rooms(budgets, self._shared_spend(user_id, day, snapshot)):
+                    if refusal is None and money.left <= 0:
+                        refusal = _money_short(money, _SPENT, now)
                 if refusal is not None:
                     raise refusal
             return
@@ -248,10 +378,14 @@ class UsageLimits:
         if refusal is not None:
             raise refusal
         if caps.daily:
-            day = now.date().isoformat()
             used = await self.used_today(workspace_id, day)
             for room in self._rooms(workspace_id, user_id, caps, day, used):
                 if refusal := self._short(room, MIN_ANSWER_TOKENS, now):
+                    raise refusal
+        if budgets.any:
+            spend = self._spend(workspace_id, user_id, day, await self.spent_this_month(workspace_id, month_of(day)))
+            for money in _money_rooms(budgets, spend):
+                if money.left <= 0 and (refusal := _money_short(money, _SPENT, now)):
                     raise refusal
 
     async def room(self, workspace_id: int, user_id: str, caps: Caps) -> int | None:
@@ -266,16 +400,30 @@ class UsageLimits:
             rooms = self._rooms(workspace_id, user_id, caps, day, await self.used_today(workspace_id, day))
         return max(0, min(room.left for room in rooms))
 
-    async def admit(self, workspace_id: int, user_id: str, caps: Caps, prompt: int, output: int | None) -> Admission:
-        """Reserve this request's prompt and output limit, shrinking the limit to what the caps leave, or raise Refused.
+    async def spend(self, workspace_id: int, user_id: str) -> Spend:
+        """USD spent and held today and this month, for `budget` and alerts."""
+        now = self.clock()
+        day = now.date().isoformat()
+        if self.store.shared:
+            snapshot = await self._snapshot(workspace_id, user_id, Caps(), now, Budgets(workspace_month=1.0))
+            return self._shared_spend(user_id, day, snapshot)
+        return self._spend(workspace_id, user_id, day, await self.spent_this_month(workspace_id, month_of(day)))
 
-        prompt must be an upper bound of what the server will count; output is the limit wanted (None: none).
-        """
+    async def admit(
+        self, workspace_id: int, user_id: str, caps: Caps, prompt: int, output: int | None,
+        budgets: Budgets = Budgets(), model: str = "",
+    ) -> Admission:
+        """Reserve this request's prompt and output limit, shrinking the limit to what the caps and budgets leave,
+        or raise Refused.
+
+        prompt must be an upper bound of what the server will count; output is the limit wanted (None: none);
+        model prices the request for the budgets."""
         now = self.clock()
         if self.store.shared:
-            return await self._admit_shared(workspace_id, user_id, caps, prompt, output, now)
+            return await self._admit_shared(workspace_id, user_id, caps, prompt, output, now, budgets, model)
         day = now.date().isoformat()
         used = await self.used_today(workspace_id, day) if caps.daily else {}
+        spent = await self.spent_this_month(workspace_id, month_of(day)) if budgets.any else {}
         # From here to the reservation nothing awaits, so concurrent requests are admitted one after another.
         refusal = self._rate_refusal(workspace_id, user_id, caps, now)
         if refusal is not None:
@@ -286,22 +434,27 @@ class UsageLimits:
             if refusal := self._short(room, need, now):
                 raise refusal
             limit = room.left - prompt if limit is None else min(limit, room.left - prompt)
+        money = _money_rooms(budgets, self._spend(workspace_id, user_id, day, spent)) if budgets.any else []
+        limit, cost = _fit_money(money, self.prices, model, prompt, limit, now)
         if caps.per_minute:
             self._recent.setdefault((workspace_id, user_id), deque()).append(now)
         reserved = prompt + (limit or 0)
         slot = (workspace_id, day, user_id)
         self._reserved[slot] = self._reserved.get(slot, 0) + reserved
-        return Admission(workspace_id, user_id, day, reserved, limit)
+        if cost:
+            self._held_cost[slot] = self._held_cost.get(slot, 0.0) + cost
+        return Admission(workspace_id, user_id, day, reserved, limit, cost=cost)
 
     async def _admit_shared(
-        self, workspace_id: int, user_id: str, caps: Caps, prompt: int, output: int | None, now: datetime
+        self, workspace_id: int, user_id: str, caps: Caps, prompt: int, output: int | None, now: datetime,
+        budgets: Budgets = Budgets(), model: str = "",
     ) -> Admission:
         day = now.date().isoformat()
-        if not (caps.daily or caps.per_minute):
+        if not (caps.daily or caps.per_minute or budgets.any):
             return Admission(workspace_id, user_id, day, 0, output)  # nothing to share: no round trip
         limit = [output]
 
-        def decide(snapshot: UsageSnapshot) -> int:
+        def decide(snapshot: UsageSnapshot) -> tuple[int, float]:
             """Runs inside the admission's transaction, under the workspace's lock: raise to refuse."""
             need = prompt + MIN_ANSWER_TOKENS
             if refusal := _rate_refusal_in([datetime.fromisoformat(at) for at in snapshot.recent], caps, now):
@@ -310,10 +463,15 @@ class UsageLimits:
                 if refusal := self._short(room, need, now):
                     raise refusal
                 limit[0] = room.left - prompt if limit[0] is None else min(limit[0], room.left - prompt)
-            return prompt + (limit[0] or 0)
+            money = _money_rooms(budgets, self._shared_spend(user_id, day, snapshot)) if budgets.any else []
+            limit[0], cost = _fit_money(money, self.prices, model, prompt, limit[0], now)
+            return prompt + (limit[0] or 0), cost
 
         minute_ago = iso(now - _MINUTE) if caps.per_minute else None
-        reservation = await self.store.reserve_usage(workspace_id, user_id, day, iso(now - self.lease), minute_ago, decide)
+        month_start = first_of_month(now.date()).isoformat() if budgets.any else None
+        reservation = await self.store.reserve_usage(
+            workspace_id, user_id, day, iso(now - self.lease), minute_ago, decide, month_start
+        )
         return Admission(workspace_id, user_id, day, prompt + (limit[0] or 0), limit[0], reservation)
 
     def usage_record(self, admission: Admission, model: str, usage: Usage) -> UsageRecord | None:
@@ -342,14 +500,22 @@ class UsageLimits:
             return
         slot = (admission.workspace_id, admission.day, admission.user_id)
         used = await self.used_today(admission.workspace_id, admission.day) if usage is not None else None
+        spent = await self.spent_this_month(admission.workspace_id, month_of(admission.day)) if usage is not None else None
         left = self._reserved.get(slot, 0) - admission.reserved
         if left > 0:
             self._reserved[slot] = left
         else:
             self._reserved.pop(slot, None)
-        if usage is None or used is None:
+        held = self._held_cost.get(slot, 0.0) - admission.cost
+        if held > 1e-12:
+            self._held_cost[slot] = held
+        else:
+            self._held_cost.pop(slot, None)
+        if usage is None or used is None or spent is None:
             return
         used[admission.user_id] = used.get(admission.user_id, 0) + usage.total  # counted before the write can fail
+        cost = self.prices.cost(model, usage.prompt_tokens, usage.completion_tokens)
+        spent[(admission.day, admission.user_id)] = spent.get((admission.day, admission.user_id), 0.0) + cost
         await self.store.record_usage(
             admission.workspace_id, admission.user_id, admission.day, model, usage.prompt_tokens, usage.completion_tokens
         )

@@ -219,3 +219,18 @@ def m009_message_files(db: Database) -> None:
             UNIQUE (message_id, position)
         )"""
     )
+
+
+@migrations()
+def m010_governance(db: Database) -> None:
+    """Money budgets hold the estimated USD of answers in progress; notices are sent once per key (alerts per
+    threshold and period, notes per person and day), whichever replica gets there first."""
+    db.execute("ALTER TABLE reservations ADD COLUMN cost REAL NOT NULL DEFAULT 0")
+    db.execute(
+        """CREATE TABLE notices (
+            workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (workspace_id, key)
+        )"""
+    )

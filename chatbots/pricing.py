@@ -11,36 +11,54 @@ from .config import ConfigError
 class Price:
     input_per_million: float
     output_per_million: float
+    cached_input_per_million: float | None = None
+    """Cached prompt tokens' price (None: as input). Estimates count every prompt token at the input price, an
+    upper bound, because servers do not always report cached tokens."""
 
 
-# USD list prices per million tokens. Longest matching prefix wins; unknown models (local ones) cost nothing.
+# USD list prices per million tokens (input, output, cached input), OpenAI's standard tier as of late 2025.
+# Longest matching prefix wins; unknown models (local ones) cost nothing unless CHATBOTS_PRICES names them.
 LIST_PRICES: dict[str, Price] = {
-    "gpt-4o-mini": Price(0.15, 0.60),
-    "gpt-4o": Price(2.50, 10.00),
-    "gpt-4.1-nano": Price(0.10, 0.40),
-    "gpt-4.1-mini": Price(0.40, 1.60),
-    "gpt-4.1": Price(2.00, 8.00),
-    "gpt-5-nano": Price(0.05, 0.40),
-    "gpt-5-mini": Price(0.25, 2.00),
-    "gpt-5": Price(1.25, 10.00),
-    "o4-mini": Price(1.10, 4.40),
-    "o3": Price(2.00, 8.00),
+    "gpt-5-nano": Price(0.05, 0.40, 0.005),
+    "gpt-5-mini": Price(0.25, 2.00, 0.025),
+    "gpt-5": Price(1.25, 10.00, 0.125),
+    "gpt-5-pro": Price(15.00, 120.00),
+    "gpt-4.1-nano": Price(0.10, 0.40, 0.025),
+    "gpt-4.1-mini": Price(0.40, 1.60, 0.10),
+    "gpt-4.1": Price(2.00, 8.00, 0.50),
+    "gpt-4o-mini": Price(0.15, 0.60, 0.075),
+    "gpt-4o": Price(2.50, 10.00, 1.25),
+    "gpt-4-turbo": Price(10.00, 30.00),
+    "o4-mini": Price(1.10, 4.40, 0.275),
+    "o3-mini": Price(1.10, 4.40, 0.55),
+    "o3-pro": Price(20.00, 80.00),
+    "o3": Price(2.00, 8.00, 0.50),
+    "o1-mini": Price(1.10, 4.40, 0.55),
+    "o1": Price(15.00, 60.00, 7.50),
     "gpt-3.5-turbo": Price(0.50, 1.50),
 }
 
 
 def parse_prices(text: str | None) -> dict[str, Price]:
-    """CHATBOTS_PRICES: "model=input/output;model2=input/output", USD per million tokens."""
+    """CHATBOTS_PRICES: "model=input/output;model2=input/cached-input/output", USD per million tokens."""
     prices: dict[str, Price] = {}
     for entry in (text or "").replace(",", ";").split(";"):
         if not entry.strip():
             continue
-        name, _, pair = entry.partition("=")
+        name, _, given = entry.partition("=")
+        parts = given.split("/")
         try:
-            given, _, taken = pair.partition("/")
-            prices[name.strip()] = Price(float(given), float(taken))
+            if not name.strip() or len(parts) not in (2, 3):
+                raise ValueError
+            values = [float(part) for part in parts]
+            if any(not 0 <= value < 1e6 for value in values):  # also refuses nan and inf
+                raise ValueError
         except ValueError:
-            raise ConfigError(f"CHATBOTS_PRICES must look like 'model=0.15/0.60;other=2.5/10', got {entry.strip()!r}") from None
+            raise ConfigError(
+                "CHATBOTS_PRICES must look like 'model=0.15/0.60;other=2.5/1.25/10' (USD per million tokens: "
+                f"input/output, or input/cached input/output), got {entry.strip()[:80]!r}"
+            ) from None
+        prices[name.strip()] = Price(values[0], values[-1], values[1] if len(values) == 3 else None)
     return prices
 
 

@@ -160,6 +160,8 @@ class Inbound:
     text: str
     addressed: Addressed = Addressed.YES
     files: tuple[SharedFile, ...] = ()
+    author_roles: tuple[str, ...] = ()
+    """The author's role ids where the platform has roles (Discord), for allow-lists that name roles."""
 
 
 @dataclass(frozen=True, slots=True)

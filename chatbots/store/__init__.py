@@ -282,16 +282,24 @@ class Store:
     # -- what replicas share: caps' reservations and request times, and whose turn it is --
 
     async def usage_snapshot(
-        self, workspace_id: int, user_id: str, day: str, held_since: str, minute_ago: str | None
+        self, workspace_id: int, user_id: str, day: str, held_since: str, minute_ago: str | None,
+        month_start: str | None = None,
     ) -> UsageSnapshot:
-        return await self.run(self.sql.usage_snapshot, workspace_id, user_id, day, held_since, minute_ago)
+        return await self.run(self.sql.usage_snapshot, workspace_id, user_id, day, held_since, minute_ago, month_start)
 
     async def reserve_usage(
         self, workspace_id: int, user_id: str, day: str, held_since: str, minute_ago: str | None,
-        decide: Callable[[UsageSnapshot], int],
+        decide: Callable[[UsageSnapshot], int | tuple[int, float]], month_start: str | None = None,
     ) -> int:
         """Admit under the workspace's lock, across replicas; decide runs on the database thread and may raise."""
-        return await self.run(self.sql.reserve_usage, workspace_id, user_id, day, held_since, minute_ago, decide)
+        return await self.run(self.sql.reserve_usage, workspace_id, user_id, day, held_since, minute_ago, decide, month_start)
+
+    async def month_usage(self, workspace_id: int, month_start: str) -> list[tuple[str, str, str, int, int]]:
+        return await self.run(self.sql.month_usage, workspace_id, month_start)
+
+    async def claim_notice(self, workspace_id: int, key: str) -> bool:
+        """Whether this caller is the first to send the notice named key (once across replicas)."""
+        return await self.run(self.sql.claim_notice, workspace_id, key)
 
     async def settle_reservation(
         self, reservation_id: int, workspace_id: int, user_id: str, day: str, model: str, usage: tuple[int, int] | None

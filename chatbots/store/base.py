@@ -14,7 +14,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -49,6 +49,11 @@ class UsageSnapshot:
     workspace_held: int
     recent: list[str]
     """This person's request times within the last minute, oldest first (only when a rate cap asked for them)."""
+    spent: list[tuple[str, str, str, int, int]] = field(default_factory=list)
+    """This month's usage (user, day, model, prompt, completion), only when money budgets asked for it; other
+    people's rows are summed under the user ''."""
+    held_cost: list[tuple[str, str, float]] = field(default_factory=list)
+    """This month's unexpired reservations' USD (user, day, cost), likewise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,11 +516,46 @@ class SQLDatabase(ABC):
         ).rows
         return {user: int(total) for user, total in rows}
 
+    def month_usage(self, workspace_id: int, month_start: str) -> list[tuple[str, str, str, int, int]]:
+        """Usage since the first day of a month, per person, day and model: what money budgets price."""
+        rows = self._run(
+            "SELECT user_id, day, model, SUM(prompt_tokens), SUM(completion_tokens) FROM usage_daily "
+            "WHERE workspace_id = ? AND day >= ? GROUP BY user_id, day, model",
+            [workspace_id, month_start],
+        ).rows
+        return [(str(user), str(day), str(model), int(p), int(c)) for user, day, model, p, c in rows]
+
+    def _spend_rows(
+        self, workspace_id: int, user_id: str, month_start: str, held_since: str
+    ) -> tuple[list[tuple[str, str, str, int, int]], list[tuple[str, str, float]]]:
+        """This month's usage and unexpired reservations, the person's apart and everyone else's summed under ''."""
+        who = "CASE WHEN user_id = ? THEN user_id ELSE '' END"
+        used = self._run(
+            f"SELECT {who}, day, model, SUM(prompt_tokens), SUM(completion_tokens) FROM usage_daily "
+            f"WHERE workspace_id = ? AND day >= ? GROUP BY {who}, day, model",
+            [user_id, workspace_id, month_start, user_id],
+        ).rows
+        held = self._run(
+            f"SELECT {who}, day, SUM(cost) FROM reservations WHERE workspace_id = ? AND day >= ? AND created_at >= ? "
+            f"GROUP BY {who}, day",
+            [user_id, workspace_id, month_start, held_since, user_id],
+        ).rows
+        return ([(str(u), str(d), str(m), int(p), int(c)) for u, d, m, p, c in used],
+                [(str(u), str(d), float(cost)) for u, d, cost in held])
+
+    def claim_notice(self, workspace_id: int, key: str) -> bool:
+        """True for the first caller with this key in a workspace, across every process sharing the database."""
+        return self._run(
+            "INSERT INTO notices (workspace_id, key, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            [workspace_id, key, self._now()],
+        ).rowcount == 1
+
     def usage_snapshot(
-        self, workspace_id: int, user_id: str, day: str, held_since: str, minute_ago: str | None
+        self, workspace_id: int, user_id: str, day: str, held_since: str, minute_ago: str | None,
+        month_start: str | None = None,
     ) -> UsageSnapshot:
         """Today's usage and reservations (those made since held_since: older ones belong to a process that died),
-        and with minute_ago, the person's request times since then."""
+        with minute_ago the person's request times since then, and with month_start the month's spend rows."""
         row = self._run(
             "SELECT (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage_daily "
             "WHERE workspace_id = ? AND day = ? AND user_id = ?), "
@@ -533,15 +573,16 @@ class SQLDatabase(ABC):
                 "SELECT at FROM requests WHERE workspace_id = ? AND user_id = ? AND at > ? ORDER BY at",
                 [workspace_id, user_id, minute_ago],
             ).rows]
-        return UsageSnapshot(int(row[0]), int(row[1]), int(row[2]), int(row[3]), recent)
+        spent, held_cost = self._spend_rows(workspace_id, user_id, month_start, held_since) if month_start else ([], [])
+        return UsageSnapshot(int(row[0]), int(row[1]), int(row[2]), int(row[3]), recent, spent, held_cost)
 
     def reserve_usage(
         self, workspace_id: int, user_id: str, day: str, held_since: str, minute_ago: str | None,
-        decide: Callable[[UsageSnapshot], int],
+        decide: Callable[[UsageSnapshot], int | tuple[int, float]], month_start: str | None = None,
     ) -> int:
         """Admit a request in one transaction under the workspace's lock: read what every replica has used and
-        reserved, let decide return the tokens to reserve (or raise to refuse), and write the reservation (and,
-        with minute_ago, the request's time). Returns the reservation's id, for settle_reservation."""
+        reserved, let decide return the tokens to reserve, or (tokens, USD), or raise to refuse, and write the
+        reservation (and, with minute_ago, the request's time). Returns the reservation's id, for settle_reservation."""
         now = self._now()
         with self.transaction():
             if self.WORKSPACE_LOCK is not None:
@@ -552,10 +593,12 @@ class SQLDatabase(ABC):
                     # everyone's: a minute old is of no use to any rate cap, and people who stopped asking left theirs
                     "DELETE FROM requests WHERE workspace_id = ? AND at <= ?", [workspace_id, minute_ago]
                 )
-            tokens = decide(self.usage_snapshot(workspace_id, user_id, day, held_since, minute_ago))
+            decided = decide(self.usage_snapshot(workspace_id, user_id, day, held_since, minute_ago, month_start))
+            tokens, cost = decided if isinstance(decided, tuple) else (decided, 0.0)
             row = self._run(
-                "INSERT INTO reservations (workspace_id, day, user_id, tokens, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
-                [workspace_id, day, user_id, tokens, now],
+                "INSERT INTO reservations (workspace_id, day, user_id, tokens, cost, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "RETURNING id",
+                [workspace_id, day, user_id, tokens, cost, now],
             ).one()
             if minute_ago is not None:
                 self._run("INSERT INTO requests (workspace_id, user_id, at) VALUES (?, ?, ?)", [workspace_id, user_id, now])

@@ -148,4 +148,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             UNIQUE (message_id, position)
         )""",
     ]),
+    ("m010_governance", [
+        "ALTER TABLE reservations ADD COLUMN cost DOUBLE PRECISION NOT NULL DEFAULT 0",
+        """CREATE TABLE notices (
+            workspace_id BIGINT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (workspace_id, key)
+        )""",
+    ]),
 ]
