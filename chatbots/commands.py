@@ -75,6 +75,9 @@ class Commands:
         self.engine = engine
         self.store = engine.store
         self.prices = prices
+        from .governance import Governance  # it builds on this module
+
+        self.governance = Governance(self)
 
     @classmethod
     def for_engine(cls, engine: Engine) -> Commands:
@@ -92,7 +95,7 @@ class Commands:
         handlers = {
             "help": self.help_command, "instructions": self.instructions, "model": self.model,
             "limit": self.limit, "limits": self.limits, "usage": self.usage,
-            "moderation": self.moderation, "forget": self.forget,
+            "moderation": self.moderation, "forget": self.forget, **self.governance.handlers(),
         }
         handler = handlers.get(name)
         if handler is None:
@@ -123,9 +126,10 @@ class Commands:
             "",
             "Commands (`/chatbot ...`):",
             *(f"• {line}" for line in allowed.values()),
+            *(f"• {line}" for line in self.governance.usage_lines(self.is_admin(caller))),
         ]
         if not self.is_admin(caller):
-            lines.append("Admins can also change instructions, the model, limits and moderation.")
+            lines.append("Admins can also change instructions, the model, limits, budgets, where I answer and moderation.")
         return "\n".join(lines)
 
     async def help_command(self, caller: Caller, rest: str) -> str:
@@ -210,6 +214,8 @@ class Commands:
 
     async def model(self, caller: Caller, rest: str) -> str:
         words = rest.split()
+        if words and words[0].lower() == "channel":
+            return await self.governance.channel_model(caller, words[1:])
         current = (await self._settings(caller)).get("model") or self.engine.config.model
         if not words:
             return f"Model: `{current}`"
@@ -270,6 +276,7 @@ class Commands:
             f"• per person: {shown(caps.user_daily, 'tokens a day')}",
             f"• whole workspace: {shown(caps.workspace_daily, 'tokens a day')}",
             f"• rate: {shown(caps.per_minute, 'requests per person per minute')}",
+            *await self.governance.limits_lines(caller),
         ]) + self._operator_note(caller)
 
     async def usage(self, caller: Caller, rest: str) -> str:

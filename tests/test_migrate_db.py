@@ -71,6 +71,7 @@ async def fill(store: Store) -> None:
         await store.set_setting_audited(workspace, "instructions", f"Be brief, {n}.", actor_id=f"A{n}")
         await store.set_setting_audited(workspace, "model", "gpt-4o", actor_id=f"A{n}", channel=key.channel)
         assert await store.first_delivery(key.platform, f"Ev{n}")
+        assert await store.claim_notice(workspace, f"alert:month:2026-06:{n}")
     interrupted = await store.begin_answer(await store.conversation_id(KEYS[0]), "gpt-4o-mini")
     await store.save_partial(interrupted, "half an ans")
     assert await store.recover_interrupted() == 1
