@@ -60,7 +60,8 @@ async def test_the_chatbot_group_is_registered_with_typed_options(rig: DiscordRi
     [group] = rig.fake.commands()
     assert group["name"] == "chatbot"
     subcommands = {option["name"]: option for option in group["options"]}
-    assert set(subcommands) == {"help", "instructions", "model", "limit", "limits", "usage", "moderation", "forget"}
+    assert set(subcommands) == {"help", "instructions", "model", "limit", "limits", "usage", "moderation", "forget",
+                                "budget", "fallback", "alerts", "channel", "channels", "dms", "users", "why"}
     value = next(o for o in subcommands["limit"]["options"] if o["name"] == "value")
     assert value["type"] == 4 and value["min_value"] == 0, "limits are integers, checked by Discord itself"
 

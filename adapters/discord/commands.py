@@ -13,6 +13,7 @@ from chatbots.paging import split_message
 from chatbots.types import Outcome
 
 from ..service import Observer
+from .governance import add_governance
 from .events import conversation_key
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,17 @@ def build_tree(client: discord.Client, commands: Commands, observe: Observer) ->
             words.append(text)
         await answer(interaction, " ".join(words))
 
-    @command("model", "Show the model, or set another one")
-    @app_commands.describe(name="the model to use from now on (leave empty to see the current one)")
-    async def model(interaction: discord.Interaction, name: str | None = None) -> None:
-        await answer(interaction, f"model set {name}" if name else "model")
+    @command("model", "Show the model, or set another one (for the server or this channel)")
+    @app_commands.describe(name="the model to use from now on (leave empty to see the current one)",
+                           scope="the whole server (default) or only this channel", clear="channel: use the server's again")
+    async def model(
+        interaction: discord.Interaction, name: str | None = None,
+        scope: Literal["server", "channel"] = "server", clear: bool = False,
+    ) -> None:
+        if scope == "channel":
+            await answer(interaction, "model channel clear" if clear else f"model channel set {name}" if name else "model channel")
+        else:
+            await answer(interaction, f"model set {name}" if name else "model")
 
     @command("limit", "Set a daily token cap (per person or server) or a per-minute request limit; 0 = none")
     @app_commands.describe(kind="user: tokens per person a day; workspace: tokens for the server a day; "
@@ -91,6 +99,7 @@ def build_tree(client: discord.Client, commands: Commands, observe: Observer) ->
     async def forget(interaction: discord.Interaction) -> None:
         await answer(interaction, "forget")
 
+    add_governance(group, answer)
     tree.add_command(group)
 
     @tree.error

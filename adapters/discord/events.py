@@ -128,4 +128,5 @@ def translate(message: Any, bot_id: int, *, allow_bots: bool = False, bot_role_i
         author.display_name,
         readable_text(message, bot_id, bot_role_id),
         addressed=Addressed.YES,
+        author_roles=tuple(str(role.id) for role in getattr(author, "roles", ())),
     )

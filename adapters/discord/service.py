@@ -53,6 +53,7 @@ class DiscordService(ServiceBase):
         self.turns = TurnTasks()
         self.access = ChannelAccess(failures=engine.failures)
         self.commands = Commands.for_engine(engine)
+        engine.notifiers[PLATFORM] = self._post_notice
         self.files = DiscordFiles(self.endpoints.api_url)
         self.client: ShardedClient | None = None
         self._sync: asyncio.Task[None] | None = None
@@ -181,6 +182,16 @@ class DiscordService(ServiceBase):
         finally:
             await reply.close()
         self._observe_turn(result.status)
+
+    async def _post_notice(self, workspace: str, channel: str, text: str) -> None:
+        """A message from the bot in a channel or DM (budget alerts); raises when it cannot be posted."""
+        client = self.client
+        if client is None or not channel.isdigit():
+            raise LookupError("no such channel")
+        found = client.get_channel(int(channel)) or await client.fetch_channel(int(channel))
+        if not isinstance(found, discord.abc.Messageable):
+            raise LookupError("not a channel the bot can post in")
+        await found.send(text, allowed_mentions=discord.AllowedMentions.none())
 
     async def on_raw_reaction_add(self, event: discord.RawReactionActionEvent) -> None:
         await self._feedback(event, removed=False)

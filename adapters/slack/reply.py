@@ -208,6 +208,11 @@ class SlackReply(ThrottledReply):
         while self._settled < min(self._pages.finished, len(self._shown)) and self._shown[self._settled] == parts[self._settled]:
             self._settled += 1
 
+    async def private_note(self, text: str) -> None:
+        """A note only the asker sees (ephemeral): a refusal that should not clutter the channel."""
+        self._calling = "chat.postEphemeral"
+        await self.client.chat_postEphemeral(channel=self.target.channel, user=self.target.user_id, text=text)
+
     async def _post(self, part: str) -> AsyncSlackResponse:
         # No previews: Slack would fetch whatever address the model wrote.
         self._calling = "chat.postMessage"

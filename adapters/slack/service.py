@@ -98,6 +98,7 @@ class SlackService(ServiceBase):
         self.app.event("app_uninstalled")(self._on_uninstall)
         self.app.event("tokens_revoked")(self._on_uninstall)
         self.commands = Commands.for_engine(engine)
+        engine.notifiers[PLATFORM] = self._post_notice
         self.gate = None if self.socket_mode else RequestGate(settings.slack_signing_secret or "")
         """HTTP mode only: Socket Mode has no public endpoint and needs no signing secret."""
         self.users = UserDirectory(self.client, failures=engine.failures)
@@ -271,6 +272,14 @@ class SlackService(ServiceBase):
             earlier_message = Inbound(key, ts, user, name, html.unescape(text), Addressed.CONTEXT, files)
             await self.engine.handle(earlier_message, ContextOnly())
 
+
+    async def _post_notice(self, workspace: str, channel: str, text: str) -> None:
+        """A message from the bot in a channel (budget alerts); its failure is reported, then raised to the caller."""
+        try:
+            await self.client.chat_postMessage(channel=channel, text=text, unfurl_links=False, unfurl_media=False)
+        except SlackApiError as error:
+            report(self.engine.failures, "chat.postMessage", error, channel)
+            raise
 
     async def _note(self, key: ConversationKey, text: str) -> None:
         """A short note in the thread about something the bot could not do; its own failure is only logged."""
