@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--workspace", help="only this workspace: ID or PLATFORM:ID")
     usage.add_argument("--days", type=int, default=30, help="how many days back (default 30)")
     usage.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    usage.add_argument("--month", nargs="?", const="current", metavar="YYYY-MM",
+                       help="a calendar month (UTC) instead of --days: this one, or the one named")
 
     audit = commands.add_parser("audit", help="who changed which setting, when, from what to what")
     audit.add_argument("--workspace", help="only this workspace: ID or PLATFORM:ID")
@@ -96,6 +99,17 @@ def _check_days(days: int, name: str) -> None:
         raise ConfigError(f"{name} must be at most {MAX_DAYS}, got {days}")
 
 
+def _month(given: str | None, current: str) -> str | None:
+    """--month's value: None (not given), this month, or a YYYY-MM month."""
+    if given is None:
+        return None
+    if given == "current":
+        return current
+    if len(given) != 7 or not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", given):
+        raise ConfigError(f"--month must look like 2026-12, got {given[:20]!r}")
+    return given
+
+
 def _report(settings: Config, args: argparse.Namespace) -> str:
     from .pricing import PriceList, parse_prices
     from .reports import (
@@ -113,7 +127,8 @@ def _report(settings: Config, args: argparse.Namespace) -> str:
     try:
         if args.command == "usage":
             prices = PriceList(parse_prices(settings.prices))
-            return usage_report(store, prices, args.days, workspace_filter(store, args.workspace), args.csv)
+            month = _month(args.month, store.clock().date().isoformat()[:7])
+            return usage_report(store, prices, args.days, workspace_filter(store, args.workspace), args.csv, month)
         if args.command == "audit":
             return audit_report(store, workspace_filter(store, args.workspace))
         if args.command == "moderation-log":

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, TextIO
 
+from .budgets import next_month, parse_amount
 from .pricing import PriceList
 from .store import SQLDatabase
 from .store import reports as queries
@@ -31,9 +32,17 @@ def workspace_filter(store: SQLDatabase, text: str | None) -> tuple[str, str] | 
     return queries.workspace_platform(store, text) or "?", text
 
 
-def usage_report(store: SQLDatabase, prices: PriceList, days: int, workspace: tuple[str, str] | None, as_csv: bool) -> str:
-    since = (store.clock().date() - timedelta(days=days - 1)).isoformat()
-    rows = queries.usage_rows(store, since, workspace)
+def usage_report(
+    store: SQLDatabase, prices: PriceList, days: int, workspace: tuple[str, str] | None, as_csv: bool,
+    month: str | None = None,
+) -> str:
+    """Usage and estimated cost per day, workspace, user and model; then (as a table) cost per model per day, per
+    channel, and each workspace's budgets in %. month ('2026-12'): that calendar month instead of the last days."""
+    today = store.clock().date()
+    since = f"{month}-01" if month else (today - timedelta(days=days - 1)).isoformat()
+    until = next_month(datetime.combine(date.fromisoformat(since), time.min, timezone.utc)).date().isoformat() if month else None
+    period = f"in {month}" if month else f"over {days} days"
+    rows = [r for r in queries.usage_rows(store, since, workspace) if until is None or r["day"] < until]
     headers = ["day", "platform", "workspace", "user", "model", "prompt_tokens", "completion_tokens", "replies", "cost_usd"]
     table = [
         [r["day"], r["platform"], r["workspace"], r["user_id"], r["model"], r["prompt_tokens"], r["completion_tokens"],
@@ -47,10 +56,65 @@ def usage_report(store: SQLDatabase, prices: PriceList, days: int, workspace: tu
         writer.writerows(table)
         return out.getvalue().rstrip("\n")
     if not table:
-        return f"No usage in the last {days} days."
+        return f"No usage in {month}." if month else f"No usage in the last {days} days."
     tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows)
     cost = sum(float(row[-1]) for row in table)
-    return _table(headers, table) + f"\n\nTotal: {tokens:,} tokens, ~${cost:,.2f} over {days} days."
+    return "\n\n".join([
+        _table(headers, table), f"Total: {tokens:,} tokens, ~${cost:,.2f} {period}.",
+        "Cost per model per day:\n" + _per_model_day(rows, prices),
+        "Cost per channel (answers still stored):\n" + _per_channel(store, prices, since, until, workspace),
+        *_budget_use(store, prices, workspace, today),
+    ])
+
+
+def _per_model_day(rows: list[dict[str, Any]], prices: PriceList) -> str:
+    totals: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        entry = totals.setdefault((r["day"], r["model"]), [0, 0.0])
+        entry[0] += r["prompt_tokens"] + r["completion_tokens"]
+        entry[1] += prices.cost(r["model"], r["prompt_tokens"], r["completion_tokens"])
+    return _table(["day", "model", "tokens", "cost_usd"],
+                  [[day, model, f"{int(t):,}", f"{c:.4f}"] for (day, model), (t, c) in sorted(totals.items())])
+
+
+def _per_channel(store: SQLDatabase, prices: PriceList, since: str, until: str | None, workspace: tuple[str, str] | None) -> str:
+    rows = queries.channel_usage(store, since + "T00:00:00", until + "T00:00:00" if until else None, workspace)
+    totals: dict[tuple[str, str, str], list[float]] = {}
+    for r in rows:
+        entry = totals.setdefault((r["platform"], r["workspace"], r["channel"]), [0, 0.0])
+        entry[0] += r["replies"]
+        entry[1] += prices.cost(r["model"] or "", int(r["prompt_tokens"] or 0), int(r["completion_tokens"] or 0))
+    if not totals:
+        return "(none)"
+    return _table(["platform", "workspace", "channel", "replies", "cost_usd"],
+                  [[p, w, c, int(n), f"{cost:.4f}"] for (p, w, c), (n, cost) in sorted(totals.items())])
+
+
+def _budget_use(store: SQLDatabase, prices: PriceList, workspace: tuple[str, str] | None, today: date) -> list[str]:
+    """Each workspace's monthly and daily budget, with this month's and today's spend in %."""
+    budgets: dict[tuple[str, str], dict[str, float]] = {}
+    for r in queries.workspace_budgets(store, workspace):
+        amount = parse_amount(r["value"])
+        if amount:
+            budgets.setdefault((r["platform"], r["workspace"]), {})[r["name"]] = amount
+    if not budgets:
+        return []
+    first = today.replace(day=1).isoformat()
+    spent: dict[tuple[str, str], list[float]] = {}
+    for r in queries.usage_rows(store, first, workspace):
+        entry = spent.setdefault((r["platform"], r["workspace"]), [0.0, 0.0])
+        cost = prices.cost(r["model"], r["prompt_tokens"], r["completion_tokens"])
+        entry[0] += cost
+        entry[1] += cost if r["day"] == today.isoformat() else 0.0
+    table = []
+    for (platform, external), named in sorted(budgets.items()):
+        month_spend, day_spend = spent.get((platform, external), [0.0, 0.0])
+        for name, used, label in (("budget_workspace_month", month_spend, "this month"),
+                                  ("budget_workspace_day", day_spend, "today")):
+            if name in named:
+                table.append([platform, external, label, f"{used:.2f}", f"{named[name]:.2f}",
+                              f"{used * 100 / named[name]:.0f} %"])
+    return ["Budget use:\n" + _table(["platform", "workspace", "period", "spent_usd", "budget_usd", "used"], table)]
 
 
 def audit_report(store: SQLDatabase, workspace: tuple[str, str] | None) -> str:

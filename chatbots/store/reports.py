@@ -110,3 +110,37 @@ def workspace_messages(db: SQLDatabase, platform: str, external_id: str) -> Iter
         if len(page) < 1000:
             return
         after = (page[-1]["conversation"], page[-1]["id"])
+
+
+def channel_usage(
+    db: SQLDatabase, since: str, until: str | None = None, workspace: tuple[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Answers' tokens from since (until before until) per workspace, channel and model, from the stored answers
+    (so within retention)."""
+    sql = (
+        "SELECT w.platform, w.external_id AS workspace, c.channel, m.model, COUNT(*) AS replies, "
+        "SUM(m.prompt_tokens) AS prompt_tokens, SUM(m.completion_tokens) AS completion_tokens "
+        "FROM messages m JOIN conversations c ON c.id = m.conversation_id JOIN workspaces w ON w.id = c.workspace_id "
+        "WHERE m.role = 'assistant' AND m.prompt_tokens IS NOT NULL AND m.created_at >= ?"
+    )
+    params: list[Any] = [since]
+    if until:
+        sql += " AND m.created_at < ?"
+        params.append(until)
+    if workspace:
+        sql += " AND w.platform = ? AND w.external_id = ?"
+        params += list(workspace)
+    return db.query_dicts(sql + " GROUP BY w.platform, w.external_id, c.channel, m.model ORDER BY 1, 2, 3, 4", params)
+
+
+def workspace_budgets(db: SQLDatabase, workspace: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    """Each workspace's money budget settings (platform, workspace, name, value)."""
+    sql = (
+        "SELECT w.platform, w.external_id AS workspace, s.name, s.value FROM settings s "
+        "JOIN workspaces w ON w.id = s.workspace_id WHERE s.channel = '' AND s.name LIKE 'budget_workspace_%'"
+    )
+    params: list[Any] = []
+    if workspace:
+        sql += " AND w.platform = ? AND w.external_id = ?"
+        params += list(workspace)
+    return db.query_dicts(sql + " ORDER BY 1, 2, 3", params)
