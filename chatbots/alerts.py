@@ -15,6 +15,8 @@ from .types import ConversationKey
 log = logging.getLogger(__name__)
 
 THRESHOLDS = (50, 80, 100)
+EXHAUSTED = {"tokens:workspace": "tokens", "money:workspace": "day", "money:month": "month"}
+"""The workspace limits a refusal can name (Refused.limit), as the measures below call them."""
 Notify = Callable[[str, str, str], Awaitable[None]]
 """Post text in a channel: (workspace, channel, text), as a platform names them."""
 
@@ -25,19 +27,23 @@ class Alerts:
         self.limits = limits
         self.notifiers = notifiers
 
-    async def check(self, key: ConversationKey, workspace_id: int, found: dict[str, str], caps: Caps, budgets: Budgets) -> None:
-        """After an answer is counted: post what thresholds the workspace newly reached. Failures are only logged."""
+    async def check(
+        self, key: ConversationKey, workspace_id: int, found: dict[str, str], caps: Caps, budgets: Budgets,
+        exhausted: str = "",
+    ) -> None:
+        """After an answer is counted, or a request refused: post what thresholds the workspace newly reached.
+        exhausted: the limit a refusal named (Refused.limit), which is then at 100 %. Failures are only logged."""
         channel = found.get("alerts_channel")
         notify = self.notifiers.get(key.platform)
         if not channel or notify is None or not (caps.workspace_daily or budgets.workspace_day or budgets.workspace_month):
             return
         try:
-            for text in await self._reached(workspace_id, caps, budgets):
+            for text in await self._reached(workspace_id, caps, budgets, EXHAUSTED.get(exhausted, "")):
                 await notify(key.workspace, channel, text)
         except Exception as error:  # noqa: BLE001 - an alert must never cost the answer
             log.warning("could not post a budget alert: %s", type(error).__name__)
 
-    async def _reached(self, workspace_id: int, caps: Caps, budgets: Budgets) -> list[str]:
+    async def _reached(self, workspace_id: int, caps: Caps, budgets: Budgets, exhausted: str) -> list[str]:
         today = self.store.clock().date().isoformat()
         measures: list[tuple[str, str, float, float, str]] = []  # (kind, period, used, limit, how to show)
         if caps.workspace_daily:
@@ -56,6 +62,8 @@ class Alerts:
                                  "it resets on the 1st at 00:00 UTC"))
         texts = []
         for kind, period, used, limit, shown in measures:
+            if kind == exhausted:  # refused: what is left is too little for any answer, whatever the sum says
+                used, shown = max(used, limit), shown + "; what is left is too little for another answer"
             newly = [pct for pct in THRESHOLDS if used >= limit * pct / 100
                      and await self.store.claim_notice(workspace_id, f"alert:{kind}:{period}:{pct}")]
             if newly:

@@ -331,10 +331,12 @@ class Engine:
                 await self.limits.precheck(workspace_id, message.author_id, caps, budgets)
             except Refused as refusal:
                 if not (refusal.allowance and self._fallback(found, model)):
+                    await self.alerts.check(message.key, workspace_id, found, caps, budgets, refusal.limit)
                     return await self._refused(message, reply, refusal)
                 try:
                     await self.limits.precheck(workspace_id, message.author_id, caps.doubled(), budgets.doubled())
                 except Refused as beyond:
+                    await self.alerts.check(message.key, workspace_id, found, caps, budgets, refusal.limit)
                     return await self._refused(message, reply, beyond)
 
         read: ReadFiles | None = None
@@ -439,6 +441,7 @@ class Engine:
                 model, counter = fallback, self.counter(fallback)
         except Refused as refusal:
             await self._drop_answer(answer_row)
+            await self.alerts.check(message.key, workspace_id, found, caps, budgets, refusal.limit)
             return await self._refused(message, reply, refusal)
         except BaseException:
             await self._drop_answer(answer_row)

@@ -122,10 +122,12 @@ class Admission:
 class Refused(Exception):
     """Over a cap: the message says which one and when it resets."""
 
-    def __init__(self, message: str, allowance: bool = True) -> None:
+    def __init__(self, message: str, allowance: bool = True, limit: str = "") -> None:
         super().__init__(message)
         self.allowance = allowance
         """An allowance (tokens or money) is used up, as opposed to the rate: a fallback model may answer."""
+        self.limit = limit
+        """Which: 'rate', 'tokens:user', 'tokens:workspace', 'money:user', 'money:workspace' or 'money:month'."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +167,11 @@ def _money_short(room: _MoneyRoom, need: float, now: datetime) -> Refused | None
         reset = f"It resets at midnight UTC (in {_until(now, next_midnight(now))})."
     if room.budget < need:
         return Refused(f"This conversation would cost about {usd(need)} for even a short answer, more than {what}. "
-                       "A new thread (or `/chatbot forget`) costs less; an admin can also raise the budget.")
+                       "A new thread (or `/chatbot forget`) costs less; an admin can also raise the budget.",
+                       limit=f"money:{room.scope}")
     held = " (counting answers still being written)" if room.held else ""
     whose = "You've" if room.scope == "user" else "This workspace has"
-    return Refused(f"{whose} used {what}{held}. {reset}")
+    return Refused(f"{whose} used {what}{held}. {reset}", limit=f"money:{room.scope}")
 
 
 def _cost_of(prices: PriceList, model: str, prompt: int, output: int) -> tuple[float, float]:
@@ -229,7 +232,7 @@ def _rate_refusal_in(recent: Sequence[datetime], caps: Caps, now: datetime) -> R
         wait = int((recent[-caps.per_minute] + _MINUTE - now).total_seconds()) + 1
         return Refused(
             f"You're sending requests faster than allowed here ({caps.per_minute} per minute). Try again in {wait} s.",
-            allowance=False,
+            allowance=False, limit="rate",
         )
     return None
 
@@ -324,7 +327,7 @@ class UsageLimits:
             return Refused(
                 f"This conversation needs about {need:,} tokens for even a short answer, more than the daily "
                 f"allowance of {room.cap:,} tokens {whose}. A new thread (or `/chatbot forget`) needs fewer; "
-                "an admin can also raise the allowance."
+                "an admin can also raise the allowance.", limit=f"tokens:{room.scope}",
             )
         if room.left >= need:
             return None
@@ -336,8 +339,10 @@ class UsageLimits:
         )
         held = " (counting answers still being written)" if room.held else ""
         if room.scope == "user":
-            return Refused(f"You've used your daily allowance of {room.cap:,} tokens in this workspace{left}{held}. {reset}")
-        return Refused(f"This workspace has used its daily allowance of {room.cap:,} tokens{left}{held}. {reset}")
+            return Refused(f"You've used your daily allowance of {room.cap:,} tokens in this workspace{left}{held}. {reset}",
+                           limit="tokens:user")
+        return Refused(f"This workspace has used its daily allowance of {room.cap:,} tokens{left}{held}. {reset}",
+                       limit="tokens:workspace")
 
     async def _snapshot(
         self, workspace_id: int, user_id: str, caps: Caps, now: datetime, budgets: Budgets = Budgets()

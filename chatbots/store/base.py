@@ -529,16 +529,17 @@ class SQLDatabase(ABC):
         self, workspace_id: int, user_id: str, month_start: str, held_since: str
     ) -> tuple[list[tuple[str, str, str, int, int]], list[tuple[str, str, float]]]:
         """This month's usage and unexpired reservations, the person's apart and everyone else's summed under ''."""
-        who = "CASE WHEN user_id = ? THEN user_id ELSE '' END"
+        who = "CASE WHEN user_id = ? THEN user_id ELSE '' END AS who"
         used = self._run(
-            f"SELECT {who}, day, model, SUM(prompt_tokens), SUM(completion_tokens) FROM usage_daily "
-            f"WHERE workspace_id = ? AND day >= ? GROUP BY {who}, day, model",
-            [user_id, workspace_id, month_start, user_id],
+            "SELECT who, day, model, SUM(prompt_tokens), SUM(completion_tokens) FROM ("
+            f"SELECT {who}, day, model, prompt_tokens, completion_tokens FROM usage_daily "
+            "WHERE workspace_id = ? AND day >= ?) AS month GROUP BY who, day, model",
+            [user_id, workspace_id, month_start],
         ).rows
         held = self._run(
-            f"SELECT {who}, day, SUM(cost) FROM reservations WHERE workspace_id = ? AND day >= ? AND created_at >= ? "
-            f"GROUP BY {who}, day",
-            [user_id, workspace_id, month_start, held_since, user_id],
+            f"SELECT who, day, SUM(cost) FROM (SELECT {who}, day, cost FROM reservations "
+            "WHERE workspace_id = ? AND day >= ? AND created_at >= ?) AS held GROUP BY who, day",
+            [user_id, workspace_id, month_start, held_since],
         ).rows
         return ([(str(u), str(d), str(m), int(p), int(c)) for u, d, m, p, c in used],
                 [(str(u), str(d), float(cost)) for u, d, cost in held])

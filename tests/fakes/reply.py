@@ -11,6 +11,7 @@ class RecordingReply:
     pieces: list[str] = field(default_factory=list)
     finished: bool = False
     notice: str | None = None
+    private_notes: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -29,3 +30,7 @@ class RecordingReply:
     async def fail(self, notice: str) -> list[str]:
         self.notice = notice
         return []
+
+    async def private_note(self, text: str) -> None:
+        """What only the asker sees (Slack's ephemeral messages)."""
+        self.private_notes.append(text)
