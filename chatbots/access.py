@@ -15,7 +15,7 @@ DMS_OFF_NOTE = "Direct messages with me are switched off here. Mention me in a c
 USERS_NOTE = "I only answer certain people in this workspace. Ask an admin if you need access."
 MAX_ALLOWED = 200
 """People and roles an allow-list may name: enough for a team, small enough to read on every message."""
-_ENTRY = re.compile(r"<@!?([A-Za-z0-9]{1,40})(?:\|[^>]{0,100})?>|<@&([0-9]{1,25})>|([UW][A-Z0-9]{2,40}|[0-9]{5,25})")
+_ENTRY = re.compile(r"<@!?([A-Za-z0-9]{1,40})(?:\|[^>]{0,100})?>|<@&([0-9]{1,25})>|([UW][A-Z0-9]{1,40}|[0-9]{5,25})")
 """A person as Slack (<@U1>, <@U1|name>, U1) or Discord (<@1>, <@!1>, an id) writes them; a Discord role (<@&1>)."""
 
 

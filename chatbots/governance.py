@@ -250,7 +250,7 @@ class Governance:
         budgets = Budgets.from_settings(settings)
 
         def shown(amount: float, per: str) -> str:
-            return f"{usd(amount)} {per}" if amount else "no budget"
+            return f"{usd(amount)} {per}" if amount else f"none {per}"
 
         return [
             f"• budget, whole workspace: {shown(budgets.workspace_month, 'a month')}, {shown(budgets.workspace_day, 'a day')}",
