@@ -127,7 +127,8 @@ class Refused(Exception):
         self.allowance = allowance
         """An allowance (tokens or money) is used up, as opposed to the rate: a fallback model may answer."""
         self.limit = limit
-        """Which: 'rate', 'tokens:user', 'tokens:workspace', 'money:user', 'money:workspace' or 'money:month'."""
+        """Which: 'rate', 'tokens:user', 'tokens:workspace', 'money:user', 'money:workspace' or 'money:month';
+        ':too-small' added when the limit is smaller than one request, rather than used up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,7 @@ def _money_short(room: _MoneyRoom, need: float, now: datetime) -> Refused | None
     if room.budget < need:
         return Refused(f"This conversation would cost about {usd(need)} for even a short answer, more than {what}. "
                        "A new thread (or `/chatbot forget`) costs less; an admin can also raise the budget.",
-                       limit=f"money:{room.scope}")
+                       limit=f"money:{room.scope}:too-small")
     held = " (counting answers still being written)" if room.held else ""
     whose = "You've" if room.scope == "user" else "This workspace has"
     return Refused(f"{whose} used {what}{held}. {reset}", limit=f"money:{room.scope}")
@@ -327,7 +328,7 @@ class UsageLimits:
             return Refused(
                 f"This conversation needs about {need:,} tokens for even a short answer, more than the daily "
                 f"allowance of {room.cap:,} tokens {whose}. A new thread (or `/chatbot forget`) needs fewer; "
-                "an admin can also raise the allowance.", limit=f"tokens:{room.scope}",
+                "an admin can also raise the allowance.", limit=f"tokens:{room.scope}:too-small",
             )
         if room.left >= need:
             return None
