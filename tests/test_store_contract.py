@@ -320,3 +320,24 @@ async def test_a_question_with_files_begins_its_answer_after_them(store: Store) 
     assert plain is not None and plain_answer is not None
     await store.complete_answer(answer, "an answer", 3, status="ok")
     assert [m.file_tokens for m in (await store.window(conversation, 10_000)).messages] == [774, 0, 0]
+
+
+async def test_money_reservations_and_the_months_usage_are_read_in_the_snapshot(store: Store) -> None:
+    """What money budgets price: this month's usage (the person's apart) and the USD held by answers in progress."""
+    workspace = await store.workspace_id("slack", "T1")
+    await store.record_usage(workspace, "U1", "2026-06-02", "gpt-4o", 100, 10)
+    await store.record_usage(workspace, "U2", "2026-06-02", "gpt-4o", 50, 5)
+    await store.record_usage(workspace, "U3", "2026-06-03", "gpt-4o", 7, 1)
+    await store.record_usage(workspace, "U1", "2026-05-31", "gpt-4o", 999, 999)  # last month
+    held_since = "2026-06-01T00:00:00.000000Z"
+    reservation = await store.reserve_usage(
+        workspace, "U1", "2026-06-03", held_since, None, lambda snapshot: (300, 0.25), "2026-06-01"
+    )
+    snapshot = await store.usage_snapshot(workspace, "U1", "2026-06-03", held_since, None, "2026-06-01")
+    assert sorted(snapshot.spent) == [("", "2026-06-02", "gpt-4o", 50, 5), ("", "2026-06-03", "gpt-4o", 7, 1),
+                                      ("U1", "2026-06-02", "gpt-4o", 100, 10)]
+    assert snapshot.held_cost == [("U1", "2026-06-03", 0.25)] and snapshot.user_held == 300
+    assert sorted(await store.month_usage(workspace, "2026-06-01"))[0] == ("U1", "2026-06-02", "gpt-4o", 100, 10)
+    await store.settle_reservation(reservation, workspace, "U1", "2026-06-03", "gpt-4o", (10, 2))
+    after = await store.usage_snapshot(workspace, "U1", "2026-06-03", held_since, None, "2026-06-01")
+    assert after.held_cost == [] and ("U1", "2026-06-03", "gpt-4o", 10, 2) in after.spent
