@@ -80,6 +80,8 @@ async def test_only_the_people_and_roles_allowed_are_answered(engine: Engine, mo
     stranger = RecordingReply()
     assert (await engine.handle(said(here, 1, author="U1"), stranger)).status == "refused"
     assert stranger.notice == USERS_NOTE and not model_server.requests
+    again = RecordingReply()
+    assert (await engine.handle(said(here, 11, author="U1"), again)).status == "refused" and again.notice is None
     assert (await engine.handle(said(here, 2, author="U2"), RecordingReply())).status == "answered"
     assert "Nothing was changed" in await admin(engine, "users only @bo", here)
 
