@@ -149,7 +149,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         )""",
     ]),
     ("m010_governance", [
-        "ALTER TABLE reservations ADD COLUMN cost DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "ALTER TABLE reservations ADD COLUMN cost FLOAT8 NOT NULL DEFAULT 0",
         """CREATE TABLE notices (
             workspace_id BIGINT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
             key TEXT NOT NULL,
