@@ -9,12 +9,14 @@ from collections.abc import Awaitable, Callable
 
 from .budgets import Budgets, month_of, usd
 from .limits import Caps, UsageLimits
+from .lru import LRU
 from .store import Store
 from .types import ConversationKey
 
 log = logging.getLogger(__name__)
 
 THRESHOLDS = (50, 80, 100)
+CLAIMS_KEPT = 10_000
 EXHAUSTED = {"tokens:workspace": "tokens", "money:workspace": "day", "money:month": "month"}
 """The workspace limits a refusal can name (Refused.limit), as the measures below call them."""
 Notify = Callable[[str, str, str], Awaitable[None]]
@@ -26,6 +28,8 @@ class Alerts:
         self.store = store
         self.limits = limits
         self.notifiers = notifiers
+        self._claimed: LRU[tuple[int, str], bool] = LRU(CLAIMS_KEPT)
+        """Alerts already claimed (here or by another replica): every later answer in the period skips the write."""
 
     async def check(
         self, key: ConversationKey, workspace_id: int, found: dict[str, str], caps: Caps, budgets: Budgets,
@@ -65,7 +69,15 @@ class Alerts:
             if kind == exhausted:  # refused: what is left is too little for any answer, whatever the sum says
                 used, shown = max(used, limit), shown + "; what is left is too little for another answer"
             newly = [pct for pct in THRESHOLDS if used >= limit * pct / 100
-                     and await self.store.claim_notice(workspace_id, f"alert:{kind}:{period}:{pct}")]
+                     and await self._claim(workspace_id, f"alert:{kind}:{period}:{pct}")]
             if newly:
                 texts.append(f"Heads-up: this workspace has reached {max(newly)} % ({shown}).")
         return texts
+
+    async def _claim(self, workspace_id: int, key: str) -> bool:
+        """Whether this process is the first anywhere to send this alert."""
+        if self._claimed.get((workspace_id, key)):
+            return False
+        claimed = await self.store.claim_notice(workspace_id, key)
+        self._claimed.put((workspace_id, key), True)
+        return claimed

@@ -11,6 +11,7 @@ from .budgets import MAX_BUDGET, SETTINGS, Budgets, parse_amount, usd
 from .commands import Caller, CommandError
 from .limits import is_direct
 from .prompt import DEFAULT_INSTRUCTIONS
+from .types import ConversationKey
 
 if TYPE_CHECKING:
     from .commands import Commands
@@ -179,8 +180,8 @@ class Governance:
     async def dms(self, caller: Caller, rest: str) -> str:
         word = rest.strip().lower()
         discord = caller.key.platform == "discord"
-        target = Caller(caller.key.__class__("discord", "dm", caller.key.channel, caller.key.channel), caller.user_id,
-                        caller.is_admin) if discord else caller
+        dm_space = ConversationKey("discord", "dm", caller.key.channel, caller.key.channel)
+        target = Caller(dm_space, caller.user_id, caller.is_admin) if discord else caller
         current = (await self.commands._settings(target)).get("dms", "on")
         if not word:
             return f"Direct messages with me are {current}."

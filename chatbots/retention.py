@@ -9,6 +9,8 @@ from .store import SQLDatabase, Store
 
 EVENT_MEMORY = timedelta(days=2)
 """How long platform event ids are kept for de-duplication: Slack and Discord redeliver within minutes."""
+NOTICE_MEMORY = timedelta(days=62)
+"""How long the marks of notices sent (alerts per day or month, notes per day) are kept: past any such period."""
 PURGE_EVERY = 3600.0
 """Seconds between purges; one process claims each, however many share the database."""
 
@@ -40,6 +42,7 @@ async def upkeep(store: Store, retention_days: int | None, answer_lease: float |
     if not await store.claim_job("purge", PURGE_EVERY - 1):
         return 0
     await store.purge_events(event_cutoff(store))
+    await store.purge_notices(iso(store.clock() - NOTICE_MEMORY))
     if not retention_days:
         return 0
     return await store.purge(message_cutoff(store, retention_days))

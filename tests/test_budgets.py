@@ -174,10 +174,3 @@ async def test_alerts_are_posted_once_per_threshold_and_period(
         await engine.handle(asked(n, author=f"U{n}"), RecordingReply())
     assert len(posted) == 6
 
-
-async def test_two_replicas_claim_each_notice_once(opened: Callable[[], object]) -> None:
-    first, second = opened(), opened()  # two processes' stores on one database
-    workspace = await first.workspace_id("test", "T1")  # type: ignore[attr-defined]
-    claims = await asyncio.gather(*(store.claim_notice(workspace, "alert:day:2026-12-04:80")  # type: ignore[attr-defined]
-                                    for store in [first, second] * 5))
-    assert sorted(claims) == [False] * 9 + [True]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chatbots.clock import iso
+from chatbots.retention import upkeep
 from chatbots.store import Store, UsageRecord
 from chatbots.store import reports as queries
 from chatbots.store.base import INTERRUPTED_MARK, PURGE_BATCH
@@ -341,3 +343,19 @@ async def test_money_reservations_and_the_months_usage_are_read_in_the_snapshot(
     await store.settle_reservation(reservation, workspace, "U1", "2026-06-03", "gpt-4o", (10, 2))
     after = await store.usage_snapshot(workspace, "U1", "2026-06-03", held_since, None, "2026-06-01")
     assert after.held_cost == [] and ("U1", "2026-06-03", "gpt-4o", 10, 2) in after.spent
+
+
+async def test_a_notice_is_claimed_once_across_stores_and_forgotten_after_its_periods(
+    open_store: Callable[[], Store], now: Now
+) -> None:
+    first, second = open_store(), open_store()  # two replicas on one database
+    try:
+        workspace = await first.workspace_id("slack", "T1")
+        claims = await asyncio.gather(*(store.claim_notice(workspace, "alert:day:2026-06-01:80") for store in [first, second] * 5))
+        assert sorted(claims) == [False] * 9 + [True]
+        now[0] += timedelta(days=63)
+        await upkeep(first, None)
+        assert await second.claim_notice(workspace, "alert:day:2026-06-01:80"), "two months on, the mark is gone"
+    finally:
+        first.close()
+        second.close()

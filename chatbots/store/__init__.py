@@ -399,6 +399,10 @@ class Store:
         self._versions.clear()
         self._written.clear()
 
+    async def purge_notices(self, older_than: str) -> int:
+        """Forget which notices were sent, for periods long over, a batch at a time."""
+        return await self._in_batches(self.sql.purge_notices, older_than)
+
     async def purge_events(self, older_than: str) -> int:
         """Forget de-duplication records older than the cutoff, a batch at a time."""
         return await self._in_batches(self.sql.purge_events, older_than)

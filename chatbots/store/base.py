@@ -711,6 +711,14 @@ class SQLDatabase(ABC):
             [older_than, batch],
         ).rowcount
 
+    def purge_notices(self, older_than: str, batch: int = PURGE_BATCH) -> int:
+        """Drop the marks of notices sent before any period they belong to (a month at most), up to batch of them."""
+        return self._run(
+            "DELETE FROM notices WHERE (workspace_id, key) IN "
+            "(SELECT workspace_id, key FROM notices WHERE at < ? ORDER BY at LIMIT ?)",
+            [older_than, batch],
+        ).rowcount
+
     def purge_batch(self, older_than: str, batch: int = PURGE_BATCH) -> int:
         """Delete up to batch messages older than the retention cutoff (oldest first); returns how many went.
 
