@@ -321,6 +321,10 @@ class Engine:
         read: ReadFiles | None = None
         reply_started = False
         if message.files:
+            # A redelivery (or one mention sent as two events) must not fetch again, nor start a reply it won't finish;
+            # turns in a conversation take turns, so the first delivery is stored by now.
+            if await self.store.has_message(await self.store.conversation_id(message.key), message.message_id):
+                return TurnResult(TurnStatus.DUPLICATE)
             if message.addressed is Addressed.YES:  # fetching takes a while: show the bot is on it
                 await _quietly(reply.start(), "start")
                 reply_started = True

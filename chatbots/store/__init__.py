@@ -132,6 +132,9 @@ class Store:
             self._conversations.put(key, found)
         return found
 
+    async def has_message(self, conversation_id: int, platform_id: str) -> bool:
+        return await self.run(self.sql.has_message, conversation_id, platform_id)
+
     async def has_conversation(self, key: ConversationKey) -> bool:
         """Whether the bot has stored anything for this thread (without creating it)."""
         return key in self._conversations or await self.run(self.sql.has_conversation, key)

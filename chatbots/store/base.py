@@ -210,6 +210,13 @@ class SQLDatabase(ABC):
             [key.platform, key.workspace, key.channel, key.thread],
         ).one() is not None
 
+    def has_message(self, conversation_id: int, platform_id: str) -> bool:
+        """Whether a person's message with this platform id is stored in the conversation (a redelivery)."""
+        return self._run(
+            "SELECT 1 FROM messages WHERE conversation_id = ? AND platform_id = ? AND role = 'user'",
+            [conversation_id, platform_id],
+        ).one() is not None
+
     # -- a turn's messages --
 
     def add_message(self, conversation_id: int, role: str, text: str, tokens: int, **fields: Any) -> int | None:
