@@ -8,8 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from dataclasses import replace
 
+from adapters.slack.assistant import CHANNEL_MESSAGES
 from adapters.slack.safe_markdown import BREAK
+from adapters.slack.shortcuts import MAX_PAGES, PAGE_SIZE
+from chatbots.engine import FLAGGED_INPUT_NOTICE, Engine
 from chatbots.config import Config
 from chatbots.suggested import DEFAULT_PROMPTS
 from tests.fakes.slack import (
@@ -112,7 +116,7 @@ async def test_the_viewed_channel_is_read_only_when_asked_and_only_as_a_member(r
     await ask_in_panel(rig, ts, "Summarize this channel please")
     await rig.model.wait_for_requests(2)
     [history] = rig.slack.calls_to("conversations.history")
-    assert history.args["channel"] == "C7"
+    assert history.args["channel"] == "C7" and int(history.args["limit"]) == CHANNEL_MESSAGES == 50
     assert "grace: The launch moved to Tuesday" in json.dumps(rig.model.requests[-1]["messages"])
 
 
@@ -218,6 +222,38 @@ async def test_shortcuts_obey_the_caps_and_the_workspaces_instructions(rig: Slac
     assert "minute" in shown[-1].text.lower() and len(rig.model.requests) == 1
 
 
+async def test_shortcuts_obey_moderation(settings: Config) -> None:
+    async with slack_rig(replace(settings, moderation=True), "socket") as rig:
+        rig.model.flag_words = {"forbidden-topic"}
+        ts = next_ts()
+        rig.slack.seed_thread("C1", ts, [{"user": "U2", "text": "let us discuss forbidden-topic", "ts": ts}])
+        await rig.interact(message_shortcut("summarize_thread", "U1", "C1", {"ts": ts, "user": "U2", "text": "x"}))
+        shown = await rig.wait_for_text(ts, FLAGGED_INPUT_NOTICE[:30])
+        assert not rig.model.requests and not any("forbidden-topic" in m.text for m in shown)
+
+
+async def test_a_summary_reads_a_bounded_number_of_pages(rig: SlackRig) -> None:
+    ts = next_ts()
+
+    def endless(call: Any) -> dict[str, Any]:
+        return {"messages": [{"type": "message", "ts": ts, "user": "U2", "text": "again"}], "has_more": True,
+                "response_metadata": {"next_cursor": "more"}}
+
+    rig.slack.route("conversations.replies", endless)
+    await rig.interact(message_shortcut("summarize_thread", "U1", "C1", {"ts": ts, "user": "U2", "text": "again"}))
+    await rig.reply_in("C1", ts, count=2)
+    assert len(rig.slack.calls_to("conversations.replies")) == MAX_PAGES and MAX_PAGES * PAGE_SIZE == 2_000
+
+
+async def test_the_channel_beside_the_panel_is_known_to_every_replica(make_engine: Any) -> None:
+    one, other = make_engine(), make_engine()
+    assert isinstance(one, Engine)
+    await one.remember_viewing("slack", "T1", "D1", "C7")
+    assert await other.viewing("slack", "T1", "D1") == "C7"
+    await other.remember_viewing("slack", "T1", "D1", None)
+    assert await one.viewing("slack", "T1", "D1") is None
+
+
 async def test_ask_about_a_message_opens_a_conversation_in_its_thread_with_it_as_context(rig: SlackRig) -> None:
     ts = next_ts()
     rig.slack.seed_thread("C1", ts, [{"user": "U2", "text": "Q3 revenue grew 12% on APAC", "ts": ts}])
@@ -276,6 +312,8 @@ async def test_prompts_are_admin_only_bounded_and_audited(rig: SlackRig) -> None
     assert "Only workspace admins" in await rig.command("prompts set A = a", user="U2")
     assert "at most 4" in await rig.command("prompts set A = a | B = b | C = c | D = d | E = e")
     assert "TITLE = MESSAGE" in await rig.command("prompts set just a title")
+    assert "the limit is 75" in await rig.command(f"prompts set {'t' * 76} = m")
+    assert "the limit is 1,000" in await rig.command(f"prompts set T = {'m' * 1001}")
     await rig.command("prompts set A = a")
     assert "This workspace's suggested prompts" in await rig.command("prompts", user="U2")
     assert "defaults apply again" in await rig.command("prompts clear")
