@@ -33,6 +33,17 @@ SECTION_LIMIT = 3_000
 """Characters of mrkdwn one section block's text may hold."""
 
 
+class ContextOnly:
+    """A Reply for messages stored as context: nothing is shown."""
+
+    async def start(self) -> None: ...
+    async def append(self, text: str) -> None: ...
+    async def finish(self) -> list[str]:
+        return []
+    async def fail(self, notice: str) -> list[str]:
+        return []
+
+
 @dataclass
 class WorkspaceFeatures:
     """What a workspace turned out to support, learned from the first refusal and remembered."""

@@ -36,7 +36,7 @@ from .errors import report
 from .events import PLATFORM, SlackMessage, text_fields, translate
 from .files import SlackFiles
 from .gate import Refusal, RequestGate
-from .reply import SlackReply, SlackTarget, WorkspaceFeatures
+from .reply import ContextOnly, SlackReply, SlackTarget, WorkspaceFeatures
 from .surfaces import AISurfaces
 from .users import SlackUser, UserDirectory
 
@@ -49,18 +49,7 @@ BACKFILL_REFUSED_NOTE = ("I can't read this thread's earlier messages (the app l
                          "what is said from now on. An admin has been told.")
 
 
-class ContextOnly:
-    """A Reply for messages stored as context: nothing is shown."""
-
-    async def start(self) -> None: ...
-    async def append(self, text: str) -> None: ...
-    async def finish(self) -> list[str]:
-        return []
-    async def fail(self, notice: str) -> list[str]:
-        return []
-
-
-class SlackService(ServiceBase, AISurfaces):
+class SlackService(AISurfaces, ServiceBase):
     name = "slack"
     platform = PLATFORM
 

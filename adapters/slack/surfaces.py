@@ -10,11 +10,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from chatbots.commands import Caller, Commands
-from chatbots.engine import Engine
 from chatbots.home import home_report
 from chatbots.summaries import ASK_ABOUT_QUESTION, ThreadLine, context_of, summary_question
-from chatbots.types import Addressed, ConversationKey, Inbound, Outcome, Reply, TurnStatus
+from chatbots.types import Addressed, ConversationKey, Inbound, Outcome, Reply
 
+from ..service import ServiceBase
 from ..tasks import TurnTasks
 from .assistant import AssistantPanel
 from .errors import report
@@ -22,7 +22,7 @@ from .events import PLATFORM
 from .feedback import ACTION_ID, THANKS, read_click
 from .home import home_view
 from .mrkdwn import escape
-from .reply import SlackReply, SlackTarget, WorkspaceFeatures
+from .reply import ContextOnly, SlackReply, SlackTarget, WorkspaceFeatures
 from .shortcuts import ASK_ABOUT, SUMMARIZE, Shortcut, is_readable, line, read_shortcut, read_thread
 from .users import UserDirectory
 
@@ -33,21 +33,17 @@ EMPTY_THREAD = "That thread has no messages with text for me to summarize."
 VOTE_NOT_RECORDED = "I couldn't record that vote: I no longer know that answer."
 
 
-class AISurfaces:
-    """Mixed into SlackService: the handlers for what Slack offers AI apps beyond messages and commands."""
+class AISurfaces(ServiceBase):
+    """SlackService's handlers for what Slack offers AI apps beyond messages and commands."""
 
     app: AsyncApp
     client: AsyncWebClient
-    engine: Engine
     users: UserDirectory
     commands: Commands
     features: WorkspaceFeatures
     turns: TurnTasks
     update_interval: float
     panel: AssistantPanel
-
-    def _observe(self, outcome: Outcome) -> None: ...
-    def _observe_turn(self, status: TurnStatus) -> None: ...
 
     def _add_ai_surfaces(self) -> None:
         self.panel = AssistantPanel(self.client, self.engine, self.users)
@@ -140,7 +136,7 @@ class AISurfaces:
         name = (await self.users.get(shortcut.team, author)).name if shortcut.message_user else author
         context = Inbound(key, shortcut.message_ts, author, name, context_of(ThreadLine(name, shortcut.message_text)),
                           Addressed.CONTEXT)
-        await self.engine.handle(context, _Silent())
+        await self.engine.handle(context, ContextOnly())
         asker = await self.users.get(shortcut.team, shortcut.user)
         question = Inbound(key, f"shortcut:{shortcut.trigger}", shortcut.user, asker.name, ASK_ABOUT_QUESTION)
         await self._shortcut_turn(question, self._reply(shortcut))
@@ -163,13 +159,3 @@ class AISurfaces:
             report(self.engine.failures, "chat.postEphemeral", error, shortcut.channel)
         self._observe(Outcome.IGNORED)
 
-
-class _Silent:
-    """A Reply for a message stored as context: nothing is shown."""
-
-    async def start(self) -> None: ...
-    async def append(self, text: str) -> None: ...
-    async def finish(self) -> list[str]:
-        return []
-    async def fail(self, notice: str) -> list[str]:
-        return []
