@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from dataclasses import replace
 
 from adapters.slack.assistant import CHANNEL_MESSAGES
 from adapters.slack.safe_markdown import BREAK
