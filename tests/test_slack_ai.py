@@ -129,6 +129,7 @@ async def test_a_streamed_answer_ends_with_feedback_buttons_and_a_click_is_a_pri
     stop = rig.slack.calls_to("chat.stopStream")[-1]
     [buttons] = feedback_elements(json.loads(stop.args["blocks"]) if isinstance(stop.args["blocks"], str) else stop.args["blocks"])
     assert (buttons["positive_button"]["value"], buttons["negative_button"]["value"]) == ("positive", "negative")
+    await rig.wait_outcomes(1)  # the turn has stored the answer (people click after it shows; the store may lag)
 
     await rig.interact(feedback_click("U2", "C1", answer.ts, "positive", thread_ts=ts))
     await rig.slack.wait_for(lambda: len(rig.slack.ephemerals) == 1, message="the thanks")
@@ -166,6 +167,7 @@ async def test_a_posted_answer_ends_as_slacks_own_markdown_made_safe_with_feedba
     assert "](" not in markdown[0]["text"], "a link shows where it goes"
     assert "<!channel>" not in answer.text, "the mrkdwn fallback stays escaped too"
     assert len(actions) == 1
+    await rig.wait_outcomes(1)  # the turn has stored the answer
     await rig.interact(feedback_click("U1", "C1", answer.ts, "positive", thread_ts=ts))
     await rig.slack.wait_for(lambda: rig.slack.ephemerals or None, message="the thanks")
     assert "👍 1" in await rig.command("usage")
