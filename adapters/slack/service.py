@@ -31,11 +31,13 @@ from chatbots.types import Addressed, ConversationKey, Inbound, Outcome
 
 from ..service import ServiceBase, vote_for
 from ..tasks import TurnTasks
+from .assistant import is_assistant_thread
 from .errors import report
 from .events import PLATFORM, SlackMessage, text_fields, translate
 from .files import SlackFiles
 from .gate import Refusal, RequestGate
-from .reply import SlackReply, SlackTarget, WorkspaceFeatures
+from .reply import ContextOnly, SlackReply, SlackTarget, WorkspaceFeatures
+from .surfaces import AISurfaces
 from .users import SlackUser, UserDirectory
 
 log = logging.getLogger(__name__)
@@ -47,18 +49,7 @@ BACKFILL_REFUSED_NOTE = ("I can't read this thread's earlier messages (the app l
                          "what is said from now on. An admin has been told.")
 
 
-class ContextOnly:
-    """A Reply for messages stored as context: nothing is shown."""
-
-    async def start(self) -> None: ...
-    async def append(self, text: str) -> None: ...
-    async def finish(self) -> list[str]:
-        return []
-    async def fail(self, notice: str) -> list[str]:
-        return []
-
-
-class SlackService(ServiceBase):
+class SlackService(AISurfaces, ServiceBase):
     name = "slack"
     platform = PLATFORM
 
@@ -108,6 +99,7 @@ class SlackService(ServiceBase):
         self.bot_user_id = ""
         self._socket: AsyncSocketModeHandler | None = None
         self._closed = asyncio.Event()
+        self._add_ai_surfaces()
 
     def add_routes(self, app: web.Application) -> None:
         if self.gate is not None:
@@ -123,6 +115,7 @@ class SlackService(ServiceBase):
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             raise ConfigError(f"cannot reach the Slack API ({type(error).__name__}): check SLACK_API_URL and the network") from None
         self.bot_user_id = identity["user_id"]
+        self.panel.bot_name = identity.get("user") or self.panel.bot_name
         if self.socket_mode:
             await self._connect_socket()
         log.info("slack connected (%s mode)", "socket" if self.socket_mode else "http")
@@ -192,7 +185,7 @@ class SlackService(ServiceBase):
             return self._observe(Outcome.DUPLICATE)
         if message.needs_thread and not await self.engine.in_conversation(message.inbound.key):
             return self._observe(Outcome.NOT_OURS)  # not ours to read or keep
-        self.turns.spawn(self._turn(message, _mapping(body.get("event")).get("files")))
+        self.turns.spawn(self._turn(message, _mapping(body.get("event")).get("files"), _mapping(body.get("event"))))
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """`/chatbot ...`: answered privately in the ack itself, well within Slack's 3 seconds."""
@@ -231,7 +224,7 @@ class SlackService(ServiceBase):
             return self._observe(Outcome.IGNORED)
         await self._erase(team)
 
-    async def _turn(self, message: SlackMessage, files: object) -> None:
+    async def _turn(self, message: SlackMessage, files: object, event: dict[str, Any] | None = None) -> None:
         inbound = message.inbound
         if files:
             shared = self.files.shared(await self.files.looked_up(files, self.client))
@@ -245,6 +238,13 @@ class SlackService(ServiceBase):
             inbound = replace(inbound, author_name=user.name)
         if message.started_mid_thread and not await self.engine.in_conversation(inbound.key):
             await self._read_thread_once(inbound)
+        if event is not None and is_assistant_thread(event):
+            first = not await self.engine.in_conversation(inbound.key)
+            asked, note = await self.panel.before_answer(replace(message, inbound=inbound), first)
+            if asked is None:
+                await self._note(inbound.key, note or "")
+                return self._observe(Outcome.IGNORED)
+            inbound = asked
         target = SlackTarget(inbound.key.workspace, inbound.key.channel, message.thread_ts, message.user_id)
         reply = SlackReply(self.client, target, self.features, self.update_interval, self.engine.failures)
         result = await self.engine.handle(inbound, reply)
