@@ -355,7 +355,7 @@ class Engine:
                     await self.limits.precheck(workspace_id, message.author_id, caps.doubled(), budgets.doubled())
                 except Refused as beyond:
                     await self.alerts.check(message.key, workspace_id, found, caps, budgets, refusal.limit)
-                    return await self._refused(message, reply, beyond)
+                    return await self._refused(message, reply, _past_fallback(beyond, self._fallback(found, model) or ""))
 
         read: ReadFiles | None = None
         reply_started = False
@@ -455,10 +455,13 @@ class Engine:
                 fallback = self._fallback(found, model)
                 if not (refusal.allowance and fallback):
                     raise
-                admission = await self._admit(  # the cheaper model, up to twice the allowances
-                    workspace_id, message.author_id, caps.doubled(), fallback, instructions, window, exact_prompt_tokens,
-                    budgets.doubled(),
-                )
+                try:
+                    admission = await self._admit(  # the cheaper model, up to twice the allowances
+                        workspace_id, message.author_id, caps.doubled(), fallback, instructions, window,
+                        exact_prompt_tokens, budgets.doubled(),
+                    )
+                except Refused as beyond:
+                    raise _past_fallback(beyond, fallback) from None
                 switched = await self._switch_note(workspace_id, message.author_id, model, fallback, refusal)
                 model, counter = fallback, self.counter(fallback)
         except Refused as refusal:
@@ -738,6 +741,12 @@ def _halved(window: list[StoredMessage], counter: TokenCounter) -> list[StoredMe
     last = kept[-1]
     text = counter.truncate(last.text, max(1, counter.count(last.text) // 2)) + TRUNCATION_MARK
     return [*kept[:-1], replace(last, text=text, tokens=counter.count_message(text))]
+
+
+def _past_fallback(refusal: Refused, fallback: str) -> Refused:
+    """A refusal past the fallback model's share: its limit is twice the allowance, so say why."""
+    return Refused(f"{refusal} (That counts the fallback model `{fallback}`, which answers up to twice the allowance.)",
+                   refusal.allowance, refusal.limit)
 
 
 def _continues_exchange(window: list[StoredMessage], author_id: str) -> bool:

@@ -134,6 +134,7 @@ async def test_past_an_allowance_the_fallback_model_answers_until_twice_it_then_
     assert notes == [switched], "the switch is said once a day per person"
     assert "daily allowance of 400 tokens" in replies[switched].text
     assert statuses[-1] == "refused" and "daily allowance of 800 tokens" in str(replies[-1].notice)
+    assert "counts the fallback model `gpt-4o-mini`" in str(replies[-1].notice)
     workspace = await engine.store.workspace_id("test", "T1")
     assert sum((await engine.store.day_usage(workspace, engine.store.clock().date().isoformat())).values()) <= 800
 
