@@ -24,6 +24,11 @@ from chatbots.types import ConversationKey
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 from tests.postgres import empty
+from tests.test_budgets import PRICY, asked
+from tests.test_budgets import (  # money budgets and the fallback model, on PostgreSQL likewise
+    test_past_an_allowance_the_fallback_model_answers_until_twice_it_then_refuses as test_pg_fallback_model,  # noqa: F401
+    test_ten_requests_at_once_cannot_overrun_a_money_budget as test_pg_ten_requests_cannot_overrun_a_money_budget,  # noqa: F401
+)
 from tests.test_caps import (
     KEY,
     admin,
@@ -188,3 +193,42 @@ def test_the_conversation_lock_key_is_stable_and_tells_threads_apart() -> None:
     assert turn_key(KEY) == turn_key(ConversationKey(*("test", "T1", "C1", "thread-1")))
     assert turn_key(KEY) != turn_key(replace(KEY, thread="thread-2"))
     assert -(2**63) <= turn_key(KEY) < 2**63
+
+
+async def test_ten_requests_over_two_replicas_cannot_overrun_a_money_budget(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer
+) -> None:
+    model_server.answer_tokens = 5000
+    replicas = [make_engine(max_output_tokens=1000, stall_timeout=60, prices=PRICY) for _ in range(2)]
+    await admin(replicas[0], "budget workspace day 3")  # a tenth of a cent a token: 3,000 tokens
+    for _ in range(10):
+        model_server.queue(hold=True)
+    replies = [RecordingReply() for _ in range(10)]
+    tasks = [asyncio.create_task(replicas[n % 2].handle(asked(n, author=f"U{n}"), replies[n])) for n in range(10)]
+    await until_each_is_refused_or_held(tasks, model_server)
+
+    limits = [sent_limit(body) for body in model_server.requests]
+    assert 1 < len(limits) < 10 and sum(limits) * 0.001 < 3.0, limits  # type: ignore[operator]
+    refused = [str(reply.notice) for task, reply in zip(tasks, replies) if task.done()]
+    assert len(refused) == 10 - len(limits) and all("daily budget of $3.00" in n for n in refused), refused
+    model_server.release_held()
+    await asyncio.gather(*tasks)
+    workspace = await replicas[1].store.workspace_id("test", "T1")
+    assert (await replicas[1].limits.spend(workspace, "U0")).workspace_day <= 3.0
+
+
+async def test_two_replicas_post_each_alert_once(make_engine: Callable[..., Engine], model_server: FakeModelServer) -> None:
+    model_server.answer_tokens = 5000
+    replicas = [make_engine(max_output_tokens=40, prices=PRICY) for _ in range(2)]
+    posted: list[str] = []
+
+    async def notify(workspace: str, channel: str, text: str) -> None:
+        posted.append(text)
+
+    for replica in replicas:
+        replica.notifiers["test"] = notify
+    await admin(replicas[0], "budget workspace day 3")
+    await admin(replicas[1], "alerts here")
+    for n in range(70):
+        await replicas[n % 2].handle(asked(n, author=f"U{n}"), RecordingReply())
+    assert [text.split("reached ")[1].split(" %")[0] for text in posted] == ["50", "80", "100"]
