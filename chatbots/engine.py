@@ -338,8 +338,10 @@ class Engine:
         counter = self.counter(model)
         workspace_id = await self.store.workspace_id(message.key.platform, message.key.workspace)
         bar = barred(message.key, message.author_id, message.author_roles, found)
-        if bar is not None and (bar.rule != "users" or message.addressed is not Addressed.CONTEXT):
-            if message.addressed is not Addressed.CONTEXT:
+        if bar is not None and bar.rule == "users" and message.addressed is not Addressed.YES:
+            message = replace(message, addressed=Addressed.CONTEXT)  # others in a thread stay its history, unanswered
+        elif bar is not None:
+            if message.addressed is Addressed.YES:  # a follow-up that may not be meant for the bot gets no note
                 await self._barred_note(workspace_id, message, reply, bar.rule, bar.note)
             return TurnResult(TurnStatus.REFUSED)
         caps = caps_for(message.key, found, self.config)

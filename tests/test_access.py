@@ -7,7 +7,7 @@ from collections.abc import Callable
 from chatbots.access import CHANNEL_OFF_NOTE, DMS_OFF_NOTE, USERS_NOTE
 from chatbots.commands import Caller, Commands
 from chatbots.engine import Engine
-from chatbots.types import ConversationKey, Inbound
+from chatbots.types import Addressed, ConversationKey, Inbound
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.reply import RecordingReply
 
@@ -138,3 +138,17 @@ async def test_every_change_is_audited_and_shown_by_limits(engine: Engine) -> No
     assert "Nothing was changed" in await admin(engine, "budget workspace month 12.3456789", here)
     assert "Nothing was changed" in await admin(engine, "budget user day ١٢", here)
     assert "Usage" in await admin(engine, "budget team week 5", here)
+
+
+async def test_in_an_allow_listed_workspace_others_in_a_thread_stay_its_history(
+    engine: Engine, model_server: FakeModelServer
+) -> None:
+    thread = ConversationKey("slack", "T1", "C1", "1700000000.000100")
+    await admin(engine, "users only <@U2>", key("C1"))
+    assert (await engine.handle(said(thread, 1, author="U2"), RecordingReply())).status == "answered"
+    follow_up = Inbound(thread, "m2", "U1", "Bo", "what about Tuesdays?", addressed=Addressed.IF_CONTINUING)
+    quiet = RecordingReply()
+    assert (await engine.handle(follow_up, quiet)).status == "stored" and quiet.notice is None
+    assert (await engine.handle(said(thread, 3, author="U2"), RecordingReply())).status == "answered"
+    assert len(model_server.requests) == 2
+    assert any("what about Tuesdays?" in str(m["content"]) for m in model_server.requests[-1]["messages"])
