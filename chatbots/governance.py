@@ -237,10 +237,10 @@ class Governance:
             + (", and only certain people may use me" if settings.get("users") else "") + ".",
             f"Model: {model}.",
             f"Instructions: {instructions}" + (", then this channel's." if settings.get("channel_instructions") else "."),
-            f">>> {shown[:300]}{'…' if len(shown) > 300 else ''}",
+            "> " + " ".join(shown[:300].split()) + ("…" if len(shown) > 300 else ""),  # one quoted line: `>>>` would quote the rest
         ]
         if settings.get("channel_instructions"):
-            lines.append(f"This channel adds: {settings['channel_instructions'][:300]}")
+            lines.append("This channel adds: " + " ".join(settings["channel_instructions"][:300].split()))
         lines.append(await self.commands.limits(caller, ""))
         lines.append(f"Moderation: {settings.get('moderation', 'on') if self.engine.moderator else 'off (not configured)'}.")
         return "\n".join(lines)
