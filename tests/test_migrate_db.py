@@ -141,7 +141,8 @@ def test_tables_come_after_the_tables_they_refer_to(tmp_path: Path) -> None:
         sqlite.close()
     assert order[:3] == ["workspaces", "conversations", "messages"]
     assert set(order) == {"workspaces", "conversations", "messages", "settings", "audit", "usage_daily", "reply_parts",
-                          "feedback", "moderation_log", "events", "jobs", "message_files"}
+                          "feedback", "moderation_log", "events", "jobs", "message_files",
+                          "slack_installations"}
 
 
 async def test_text_with_nul_characters_is_copied_with_the_stand_in(source: Path, target: str) -> None:
