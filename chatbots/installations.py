@@ -30,7 +30,7 @@ class InstalledApp:
     app_id: str = ""
     installer_id: str = ""
     installed_at: str = ""
-    """ISO UTC time, set by the store when the installation is first saved (a reinstall keeps it fresh)."""
+    """ISO UTC time, set by the store when the installation is first saved; later saves keep it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -336,6 +336,7 @@ async def test_an_installation_is_saved_found_replaced_and_deleted(store: Store,
     await store.save_installation(replace(app, bot_token="xoxb-two", bot_refresh_token="xoxe-2"))
     again = await store.find_installation("E1", "T1")
     assert again is not None and again.bot_token == "xoxb-two" and again.bot_refresh_token == "xoxe-2"
+    assert again.installed_at == found.installed_at  # type: ignore[union-attr]
     assert await store.delete_installation("E1", "T1")
     assert await store.find_installation("E1", "T1") is None
     assert not await store.delete_installation("E1", "T1")

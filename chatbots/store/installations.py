@@ -1,7 +1,7 @@
 """Installations made by an OAuth flow, and the one-use states that guard it: SQL for both backends.
 
 An installation is keyed by (enterprise_id, team_id), '' standing for "none": an org-wide install has team_id ''.
-Saving again (a reinstall, or rotated tokens) replaces the row and keeps the time it was first installed.
+Saving again (a reinstall, or rotated tokens) replaces the row but keeps the time it was first installed.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def save(sql: SQLDatabase, app: InstalledApp) -> None:
     values = [app.enterprise_id, app.team_id, int(app.is_enterprise_install), app.bot_token, app.bot_user_id,
               app.bot_id, app.bot_scopes, app.bot_refresh_token, app.bot_token_expires_at, app.team_name,
               app.enterprise_name, app.app_id, app.installer_id, app.installed_at or sql._now()]
-    updated = [column for column in COLUMNS if column not in ("enterprise_id", "team_id")]
+    updated = [column for column in COLUMNS if column not in ("enterprise_id", "team_id", "installed_at")]
     sql._run(
         f"INSERT INTO slack_installations ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
         f"ON CONFLICT (enterprise_id, team_id) DO UPDATE SET "
@@ -52,7 +52,12 @@ def delete(sql: SQLDatabase, enterprise_id: str, team_id: str) -> bool:
 
 def listing(sql: SQLDatabase) -> list[InstallationSummary]:
     rows = sql._run(f"SELECT {', '.join(SUMMARY)} FROM slack_installations ORDER BY installed_at, enterprise_id, team_id").rows
-    return [InstallationSummary(*row[:2], bool(row[2]), *row[3:]) for row in rows]
+    summaries = []
+    for row in rows:
+        fields = dict(zip(SUMMARY, row))
+        fields["is_enterprise_install"] = bool(fields["is_enterprise_install"])
+        summaries.append(InstallationSummary(**fields))
+    return summaries
 
 
 def issue_state(sql: SQLDatabase, state: str, expires_at: datetime) -> None:
