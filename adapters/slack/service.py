@@ -120,6 +120,8 @@ class SlackService(ServiceBase):
         """OAuth mode's flow and authorize for AsyncApp; nothing in single-token mode."""
         if not self.oauth:
             return {}
+        # Bolt logs an error for a workspace without an installation; _not_installed says it in one plain line.
+        logging.getLogger("slack_bolt.AsyncMultiTeamsAuthorization").addFilter(_not_missing_installation)
         store = self.engine.store
         return {"oauth_flow": oauth.oauth_flow(self.config, store, self.client),
                 "authorize": oauth.authorize(self.config, store, self.client, self._not_installed)}
@@ -337,6 +339,11 @@ class SlackService(ServiceBase):
 def _not_token_skipped(record: logging.LogRecord) -> bool:
     """Drops Bolt's "`token` will be unused" warning (see SlackService.__init__)."""
     return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+def _not_missing_installation(record: logging.LogRecord) -> bool:
+    """Drops Bolt's "AuthorizeResult ... was not found" error (see SlackService._oauth_options)."""
+    return "AuthorizeResult" not in record.getMessage()
 
 
 def _ts_order(ts: str) -> tuple[int, int]:

@@ -36,6 +36,7 @@ from .payloads import (
     tokens_revoked,
 )
 from .files import SlackFiles
+from .oauth import InstallChoice, SlackOAuth, Workspace
 from .records import Call, PostedMessage, next_ts
 from .signing import post_signed, serve, sign_request
 from .socket_mode import SocketMode
@@ -44,6 +45,8 @@ from .web_api import WebApi
 
 __all__ = [
     "Call",
+    "InstallChoice",
+    "Workspace",
     "FakeSlack",
     "PostedMessage",
     "app_mention",
@@ -64,7 +67,7 @@ __all__ = [
 ]
 
 
-class FakeSlack(WebApi, SocketMode, SlackFiles, SlackState):
+class FakeSlack(WebApi, SocketMode, SlackFiles, SlackOAuth, SlackState):
     """An aiohttp server speaking enough of Slack's Web API and Socket Mode for the bot.
 
     State is public so tests can read it directly: ``calls``, ``messages()``,

@@ -1,0 +1,324 @@
+"""OAuth mode end to end in HTTP mode: the real Bolt flow and bot against the fake Slack's authorize page and API."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+
+from adapters.runner import Bot
+from adapters.slack import SlackService
+from chatbots.config import Config
+from chatbots.logs import QUIET_LIBRARIES, configure_logging
+from chatbots.types import ConversationKey
+from tests.fakes.model_server import FakeModelServer
+from tests.fakes.slack import (
+    FakeSlack,
+    InstallChoice,
+    Workspace,
+    app_mention,
+    app_uninstalled,
+    event_callback,
+    next_ts,
+    post_signed,
+    slash_command_form,
+    tokens_revoked,
+)
+from tests.fakes.slack.oauth import CLIENT_ID, CLIENT_SECRET
+from tests.outcomes import Outcomes
+
+SECRET = "oauth-signing-secret"
+STATE_COOKIE = "slack-app-oauth-state"
+
+
+@dataclass
+class Install:
+    """What a browser saw going through the install: each page's status and text."""
+
+    install_page: str
+    status: int
+    page: str
+    back: str
+    """Slack's redirect back to the bot, as the browser followed it."""
+    headers: dict[str, str]
+
+
+@dataclass
+class OAuthRig:
+    slack: FakeSlack
+    model: FakeModelServer
+    bot: Bot
+    outcomes: Outcomes
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.bot.port}"
+
+    @property
+    def service(self) -> SlackService:
+        return next(s for s in self.bot.services if isinstance(s, SlackService))
+
+    async def install(self, place: Workspace, *, approve: bool = True, installer: str = "UINSTALLER",
+                      cookie: bool = True, state: str | None = None) -> Install:
+        """A person installing the app from the bot's install page, in one browser (the state cookie travels)."""
+        self.slack.next_install = InstallChoice(place, installer, approve)
+        async with aiohttp.ClientSession() as browser:
+            async with browser.get(f"{self.base}/slack/install") as response:
+                assert response.status == 200
+                page = await response.text()
+                set_cookie = response.headers.get("Set-Cookie", "")
+            authorize = html.unescape(re.search(r'href="([^"]*oauth/v2/authorize[^"]*)"', page).group(1))  # type: ignore[union-attr]
+            async with browser.get(authorize, allow_redirects=False) as response:
+                assert response.status == 302, await response.text()
+                back = response.headers["Location"]
+            if state is not None:
+                back = re.sub(r"state=[^&]*", f"state={state}", back)
+            issued = re.search(rf"{STATE_COOKIE}=([^;]+)", set_cookie)
+            headers = {"Cookie": f"{STATE_COOKIE}={issued.group(1)}"} if cookie and issued else {}
+            async with browser.get(back, headers=headers, allow_redirects=False) as response:
+                return Install(page, response.status, await response.text(), back, headers)
+
+    async def deliver(self, event: dict[str, Any], team: str, *, enterprise_id: str | None = None,
+                      org_wide: bool = False, bot_user_id: str = "UBOT") -> None:
+        body = event_callback(team, event, enterprise_id=enterprise_id, is_enterprise_install=org_wide,
+                              bot_user_id=bot_user_id)
+        status, text = await post_signed(None, f"{self.base}/slack/events", body, SECRET)
+        assert status == 200, (status, text)
+
+    async def mention(self, place: Workspace, team: str | None = None, channel: str = "C1") -> str:
+        ts = next_ts()
+        team = team or place.team_id or ""
+        await self.deliver(app_mention(channel, "U1", f"<@{place.bot_user_id}> hello", ts=ts, team=team), team,
+                           enterprise_id=place.enterprise_id, org_wide=place.org_wide, bot_user_id=place.bot_user_id)
+        return ts
+
+    async def answered_in(self, channel: str, ts: str) -> list[str]:
+        """The tokens the bot's calls in that thread were made with, once it has answered there."""
+        await self.slack.wait_for(lambda: [m for m in self.slack.messages(channel) if m.thread_ts == ts] or None,
+                                  message=f"an answer in {channel}/{ts}")
+        await self.outcomes.wait(len(self.outcomes) or 1)
+        return [call.token or "" for call in self.slack.calls
+                if call.method in ("chat.postMessage", "chat.startStream") and call.args.get("thread_ts") == ts]
+
+
+@asynccontextmanager
+async def oauth_rig(settings: Config, **overrides: Any) -> AsyncIterator[OAuthRig]:
+    async with FakeSlack() as slack, FakeModelServer() as model:
+        configured = replace(settings, openai_base_url=model.base_url, slack_bot_token=None,
+                             slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET,
+                             slack_signing_secret=SECRET, slack_api_url=slack.api_url, port=0, **overrides)
+        bot = Bot(configured)
+        outcomes = Outcomes(keep=lambda outcome: outcome.startswith("turn") or outcome in ("ignored", "workspace_deleted"))
+        for service in bot.services:
+            service.observers.append(lambda outcome: outcomes.record(outcome.kind))
+        await bot.start(host="127.0.0.1")
+        slack.redirect_url = f"http://127.0.0.1:{bot.port}/slack/oauth_redirect"
+        try:
+            yield OAuthRig(slack, model, bot, outcomes)
+        finally:
+            await bot.stop(grace=2)
+
+
+async def test_two_workspaces_install_and_each_is_answered_with_its_own_token(settings: Config) -> None:
+    async with oauth_rig(settings) as rig:
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        beta = rig.slack.add_workspace("TBETA", "Beta")
+        first = await rig.install(acme, installer="UALICE")
+        assert first.status == 200 and "Installed" in first.page and "Acme" in first.page
+        assert "Add to Slack" in first.install_page
+        assert (await rig.install(beta)).status == 200
+        [acme_token], [beta_token] = rig.slack.tokens_for(acme), rig.slack.tokens_for(beta)
+
+        a = await rig.mention(acme, channel="CA")
+        b = await rig.mention(beta, channel="CB")
+        assert set(await rig.answered_in("CA", a)) == {acme_token}
+        assert set(await rig.answered_in("CB", b)) == {beta_token}
+        # Bolt checked each workspace's own token before answering, and asked for the manifests' scopes
+        assert {call.token for call in rig.slack.calls_to("auth.test")} >= {acme_token, beta_token}
+        scopes = set(rig.slack.authorize_requests[0]["scope"].split(","))
+        assert {"app_mentions:read", "chat:write", "files:read", "commands"} <= scopes
+
+        stored = await rig.bot.engine.store.find_installation("", "TACME")
+        assert stored is not None and stored.bot_token == acme_token and stored.installer_id == "UALICE"
+        assert stored.bot_user_id == acme.bot_user_id and stored.team_name == "Acme"
+
+
+async def test_a_command_in_an_installed_workspace_uses_that_workspaces_token(settings: Config) -> None:
+    async with oauth_rig(settings) as rig:
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        await rig.install(acme)
+        form = slash_command_form("TACME", "U1", "C1", "help")
+        status, body = await post_signed(None, f"{rig.base}/slack/events", form, SECRET, json_body=False)
+        assert status == 200 and "ephemeral" in body
+        [token] = rig.slack.tokens_for(acme)
+        assert [call.token for call in rig.slack.calls_to("users.info")] == [token]
+
+
+async def test_a_cancelled_install_says_so_and_stores_nothing(settings: Config) -> None:
+    async with oauth_rig(settings) as rig:
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        cancelled = await rig.install(acme, approve=False)
+        assert cancelled.status == 200 and "Installation cancelled" in cancelled.page
+        assert not rig.slack.calls_to("oauth.v2.access")
+        assert await rig.bot.engine.store.installations() == []
+
+
+@pytest.mark.parametrize("tamper", ["no cookie", "forged state", "state used twice"])
+async def test_a_bad_or_reused_state_is_refused_with_a_clear_page(settings: Config, tamper: str) -> None:
+    async with oauth_rig(settings) as rig:
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        if tamper == "state used twice":  # the whole redirect replayed, cookie and all
+            first = await rig.install(acme)
+            async with aiohttp.ClientSession() as browser:
+                async with browser.get(first.back, headers=first.headers) as response:
+                    refused = Install("", response.status, await response.text(), first.back, first.headers)
+        elif tamper == "no cookie":
+            refused = await rig.install(acme, cookie=False)
+        else:
+            refused = await rig.install(acme, state="forged.0000")
+        assert refused.status == 400 and "This install link has expired" in refused.page
+        assert len(rig.slack.calls_to("oauth.v2.access")) == (1 if tamper == "state used twice" else 0)
+
+
+async def test_an_expired_state_is_refused(settings: Config) -> None:
+    async with oauth_rig(settings) as rig:
+        states = rig.service.app.oauth_flow.settings.state_store  # type: ignore[union-attr]
+        states.seconds = -1  # issued already expired, as one ten minutes old would be
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        refused = await rig.install(acme)
+        assert refused.status == 400 and "expired" in refused.page
+        assert not rig.slack.calls_to("oauth.v2.access")
+
+
+async def test_an_org_wide_install_answers_in_every_workspace_of_the_org_with_settings_apart(settings: Config) -> None:
+    async with oauth_rig(settings) as rig:
+        org = rig.slack.add_org("EORG", "Big Org")
+        first = await rig.install(org)
+        assert first.status == 200 and "every workspace of" in first.page and "Big Org" in first.page
+        [token] = rig.slack.tokens_for(org)
+        stored = await rig.bot.engine.store.find_installation("EORG", "")
+        assert stored is not None and stored.is_enterprise_install
+
+        one = await rig.mention(org, team="TW1", channel="C1")
+        two = await rig.mention(org, team="TW2", channel="C2")
+        assert set(await rig.answered_in("C1", one)) == {token}
+        assert set(await rig.answered_in("C2", two)) == {token}
+        store = rig.bot.engine.store
+        w1, w2 = await store.workspace_id("slack", "TW1"), await store.workspace_id("slack", "TW2")
+        assert w1 != w2  # each workspace of the org keeps its own settings, caps and history
+        await store.set_setting(w1, "model", "gpt-4o")
+        assert "model" in await store.settings_for(ConversationKey("slack", "TW1", "C1", one))
+        assert "model" not in await store.settings_for(ConversationKey("slack", "TW2", "C2", two))
+
+
+async def test_rotating_tokens_are_refreshed_before_they_expire_and_the_new_one_answers(settings: Config) -> None:
+    async with oauth_rig(settings) as rig:
+        rig.slack.token_rotation = True
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        await rig.install(acme)
+        [first] = rig.slack.tokens_for(acme)
+        stored = await rig.bot.engine.store.find_installation("", "TACME")
+        assert stored is not None and stored.bot_refresh_token and stored.bot_token_expires_at
+        assert stored.bot_token_expires_at > time.time() + 3 * 3600  # fresh: 12 hours
+
+        # an hour left: inside the two hours before expiry, so the next request refreshes it first
+        rig.slack.expire(first, in_seconds=3600)
+        await rig.bot.engine.store.save_installation(replace(stored, bot_token_expires_at=int(time.time()) + 3600))
+        ts = await rig.mention(acme)
+        tokens = set(await rig.answered_in("C1", ts))
+        refreshed = await rig.bot.engine.store.find_installation("", "TACME")
+        assert refreshed is not None and refreshed.bot_token != first and tokens == {refreshed.bot_token}
+        assert refreshed.bot_refresh_token != stored.bot_refresh_token
+        [refresh] = [call for call in rig.slack.calls_to("oauth.v2.access") if call.args.get("grant_type")]
+        assert refresh.args["refresh_token"] == stored.bot_refresh_token
+
+
+async def test_uninstalling_deletes_the_installation_and_erases_the_workspace(settings: Config, caplog: pytest.LogCaptureFixture) -> None:
+    async with oauth_rig(settings) as rig:
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        beta = rig.slack.add_workspace("TBETA", "Beta")
+        await rig.install(acme)
+        await rig.install(beta)
+        ts = await rig.mention(acme)
+        await rig.answered_in("C1", ts)
+        store = rig.bot.engine.store
+        conversation = ConversationKey("slack", "TACME", "C1", ts)
+        assert await store.has_conversation(conversation)
+
+        [token] = rig.slack.tokens_for(acme)
+        rig.slack.revoke_token(token)
+        await rig.deliver(app_uninstalled(), "TACME")
+        await rig.outcomes.wait(2)
+        assert rig.outcomes[-1] == "workspace_deleted"
+        assert await store.find_installation("", "TACME") is None
+        assert not await store.has_conversation(conversation)
+        assert await store.find_installation("", "TBETA") is not None
+
+        # a tokens_revoked for another bot user leaves the other workspace alone; its own bot user removes it
+        await rig.deliver(tokens_revoked(["USOMEONE"]), "TBETA")
+        await rig.outcomes.wait(3)
+        assert await store.find_installation("", "TBETA") is not None
+        await rig.deliver(tokens_revoked([beta.bot_user_id]), "TBETA")
+        await rig.outcomes.wait(4)
+        assert await store.find_installation("", "TBETA") is None
+
+        # later events from the uninstalled workspace are acknowledged and ignored, with one log line
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            before = len(rig.slack.calls)
+            await rig.mention(acme)
+            await rig.outcomes.wait(5)
+        assert rig.outcomes[-1] == "ignored"
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.getMessage() for r in warnings] == [
+            "slack: a request from a workspace without an installation was acknowledged and ignored "
+            "(team TACME, enterprise None)"]
+        assert not [c for c in rig.slack.calls[before:] if c.method == "chat.postMessage"]
+
+
+@pytest.fixture
+def debug_logging() -> Iterator[None]:
+    """The process's own logging at CHATBOTS_LOG_LEVEL=DEBUG, restored afterwards."""
+    names = ["", *QUIET_LIBRARIES]
+    levels = {name: logging.getLogger(name).level for name in names}
+    configure_logging("DEBUG")
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+async def test_no_token_reaches_a_log_or_the_installations_listing(
+    settings: Config, caplog: pytest.LogCaptureFixture, debug_logging: None
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        async with oauth_rig(settings) as rig:
+            rig.slack.token_rotation = True
+            acme = rig.slack.add_workspace("TACME", "Acme")
+            await rig.install(acme)
+            await rig.answered_in("C1", await rig.mention(acme))
+            listing = await rig.bot.engine.store.installations()
+            tokens = [issued.token for issued in rig.slack.tokens.values()]
+            tokens += [issued.refresh_token or "" for issued in rig.slack.tokens.values()]
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    for token in filter(None, tokens):
+        assert token not in logged
+        assert token not in repr(listing)
+
+
+def test_oauth_mode_needs_both_client_credentials() -> None:
+    from chatbots.config import ConfigError
+
+    with pytest.raises(ConfigError, match="SLACK_CLIENT_ID and SLACK_CLIENT_SECRET go together"):
+        Config.from_env({"SLACK_CLIENT_ID": "1.2"})
+    oauth = Config.from_env({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "s", "SLACK_SCOPES": "chat:write, commands"})
+    assert oauth.slack_oauth and oauth.slack_scopes == ("chat:write", "commands")
+    assert not Config.from_env({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "s", "SLACK_BOT_TOKEN": "xoxb-1"}).slack_oauth
