@@ -80,10 +80,11 @@ class OAuthRig:
             async with browser.get(authorize, allow_redirects=False) as response:
                 assert response.status == 302, await response.text()
                 back = response.headers["Location"]
-            if state is not None:
-                back = re.sub(r"state=[^&]*", f"state={state}", back)
             issued = re.search(rf"{STATE_COOKIE}=([^;]+)", set_cookie)
             headers = {"Cookie": f"{STATE_COOKIE}={issued.group(1)}"} if cookie and issued else {}
+            if state is not None:  # a forger's own state, in the redirect and in the cookie alike
+                back = re.sub(r"state=[^&]*", f"state={state}", back)
+                headers = {"Cookie": f"{STATE_COOKIE}={state}"}
             async with browser.get(back, headers=headers, allow_redirects=False) as response:
                 return Install(page, response.status, await response.text(), back, headers)
 
@@ -94,10 +95,10 @@ class OAuthRig:
         status, text = await post_signed(None, f"{self.base}/slack/events", body, SECRET)
         assert status == 200, (status, text)
 
-    async def mention(self, place: Workspace, team: str | None = None, channel: str = "C1") -> str:
+    async def mention(self, place: Workspace, team: str | None = None, channel: str = "C1", **fields: Any) -> str:
         ts = next_ts()
         team = team or place.team_id or ""
-        await self.deliver(app_mention(channel, "U1", f"<@{place.bot_user_id}> hello", ts=ts, team=team), team,
+        await self.deliver(app_mention(channel, "U1", f"<@{place.bot_user_id}> hello", ts=ts, team=team, **fields), team,
                            enterprise_id=place.enterprise_id, org_wide=place.org_wide, bot_user_id=place.bot_user_id)
         return ts
 
@@ -161,6 +162,20 @@ async def test_a_command_in_an_installed_workspace_uses_that_workspaces_token(se
         assert status == 200 and "ephemeral" in body
         [token] = rig.slack.tokens_for(acme)
         assert [call.token for call in rig.slack.calls_to("users.info")] == [token]
+
+
+async def test_files_are_downloaded_with_the_token_of_the_workspace_that_shared_them(settings: Config) -> None:
+    async with oauth_rig(settings) as rig:
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        beta = rig.slack.add_workspace("TBETA", "Beta")
+        await rig.install(acme)
+        await rig.install(beta)
+        for place, channel in ((acme, "CA"), (beta, "CB")):
+            shared = rig.slack.add_file(f"{place.name}.txt", b"notes", "text/plain")
+            await rig.answered_in(channel, await rig.mention(place, channel=channel, files=[shared]))
+        used = {request.path.rsplit("/", 1)[-1]: request.authorization for request in rig.slack.file_downloads}
+        [acme_token], [beta_token] = rig.slack.tokens_for(acme), rig.slack.tokens_for(beta)
+        assert used == {"Acme.txt": f"Bearer {acme_token}", "Beta.txt": f"Bearer {beta_token}"}
 
 
 async def test_a_cancelled_install_says_so_and_stores_nothing(settings: Config) -> None:
