@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
 
+from adapters.doctor import doctor
 from adapters.runner import Bot
 from adapters.slack import SlackService
+from chatbots.cli import main
 from chatbots.config import Config
+from chatbots.installations import InstalledApp
 from chatbots.logs import QUIET_LIBRARIES, configure_logging
+from chatbots.store import Store
 from chatbots.types import ConversationKey
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.slack import (
@@ -337,3 +344,59 @@ def test_oauth_mode_needs_both_client_credentials() -> None:
     oauth = Config.from_env({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "s", "SLACK_SCOPES": "chat:write, commands"})
     assert oauth.slack_oauth and oauth.slack_scopes == ("chat:write", "commands")
     assert not Config.from_env({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "s", "SLACK_BOT_TOKEN": "xoxb-1"}).slack_oauth
+
+
+def test_the_installations_command_lists_workspaces_and_orgs_never_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "CHATBOTS_", "SLACK_", "DISCORD_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CHATBOTS_DB", str(tmp_path / "bot.db"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["installations"]) == 0
+    assert "No Slack installations yet" in capsys.readouterr().out
+
+    store = Store.open(tmp_path / "bot.db")
+    try:
+        asyncio.run(store.save_installation(InstalledApp("", "TACME", False, "xoxb-acme-secret", "UBOTA",
+                                                         team_name="Acme", installer_id="UALICE")))
+        asyncio.run(store.save_installation(InstalledApp("EORG", "", True, "xoxb-org-secret", "UBOTE",
+                                                         enterprise_name="Big Org", installer_id="UBOB",
+                                                         bot_refresh_token="xoxe-1-refresh-secret")))
+    finally:
+        store.close()
+    assert main(["installations"]) == 0
+    out = capsys.readouterr().out
+    acme = next(line for line in out.splitlines() if "TACME" in line)
+    org = next(line for line in out.splitlines() if "(org-wide)" in line)
+    assert "Acme" in acme and "UALICE" in acme and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", acme)
+    assert "EORG" in org and "Big Org" in org and "UBOB" in org
+    assert "secret" not in out
+
+
+async def test_doctor_checks_every_installations_token(settings: Config) -> None:
+    async with FakeSlack() as slack:
+        acme, beta = slack.add_workspace("TACME", "Acme"), slack.add_workspace("TBETA", "Beta")
+        store = Store.open(settings.db_path)
+        try:
+            for place in (acme, beta):
+                token = slack.issue_token(place)
+                await store.save_installation(InstalledApp("", place.team_id or "", False, token, place.bot_user_id,
+                                                           team_name=place.name))
+        finally:
+            store.close()
+        configured = replace(settings, database_url=None, slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET,
+                             slack_signing_secret=SECRET, slack_api_url=slack.api_url)
+        code, text = await doctor(configured)
+        row = next(line for line in text.splitlines() if line.startswith("slack"))
+        assert code == 0 and "OAuth mode, 2 installations, 2 tokens work" in row, text
+
+        [revoked] = slack.tokens_for(beta)
+        slack.revoke_token(revoked)
+        code, text = await doctor(configured)
+        assert code == 1
+        assert "2 installations, 1 tokens work; refused: Beta (TBETA) token_revoked" in text
+        assert "fix: slack: install the app again" in text
+        assert {call.token for call in slack.calls_to("auth.test")} == set(slack.tokens_for(acme) + [revoked])
+        assert "xoxb-" not in text and CLIENT_SECRET not in text

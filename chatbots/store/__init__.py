@@ -393,6 +393,10 @@ class Store:
     async def installations(self) -> list[InstallationSummary]:
         return await self.run(installations.listing, self.sql)
 
+    async def installed_apps(self) -> list[InstalledApp]:
+        """Every installation with its tokens (for `chatbots doctor` to check them)."""
+        return await self.run(installations.everything, self.sql)
+
     async def issue_oauth_state(self, state: str, expires_at: datetime) -> None:
         await self.run(installations.issue_state, self.sql, state, expires_at)
 

@@ -45,6 +45,12 @@ def find(sql: SQLDatabase, enterprise_id: str, team_id: str) -> InstalledApp | N
     return InstalledApp(**fields)
 
 
+def everything(sql: SQLDatabase) -> list[InstalledApp]:
+    """Every installation with its tokens: for `chatbots doctor` to check each one, never to print."""
+    keys = sql._run("SELECT enterprise_id, team_id FROM slack_installations ORDER BY enterprise_id, team_id").rows
+    return [found for enterprise, team in keys if (found := find(sql, enterprise, team)) is not None]
+
+
 def delete(sql: SQLDatabase, enterprise_id: str, team_id: str) -> bool:
     return sql._run("DELETE FROM slack_installations WHERE enterprise_id = ? AND team_id = ?",
                     [enterprise_id, team_id]).rowcount > 0
