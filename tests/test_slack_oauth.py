@@ -29,8 +29,8 @@ from chatbots.store import Store
 from chatbots.types import ConversationKey
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.slack import (
+    BrowserInstall,
     FakeSlack,
-    InstallChoice,
     Workspace,
     app_mention,
     app_uninstalled,
@@ -44,19 +44,6 @@ from tests.fakes.slack.oauth import CLIENT_ID, CLIENT_SECRET
 from tests.outcomes import Outcomes
 
 SECRET = "oauth-signing-secret"
-STATE_COOKIE = "slack-app-oauth-state"
-
-
-@dataclass
-class Install:
-    """What a browser saw going through the install: each page's status and text."""
-
-    install_page: str
-    status: int
-    page: str
-    back: str
-    """Slack's redirect back to the bot, as the browser followed it."""
-    headers: dict[str, str]
 
 
 @dataclass
@@ -74,26 +61,8 @@ class OAuthRig:
     def service(self) -> SlackService:
         return next(s for s in self.bot.services if isinstance(s, SlackService))
 
-    async def install(self, place: Workspace, *, approve: bool = True, installer: str = "UINSTALLER",
-                      cookie: bool = True, state: str | None = None) -> Install:
-        """A person installing the app from the bot's install page, in one browser (the state cookie travels)."""
-        self.slack.next_install = InstallChoice(place, installer, approve)
-        async with aiohttp.ClientSession() as browser:
-            async with browser.get(f"{self.base}/slack/install") as response:
-                assert response.status == 200
-                page = await response.text()
-                set_cookie = response.headers.get("Set-Cookie", "")
-            authorize = html.unescape(re.search(r'href="([^"]*oauth/v2/authorize[^"]*)"', page).group(1))  # type: ignore[union-attr]
-            async with browser.get(authorize, allow_redirects=False) as response:
-                assert response.status == 302, await response.text()
-                back = response.headers["Location"]
-            issued = re.search(rf"{STATE_COOKIE}=([^;]+)", set_cookie)
-            headers = {"Cookie": f"{STATE_COOKIE}={issued.group(1)}"} if cookie and issued else {}
-            if state is not None:  # a forger's own state, in the redirect and in the cookie alike
-                back = re.sub(r"state=[^&]*", f"state={state}", back)
-                headers = {"Cookie": f"{STATE_COOKIE}={state}"}
-            async with browser.get(back, headers=headers, allow_redirects=False) as response:
-                return Install(page, response.status, await response.text(), back, headers)
+    async def install(self, place: Workspace, **options: Any) -> BrowserInstall:
+        return await self.slack.install_in_browser(f"{self.base}/slack/install", place, **options)
 
     async def deliver(self, event: dict[str, Any], team: str, *, enterprise_id: str | None = None,
                       org_wide: bool = False, bot_user_id: str = "UBOT") -> None:
@@ -202,7 +171,7 @@ async def test_a_bad_or_reused_state_is_refused_with_a_clear_page(settings: Conf
             first = await rig.install(acme)
             async with aiohttp.ClientSession() as browser:
                 async with browser.get(first.back, headers=first.headers) as response:
-                    refused = Install("", response.status, await response.text(), first.back, first.headers)
+                    refused = BrowserInstall("", response.status, await response.text(), first.back, first.headers)
         elif tamper == "no cookie":
             refused = await rig.install(acme, cookie=False)
         else:

@@ -36,7 +36,7 @@ from .payloads import (
     tokens_revoked,
 )
 from .files import SlackFiles
-from .oauth import InstallChoice, SlackOAuth, Workspace
+from .oauth import BrowserInstall, InstallChoice, SlackOAuth, Workspace
 from .records import Call, PostedMessage, next_ts
 from .signing import post_signed, serve, sign_request
 from .socket_mode import SocketMode
@@ -44,6 +44,7 @@ from .state import SlackState
 from .web_api import WebApi
 
 __all__ = [
+    "BrowserInstall",
     "Call",
     "InstallChoice",
     "Workspace",

@@ -17,12 +17,15 @@ Wire facts (Slack's "Installing with OAuth" guide and method references, python-
 
 from __future__ import annotations
 
+import html
 import itertools
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import aiohttp
 from aiohttp import web
 
 from .records import Call, _ApiError
@@ -30,6 +33,8 @@ from .records import Call, _ApiError
 if TYPE_CHECKING:
     from . import FakeSlack
 
+STATE_COOKIE = "slack-app-oauth-state"
+"""Where slack_bolt keeps the install state in the browser."""
 CLIENT_ID = "1111.2222"
 CLIENT_SECRET = "fake-client-secret"
 TOKEN_LIFETIME = 43_200
@@ -60,6 +65,19 @@ class IssuedToken:
     scopes: str
     expires_at: float | None = None
     refresh_token: str | None = None
+
+
+@dataclass
+class BrowserInstall:
+    """What a browser saw going through an install: the install page, then the bot's answer to Slack's redirect."""
+
+    install_page: str
+    status: int
+    page: str
+    back: str
+    """Slack's redirect back to the bot, as the browser followed it."""
+    headers: dict[str, str]
+    """The headers the browser sent with it (its state cookie)."""
 
 
 @dataclass
@@ -123,6 +141,32 @@ class SlackOAuth:
         self.tokens[token].expires_at = time.time() + in_seconds
 
     # ---- the browser's side --------------------------------------------------------------
+
+    async def install_in_browser(self: FakeSlack, install_url: str, place: Workspace, *, approve: bool = True,
+                                 installer: str = "UINSTALLER", cookie: bool = True,
+                                 state: str | None = None) -> BrowserInstall:
+        """A person opening the bot's install page, following its link here and choosing place (or cancelling).
+
+        One browser: the state cookie the install page set travels with the redirect back, unless cookie is False;
+        state replaces the state in both, as a forger would."""
+        self.next_install = InstallChoice(place, installer, approve)
+        async with aiohttp.ClientSession() as browser:
+            async with browser.get(install_url) as response:
+                assert response.status == 200, response.status
+                page = await response.text()
+                set_cookie = response.headers.get("Set-Cookie", "")
+            link = re.search(r'href="([^"]*oauth/v2/authorize[^"]*)"', page)
+            assert link is not None, "the install page links to Slack's authorize page"
+            async with browser.get(html.unescape(link.group(1)), allow_redirects=False) as response:
+                assert response.status == 302, await response.text()
+                back = response.headers["Location"]
+            issued = re.search(rf"{STATE_COOKIE}=([^;]+)", set_cookie)
+            headers = {"Cookie": f"{STATE_COOKIE}={issued.group(1)}"} if cookie and issued else {}
+            if state is not None:
+                back = re.sub(r"state=[^&]*", f"state={state}", back)
+                headers = {"Cookie": f"{STATE_COOKIE}={state}"}
+            async with browser.get(back, headers=headers, allow_redirects=False) as response:
+                return BrowserInstall(page, response.status, await response.text(), back, headers)
 
     async def _handle_authorize(self: FakeSlack, request: web.Request) -> web.Response:
         query = dict(request.query)
