@@ -142,12 +142,16 @@ async def test_a_dotenv_file_in_the_working_directory_fills_in_unset_variables(f
 
 async def test_a_missing_or_refused_variable_stops_the_bot_with_one_line_naming_it(fakes: Fakes, tmp_path: Path) -> None:
     model = fakes.model_env()
-    socket, http, discord = fakes.socket_mode(), fakes.http_mode(), fakes.discord_env()
+    socket, http, discord, oauth = fakes.socket_mode(), fakes.http_mode(), fakes.discord_env(), fakes.oauth_mode()
     cases = {
         "socket mode without the bot token": ({k: v for k, v in socket.items() if k != "SLACK_BOT_TOKEN"} | model,
                                               "SLACK_BOT_TOKEN"),
         "http mode without the signing secret": ({k: v for k, v in http.items() if k != "SLACK_SIGNING_SECRET"} | model,
                                                  "SLACK_SIGNING_SECRET"),
+        "oauth mode without the signing secret": ({k: v for k, v in oauth.items() if k != "SLACK_SIGNING_SECRET"}
+                                                  | model, "SLACK_SIGNING_SECRET"),
+        "oauth mode without the client secret": ({k: v for k, v in oauth.items() if k != "SLACK_CLIENT_SECRET"}
+                                                 | model, "SLACK_CLIENT_SECRET"),
         "discord without its token": ({k: v for k, v in discord.items() if k != "DISCORD_BOT_TOKEN"} | model,
                                       "DISCORD_BOT_TOKEN"),
         "no model server or key": (socket | discord, "OPENAI_API_KEY"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import html
+import json
 import logging
 import os
 import re
@@ -20,6 +20,7 @@ import pytest
 
 from adapters.doctor import doctor
 from adapters.runner import Bot
+from adapters.slack.oauth import StoreStates
 from adapters.slack import SlackService
 from chatbots.cli import main
 from chatbots.config import Config
@@ -220,6 +221,8 @@ async def test_rotating_tokens_are_refreshed_before_they_expire_and_the_new_one_
         stored = await rig.bot.engine.store.find_installation("", "TACME")
         assert stored is not None and stored.bot_refresh_token and stored.bot_token_expires_at
         assert stored.bot_token_expires_at > time.time() + 3 * 3600  # fresh: 12 hours
+        assert set(await rig.answered_in("C1", await rig.mention(acme))) == {first}
+        assert len(rig.slack.calls_to("oauth.v2.access")) == 1, "a fresh token is not refreshed"
 
         # an hour left: inside the two hours before expiry, so the next request refreshes it first
         rig.slack.expire(first, in_seconds=3600)
@@ -369,3 +372,21 @@ async def test_doctor_checks_every_installations_token(settings: Config) -> None
         assert "fix: slack: install the app again" in text
         assert {call.token for call in slack.calls_to("auth.test")} == set(slack.tokens_for(acme) + [revoked])
         assert "xoxb-" not in text and CLIENT_SECRET not in text
+
+
+async def test_install_states_are_signed_so_a_new_state_secret_cancels_installs_in_progress(store: Store) -> None:
+    before = StoreStates(store, "first secret")
+    state = await before.async_issue()
+    assert not await StoreStates(store, "second secret").async_consume(state)
+    assert not await before.async_consume(state + "0")
+    assert not await before.async_consume("x" * 10_000)
+    assert await before.async_consume(state)
+
+
+def test_the_oauth_manifest_is_the_http_one_with_a_redirect_url_and_org_wide_installs() -> None:
+    folder = Path(__file__).parents[1] / "adapters" / "slack" / "manifests"
+    oauth, http = (json.loads((folder / name).read_text()) for name in ("oauth-mode.json", "http-mode.json"))
+    assert oauth["oauth_config"].pop("redirect_urls") == ["https://YOUR-BOT-HOST/slack/oauth_redirect"]
+    assert oauth["settings"].pop("org_deploy_enabled") is True
+    http["settings"].pop("org_deploy_enabled")
+    assert oauth == http

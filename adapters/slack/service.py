@@ -73,6 +73,8 @@ class SlackService(ServiceBase):
             raise ConfigError("SLACK_APP_TOKEN is set, but OAuth mode (SLACK_CLIENT_ID without SLACK_BOT_TOKEN) serves "
                               "its install pages over HTTP: unset SLACK_APP_TOKEN, or set SLACK_BOT_TOKEN for one workspace")
         self.socket_mode = bool(settings.slack_app_token)
+        if self.oauth and not settings.slack_signing_secret:
+            raise ConfigError("SLACK_SIGNING_SECRET is not set (OAuth mode serves HTTP: Basic Information > Signing Secret)")
         if not self.socket_mode and not settings.slack_signing_secret:
             raise ConfigError("SLACK_SIGNING_SECRET is not set (needed in HTTP mode; or set SLACK_APP_TOKEN for Socket Mode)")
         super().__init__(engine)
