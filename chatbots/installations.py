@@ -6,7 +6,13 @@ The tokens are secrets: they are read only to answer events, never by a report, 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +51,46 @@ class InstallationSummary:
     bot_user_id: str
     installer_id: str
     installed_at: str
+
+
+class Installations:
+    """What platforms may do with installations: the engine hands this out, so adapters never hold the store."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def now(self) -> datetime:
+        return self._store.clock()
+
+    async def save(self, app: InstalledApp) -> None:
+        await self._store.save_installation(app)
+
+    async def find(self, enterprise_id: str, team_id: str) -> InstalledApp | None:
+        return await self._store.find_installation(enterprise_id, team_id)
+
+    async def delete(self, enterprise_id: str, team_id: str) -> bool:
+        return await self._store.delete_installation(enterprise_id, team_id)
+
+    async def listing(self) -> list[InstallationSummary]:
+        return await self._store.installations()
+
+    async def everything(self) -> list[InstalledApp]:
+        """Every installation with its tokens (for `chatbots doctor` to check each one)."""
+        return await self._store.installed_apps()
+
+    async def issue_state(self, state: str, expires_at: datetime) -> None:
+        await self._store.issue_oauth_state(state, expires_at)
+
+    async def consume_state(self, state: str) -> bool:
+        return await self._store.consume_oauth_state(state)
+
+
+async def installed_apps(database_url: str | None, db_path: str) -> list[InstalledApp]:
+    """Every installation in the configured database, tokens included: `chatbots doctor` checks each one."""
+    from .store import Store, open_database
+
+    store = Store(await asyncio.to_thread(open_database, database_url, db_path))
+    try:
+        return await Installations(store).everything()
+    finally:
+        store.close()

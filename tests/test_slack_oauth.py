@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
@@ -24,7 +23,7 @@ from adapters.slack.oauth import StoreStates
 from adapters.slack import SlackService
 from chatbots.cli import main
 from chatbots.config import Config
-from chatbots.installations import InstalledApp
+from chatbots.installations import Installations, InstalledApp
 from chatbots.logs import QUIET_LIBRARIES, configure_logging
 from chatbots.store import Store
 from chatbots.types import ConversationKey
@@ -375,9 +374,9 @@ async def test_doctor_checks_every_installations_token(settings: Config) -> None
 
 
 async def test_install_states_are_signed_so_a_new_state_secret_cancels_installs_in_progress(store: Store) -> None:
-    before = StoreStates(store, "first secret")
+    before = StoreStates(Installations(store), "first secret")
     state = await before.async_issue()
-    assert not await StoreStates(store, "second secret").async_consume(state)
+    assert not await StoreStates(Installations(store), "second secret").async_consume(state)
     assert not await before.async_consume(state + "0")
     assert not await before.async_consume("x" * 10_000)
     assert await before.async_consume(state)

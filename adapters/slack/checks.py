@@ -11,8 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from chatbots.checks import OK, SKIPPED, Check, CheckFailed, Row, describe, safe_url
 from chatbots.config import Config
-from chatbots.installations import InstalledApp
-from chatbots.store import Store, open_database
+from chatbots.installations import InstalledApp, installed_apps
 
 SLACK_BOT_SCOPES = frozenset({
     "app_mentions:read", "assistant:write", "channels:history", "chat:write", "commands", "files:read",
@@ -36,11 +35,7 @@ async def installations(settings: Config, timeout: float) -> Row:
     if not settings.slack_signing_secret:
         raise CheckFailed("OAuth mode, SLACK_SIGNING_SECRET not set",
                           "set SLACK_SIGNING_SECRET (Basic Information > Signing Secret): OAuth mode serves HTTP")
-    store = Store(await asyncio.to_thread(open_database, settings.database_url, settings.db_path))
-    try:
-        found = await store.installed_apps()
-    finally:
-        store.close()
+    found = await installed_apps(settings.database_url, settings.db_path)
     if not found:
         return Row("slack", OK, "OAuth mode, no installations yet (people install the app at /slack/install)")
     base_url = settings.slack_api_url or AsyncWebClient.BASE_URL

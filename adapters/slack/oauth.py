@@ -33,8 +33,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from yarl import URL
 
 from chatbots.config import Config
-from chatbots.installations import InstalledApp
-from chatbots.store import Store
+from chatbots.installations import Installations, InstalledApp
 
 from .checks import SLACK_BOT_SCOPES
 
@@ -62,8 +61,8 @@ class StoreInstallations(AsyncInstallationStore):
     """Bolt's installation store, kept in the bot's database. One bot installation per workspace or org (the app
     asks for no user scopes): a lookup for another user than the installer finds nothing, so Bolt uses the bot's."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, installations: Installations) -> None:
+        self.installations = installations
 
     @property
     def logger(self) -> Logger:
@@ -71,7 +70,7 @@ class StoreInstallations(AsyncInstallationStore):
 
     async def async_save(self, installation: Installation) -> None:
         enterprise, team = _key(installation.enterprise_id, installation.team_id, installation.is_enterprise_install)
-        await self.store.save_installation(InstalledApp(
+        await self.installations.save(InstalledApp(
             enterprise, team, bool(installation.is_enterprise_install), installation.bot_token or "",
             installation.bot_user_id or "", bot_id=installation.bot_id or "",
             bot_scopes=",".join(installation.bot_scopes or []), bot_refresh_token=installation.bot_refresh_token,
@@ -82,10 +81,10 @@ class StoreInstallations(AsyncInstallationStore):
 
     async def async_save_bot(self, bot: Bot) -> None:
         enterprise, team = _key(bot.enterprise_id, bot.team_id, bot.is_enterprise_install)
-        found = await self.store.find_installation(enterprise, team)
+        found = await self.installations.find(enterprise, team)
         if found is None:
             return
-        await self.store.save_installation(replace(
+        await self.installations.save(replace(
             found, bot_token=bot.bot_token, bot_refresh_token=bot.bot_refresh_token,
             bot_token_expires_at=bot.bot_token_expires_at, bot_scopes=",".join(bot.bot_scopes or []),
         ))
@@ -93,7 +92,7 @@ class StoreInstallations(AsyncInstallationStore):
     async def async_find_installation(self, *, enterprise_id: str | None, team_id: str | None,
                                       user_id: str | None = None, is_enterprise_install: bool | None = False
                                       ) -> Installation | None:
-        found = await self.store.find_installation(*_key(enterprise_id, team_id, is_enterprise_install))
+        found = await self.installations.find(*_key(enterprise_id, team_id, is_enterprise_install))
         if found is None or (user_id is not None and user_id != found.installer_id):
             return None
         return Installation(
@@ -113,22 +112,22 @@ class StoreInstallations(AsyncInstallationStore):
 
     async def async_delete_installation(self, *, enterprise_id: str | None, team_id: str | None,
                                         user_id: str | None = None, is_enterprise_install: bool | None = False) -> None:
-        await self.store.delete_installation(*_key(enterprise_id, team_id, is_enterprise_install))
+        await self.installations.delete(*_key(enterprise_id, team_id, is_enterprise_install))
 
     async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None,
                                is_enterprise_install: bool | None = False) -> None:
-        await self.store.delete_installation(*_key(enterprise_id, team_id, is_enterprise_install))
+        await self.installations.delete(*_key(enterprise_id, team_id, is_enterprise_install))
 
     async def async_delete_all(self, *, enterprise_id: str | None, team_id: str | None,
                                is_enterprise_install: bool | None = False) -> None:
-        await self.store.delete_installation(*_key(enterprise_id, team_id, is_enterprise_install))
+        await self.installations.delete(*_key(enterprise_id, team_id, is_enterprise_install))
 
 
 class StoreStates(AsyncOAuthStateStore):
     """One-use install states in the bot's database, each signed so a forged one is refused without a lookup."""
 
-    def __init__(self, store: Store, secret: str, seconds: int = STATE_SECONDS) -> None:
-        self.store = store
+    def __init__(self, installations: Installations, secret: str, seconds: int = STATE_SECONDS) -> None:
+        self.installations = installations
         self._secret = hashlib.sha256(b"chatbots slack install state\x00" + secret.encode()).digest()
         self.seconds = seconds
 
@@ -142,7 +141,7 @@ class StoreStates(AsyncOAuthStateStore):
     async def async_issue(self, *args: Any, **kwargs: Any) -> str:
         nonce = secrets.token_urlsafe(24)
         state = f"{nonce}.{self._sign(nonce)}"
-        await self.store.issue_oauth_state(state, self.store.clock() + timedelta(seconds=self.seconds))
+        await self.installations.issue_state(state, self.installations.now() + timedelta(seconds=self.seconds))
         return state
 
     async def async_consume(self, state: str) -> bool:
@@ -151,7 +150,7 @@ class StoreStates(AsyncOAuthStateStore):
         nonce, _, signature = state.partition(".")
         if not hmac.compare_digest(self._sign(nonce), signature):
             return False
-        return await self.store.consume_oauth_state(state)
+        return await self.installations.consume_state(state)
 
 
 class InstalledOnly(AsyncInstallationStoreAuthorize):
@@ -185,7 +184,7 @@ def authorization_url(api_url: str | None) -> str | None:
     return str(URL(api_url).origin().with_path("/oauth/v2/authorize"))
 
 
-def oauth_flow(settings: Config, store: Store, client: AsyncWebClient) -> AsyncOAuthFlow:
+def oauth_flow(settings: Config, installations: Installations, client: AsyncWebClient) -> AsyncOAuthFlow:
     """The install flow: oauth.v2.access goes through client (SLACK_API_URL's base when it is set)."""
     return AsyncOAuthFlow(client=client, settings=AsyncOAuthSettings(
         client_id=settings.slack_client_id,
@@ -196,8 +195,8 @@ def oauth_flow(settings: Config, store: Store, client: AsyncWebClient) -> AsyncO
         install_path=INSTALL_PATH,
         redirect_uri_path=REDIRECT_PATH,
         authorization_url=authorization_url(settings.slack_api_url),
-        installation_store=StoreInstallations(store),
-        state_store=StoreStates(store, state_secret(settings)),
+        installation_store=StoreInstallations(installations),
+        state_store=StoreStates(installations, state_secret(settings)),
         state_expiration_seconds=STATE_SECONDS,
         token_rotation_expiration_minutes=ROTATE_MINUTES,
         callback_options=AsyncCallbackOptions(success=_installed, failure=_not_installed),
@@ -205,11 +204,11 @@ def oauth_flow(settings: Config, store: Store, client: AsyncWebClient) -> AsyncO
     ))
 
 
-def authorize(settings: Config, store: Store, client: AsyncWebClient,
+def authorize(settings: Config, installations: Installations, client: AsyncWebClient,
               missing: Callable[[str | None, str | None], None]) -> InstalledOnly:
     """Bolt's authorize, with token rotation through client (so refreshes go where SLACK_API_URL says)."""
     return InstalledOnly(
-        missing=missing, logger=log, installation_store=StoreInstallations(store), client_id=settings.slack_client_id,
+        missing=missing, logger=log, installation_store=StoreInstallations(installations), client_id=settings.slack_client_id,
         client_secret=settings.slack_client_secret, token_rotation_expiration_minutes=ROTATE_MINUTES,
         cache_enabled=True, client=client,
     )

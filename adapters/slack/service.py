@@ -124,9 +124,9 @@ class SlackService(ServiceBase):
             return {}
         # Bolt logs an error for a workspace without an installation; _not_installed says it in one plain line.
         logging.getLogger("slack_bolt.AsyncMultiTeamsAuthorization").addFilter(_not_missing_installation)
-        store = self.engine.store
-        return {"oauth_flow": oauth.oauth_flow(self.config, store, self.client),
-                "authorize": oauth.authorize(self.config, store, self.client, self._not_installed)}
+        installations = self.engine.installations
+        return {"oauth_flow": oauth.oauth_flow(self.config, installations, self.client),
+                "authorize": oauth.authorize(self.config, installations, self.client, self._not_installed)}
 
     def _not_installed(self, enterprise_id: str | None, team_id: str | None) -> None:
         log.warning("slack: a request from a workspace without an installation was acknowledged and ignored "
@@ -270,7 +270,7 @@ class SlackService(ServiceBase):
         team = body.get("team_id")
         installation = None
         if self.oauth:  # Bolt checks no token for these events (it is gone): the installation says whose bot it was
-            installations = oauth.StoreInstallations(self.engine.store)
+            installations = oauth.StoreInstallations(self.engine.installations)
             installation = await installations.async_find_installation(
                 enterprise_id=context.enterprise_id, team_id=context.team_id,
                 is_enterprise_install=context.is_enterprise_install)
