@@ -210,6 +210,16 @@ async def test_an_org_wide_install_answers_in_every_workspace_of_the_org_with_se
         assert "model" in await store.settings_for(ConversationKey("slack", "TW1", "C1", one))
         assert "model" not in await store.settings_for(ConversationKey("slack", "TW2", "C2", two))
 
+        # removed from one workspace of the org: that workspace's data goes, the install and the other stay
+        kept = len(rig.outcomes)
+        await rig.deliver({"type": "team_access_revoked", "team_ids": ["TW1"]}, "TW1", enterprise_id="EORG",
+                          org_wide=True, bot_user_id=org.bot_user_id)
+        await rig.outcomes.wait(kept + 1)
+        assert rig.outcomes[-1] == "workspace_deleted"
+        assert not await store.has_conversation(ConversationKey("slack", "TW1", "C1", one))
+        assert await store.has_conversation(ConversationKey("slack", "TW2", "C2", two))
+        assert await store.find_installation("EORG", "") is not None
+
 
 async def test_rotating_tokens_are_refreshed_before_they_expire_and_the_new_one_answers(settings: Config) -> None:
     async with oauth_rig(settings) as rig:
@@ -387,5 +397,6 @@ def test_the_oauth_manifest_is_the_http_one_with_a_redirect_url_and_org_wide_ins
     oauth, http = (json.loads((folder / name).read_text()) for name in ("oauth-mode.json", "http-mode.json"))
     assert oauth["oauth_config"].pop("redirect_urls") == ["https://YOUR-BOT-HOST/slack/oauth_redirect"]
     assert oauth["settings"].pop("org_deploy_enabled") is True
+    oauth["settings"]["event_subscriptions"]["bot_events"].remove("team_access_revoked")
     http["settings"].pop("org_deploy_enabled")
     assert oauth == http

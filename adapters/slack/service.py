@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 BACKFILL_LIMIT = 200
 """Messages read from a thread the bot joins midway: once, so it knows what was said before."""
+MAX_REVOKED_TEAMS = 1_000
+"""Workspaces erased for one team_access_revoked event (an org has at most a few thousand)."""
 BACKFILL_REFUSED_NOTE = ("I can't read this thread's earlier messages (the app lacks a permission), so I only see "
                          "what is said from now on. An admin has been told.")
 
@@ -107,6 +109,7 @@ class SlackService(ServiceBase):
         self.app.command("/chatbot")(self._on_command)
         self.app.event("app_uninstalled")(self._on_uninstall)
         self.app.event("tokens_revoked")(self._on_uninstall)
+        self.app.event("team_access_revoked")(self._on_team_access_revoked)
         self.commands = Commands.for_engine(engine)
         self.gate = None if self.socket_mode else RequestGate(settings.slack_signing_secret or "")
         """HTTP mode only: Socket Mode has no public endpoint and needs no signing secret."""
@@ -286,6 +289,16 @@ class SlackService(ServiceBase):
                 enterprise_id=context.enterprise_id, team_id=context.team_id,
                 is_enterprise_install=context.is_enterprise_install)
         await self._erase(team)
+
+    async def _on_team_access_revoked(self, body: dict[str, Any]) -> None:
+        """An org-wide install was removed from some workspaces of its org: erase what was kept for each of them."""
+        teams = _mapping(body.get("event")).get("team_ids")
+        removed = [team for team in teams[:MAX_REVOKED_TEAMS] if isinstance(team, str) and team] \
+            if isinstance(teams, list) else []
+        if not removed:
+            return self._observe(Outcome.IGNORED)
+        for team in removed:
+            await self._erase(team)
 
     async def _turn(self, message: SlackMessage, files: object, client: AsyncWebClient, bot_user: str) -> None:
         """One answer, every call made with client: the token of the workspace the message came from."""
