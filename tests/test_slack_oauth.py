@@ -52,6 +52,9 @@ class OAuthRig:
     model: FakeModelServer
     bot: Bot
     outcomes: Outcomes
+    turns: Outcomes
+    answered: int = 0
+    """Answers waited for so far: each one's turn outcome is recorded before answered_in returns."""
 
     @property
     def base(self) -> str:
@@ -82,7 +85,8 @@ class OAuthRig:
         """The tokens the bot's calls in that thread were made with, once it has answered there."""
         await self.slack.wait_for(lambda: [m for m in self.slack.messages(channel) if m.thread_ts == ts] or None,
                                   message=f"an answer in {channel}/{ts}")
-        await self.outcomes.wait(len(self.outcomes) or 1)
+        self.answered += 1
+        await self.turns.wait(self.answered)
         return [call.token or "" for call in self.slack.calls
                 if call.method in ("chat.postMessage", "chat.startStream") and call.args.get("thread_ts") == ts]
 
@@ -94,13 +98,15 @@ async def oauth_rig(settings: Config, **overrides: Any) -> AsyncIterator[OAuthRi
                              slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET,
                              slack_signing_secret=SECRET, slack_api_url=slack.api_url, port=0, **overrides)
         bot = Bot(configured)
+        turns = Outcomes(keep=lambda outcome: outcome.startswith("turn"))
         outcomes = Outcomes(keep=lambda outcome: outcome.startswith("turn") or outcome in ("ignored", "workspace_deleted"))
         for service in bot.services:
             service.observers.append(lambda outcome: outcomes.record(outcome.kind))
+            service.observers.append(lambda outcome: turns.record(outcome.kind))
         await bot.start(host="127.0.0.1")
         slack.redirect_url = f"http://127.0.0.1:{bot.port}/slack/oauth_redirect"
         try:
-            yield OAuthRig(slack, model, bot, outcomes)
+            yield OAuthRig(slack, model, bot, outcomes, turns)
         finally:
             await bot.stop(grace=2)
 
@@ -152,6 +158,23 @@ async def test_files_are_downloaded_with_the_token_of_the_workspace_that_shared_
         used = {request.path.rsplit("/", 1)[-1]: request.authorization for request in rig.slack.file_downloads}
         [acme_token], [beta_token] = rig.slack.tokens_for(acme), rig.slack.tokens_for(beta)
         assert used == {"Acme.txt": f"Bearer {acme_token}", "Beta.txt": f"Bearer {beta_token}"}
+
+
+async def test_a_refused_code_exchange_names_the_settings_and_logs_no_code(
+    settings: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with oauth_rig(settings) as rig:
+        rig.slack.client_secret = "the secret Slack really has"
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        with caplog.at_level(logging.INFO):
+            failed = await rig.install(acme)
+        assert failed.status == 400 and "Installation failed" in failed.page
+        code = re.search(r"code=([^&]+)", failed.back).group(1)  # type: ignore[union-attr]
+        logged = [record.getMessage() for record in caplog.records if "oauth" in record.name]
+        assert "slack: oauth.v2.access refused an install (bad_client_secret): check SLACK_CLIENT_ID, " \
+               "SLACK_CLIENT_SECRET and SLACK_REDIRECT_URI" in logged
+        assert not any(code in line for line in logged)
+        assert await rig.bot.engine.store.installations() == []
 
 
 async def test_a_cancelled_install_says_so_and_stores_nothing(settings: Config) -> None:

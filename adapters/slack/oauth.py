@@ -50,6 +50,28 @@ ROTATE_MINUTES = 120
 MAX_CACHED = 10_000
 """Authorize results kept (one auth.test per token saved): past this the cache starts over."""
 _CODE = re.compile(r"[a-z_]{1,40}")
+_EXCHANGE_ERROR = re.compile(r"'error': '([a-z_]{1,40})'")
+CREDENTIAL_ERRORS = {"invalid_client_id", "bad_client_secret", "invalid_client", "bad_redirect_uri"}
+
+
+class _ExchangeFailure(logging.Filter):
+    """Bolt logs a failed oauth.v2.access with the one-time code and Slack's whole answer: keep only the error
+    code, and name the setting that fixes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "oauth.v2.access" not in message:
+            return True
+        found = _EXCHANGE_ERROR.search(message)
+        error = found.group(1) if found else "unknown"
+        fix = ("check SLACK_CLIENT_ID, SLACK_CLIENT_SECRET and SLACK_REDIRECT_URI" if error in CREDENTIAL_ERRORS
+               else "the person can start the install again")
+        record.msg, record.args = "slack: oauth.v2.access refused an install (%s): %s", (error, fix)
+        return True
+
+
+flow_log = logging.getLogger(f"{__name__}.flow")
+flow_log.addFilter(_ExchangeFailure())
 
 
 def _key(enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None) -> tuple[str, str]:
@@ -186,7 +208,7 @@ def authorization_url(api_url: str | None) -> str | None:
 
 def oauth_flow(settings: Config, installations: Installations, client: AsyncWebClient) -> AsyncOAuthFlow:
     """The install flow: oauth.v2.access goes through client (SLACK_API_URL's base when it is set)."""
-    return AsyncOAuthFlow(client=client, settings=AsyncOAuthSettings(
+    return AsyncOAuthFlow(client=client, logger=flow_log, settings=AsyncOAuthSettings(
         client_id=settings.slack_client_id,
         client_secret=settings.slack_client_secret,
         scopes=list(settings.slack_scopes or sorted(SLACK_BOT_SCOPES)),
