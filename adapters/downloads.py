@@ -140,7 +140,7 @@ class Downloader:
             raise FileUnavailable(f"the download took longer than {timeout:g} s") from None
         except (aiohttp.ClientError, OSError) as error:
             log.info("%s: a shared file's download failed (%s)", self.hosts.platform, type(error).__name__)
-            raise FileUnavailable(f"the download failed ({_phrase(error)})") from None
+            raise FileUnavailable(_phrase(error)) from None
 
     async def _fetch(self, url: URL, max_bytes: int, html_ok: bool, headers: Mapping[str, str] | None) -> bytes:
         session = self._open()
@@ -152,23 +152,23 @@ class Downloader:
                     continue
                 if response.status != 200:
                     log.info("%s: a shared file's download answered HTTP %s", self.hosts.platform, response.status)
-                    raise FileUnavailable(f"download failed (HTTP {response.status})")
+                    raise FileUnavailable(f"HTTP {response.status}")
                 encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
                 if encoding not in ("", "identity"):
-                    raise FileUnavailable(f"download failed (the server sent it {encoding}-encoded)")
+                    raise FileUnavailable(f"the server sent it {encoding}-encoded")
                 if self._refused_as_html is not None and not html_ok and response.content_type == "text/html":
                     log.info("%s: a shared file's download answered a web page instead", self.hosts.platform)
                     raise FileUnavailable(self._refused_as_html)
                 return await _read_at_most(response, max_bytes)
-        raise FileUnavailable("download failed (too many redirects)")
+        raise FileUnavailable("too many redirects")
 
     def _redirect(self, current: URL, location: str | None) -> URL:
         if not location:
-            raise FileUnavailable("download failed (a redirect without a target)")
+            raise FileUnavailable("a redirect without a target")
         try:
             target = current.join(URL(location))
         except (ValueError, TypeError):
-            raise FileUnavailable("download failed (a malformed redirect)") from None
+            raise FileUnavailable("a malformed redirect") from None
         if not self.hosts.allows(target):
             log.info("%s: refused a shared file's redirect off its file servers", self.hosts.platform)
             raise FileUnavailable(f"not fetched: it was redirected away from {self.hosts.platform}'s file servers")

@@ -155,10 +155,12 @@ def throwaway_database(server_url: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def measure(engine: Engine, turns: int, start: int) -> list[float]:
+async def measure(engine: Engine, turns: int, start: int, new_threads: bool = False) -> list[float]:
+    """Turns in the 1,000-message conversation, or (new_threads) each the first message of a thread of its own."""
     timings = []
     for n in range(turns):
-        message = Inbound(KEY, f"bench-{start + n}", "U1", "Ada", f"question {n}: what about the quarterly numbers?")
+        key = ConversationKey(KEY.platform, KEY.workspace, KEY.channel, f"new-{start + n}") if new_threads else KEY
+        message = Inbound(key, f"bench-{start + n}", "U1", "Ada", f"question {n}: what about the quarterly numbers?")
         began = time.perf_counter()
         result = await engine.handle(message, NullReply())
         timings.append((time.perf_counter() - began) * 1000)
@@ -182,12 +184,12 @@ def _checkouts(engine: Engine) -> int:
     return int(pool.get_stats().get("requests_num", 0)) if pool is not None else 0
 
 
-async def counted(engine: Engine, name: str, turns: int, start: int, **extra: Any) -> dict[str, Any]:
+async def counted(engine: Engine, name: str, turns: int, start: int, new_threads: bool = False, **extra: Any) -> dict[str, Any]:
     """Measure turns; the row carries statements (and pool check-outs, turn-lock statements) per turn besides the timings."""
     locks = engine.store.sql.turn_locks
     statements, checkouts = engine.store.sql.statements, _checkouts(engine)
     locked = locks.statements if locks is not None else 0
-    row = summary(name, await measure(engine, turns, start))
+    row = summary(name, await measure(engine, turns, start, new_threads))
     row["statements_per_turn"] = round((engine.store.sql.statements - statements) / turns, 2)
     if getattr(engine.store.sql, "pool", None) is not None:
         row["pool_checkouts_per_turn"] = round((_checkouts(engine) - checkouts) / turns, 2)
@@ -203,6 +205,8 @@ async def measure_engine(engine: Engine, label: str, turns: int, http: bool, set
     offset keeps message ids unique when several passes share one database (a repeated id is a duplicate)."""
     await measure(engine, 20, offset)  # warm the tokenizer, caches and the pool's connections
     results = [await counted(engine, f"engine overhead (in-process instant model), {label}", turns, offset + 100, **extra)]
+    results.append(await counted(engine, f"first message of a new thread (in-process instant model), {label}", turns,
+                                 offset + 5_000, new_threads=True, **extra))
     if http:
         async with FakeModelServer(default_chunks=50) as server:
             engine.model = OpenAIChat.from_settings(replace(settings, openai_base_url=server.base_url))

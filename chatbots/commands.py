@@ -10,6 +10,7 @@ from .engine import Engine
 from .limits import MAX_CAP, MAX_RATE, direct_caps, is_direct, parse_count
 from .pricing import PriceList, parse_prices
 from .prompt import DEFAULT_INSTRUCTIONS, system_instructions
+from . import suggested
 from .types import ConversationKey
 
 MAX_INSTRUCTIONS = 8_000
@@ -31,6 +32,7 @@ USAGE = {
     "usage": "`usage` — tokens and estimated cost, top users, your own allowance",
     "moderation": "`moderation` · `moderation on` · `moderation off`",
     "forget": "`forget` — erase the stored history of this thread (or channel)",
+    "prompts": "`prompts` · `prompts set TITLE = MESSAGE | TITLE = MESSAGE ...` (up to 4) · `prompts clear`",
 }
 READER_USAGE = {
     "help": USAGE["help"],
@@ -38,6 +40,7 @@ READER_USAGE = {
     "limits": USAGE["limits"],
     "usage": "`usage` — your own usage and what you have left today",
     "forget": "`forget` (in a Discord thread you took part in) — erase that thread's stored history",
+    "prompts": "`prompts` — the suggested prompts the assistant panel offers",
 }
 ADMIN_ONLY_NOTE = "Only workspace admins can change that. Ask an admin, or see `help` for what you can do."
 
@@ -94,6 +97,7 @@ class Commands:
             "limit": self.limit, "limits": self.limits, "usage": self.usage,
             "moderation": self.moderation, "forget": self.forget,
         }
+        handlers["prompts"] = self.prompts
         handler = handlers.get(name)
         if handler is None:
             return f"I don't know `{name[:40]}`. Here is what I can do:\n\n{self.help(caller)}"
@@ -335,3 +339,25 @@ class Commands:
             return f"Erased this thread's stored history ({removed} messages). I'll start fresh here."
         removed = await self.store.forget_channel(key.platform, key.workspace, key.channel)
         return f"Erased this channel's stored history ({removed} messages). I'll start fresh here."
+
+    async def prompts(self, caller: Caller, rest: str) -> str:
+        """The assistant panel's suggested prompts: shown to anyone, replaced or restored by admins (audited)."""
+        verb, _, text = rest.partition(" ")
+        verb = verb.lower()
+        if not verb:
+            stored = await self._settings(caller)
+            which = "This workspace's" if stored.get(suggested.SETTING) else "The default"
+            return f"{which} suggested prompts:\n{suggested.describe(suggested.from_settings(stored))}"
+        if verb == "set":
+            self._require_admin(caller)
+            try:
+                prompts = suggested.parse_prompts(text)
+            except suggested.PromptsError as error:
+                raise CommandError(f"{error} Nothing was changed.\nUsage: {USAGE['prompts']}") from None
+            await self._change(caller, suggested.SETTING, suggested.to_setting(prompts))
+            return f"Suggested prompts updated (new assistant threads show them):\n{suggested.describe(prompts)}"
+        if verb == "clear":
+            self._require_admin(caller)
+            old = await self._change(caller, suggested.SETTING, None)
+            return "Suggested prompts cleared; the defaults apply again." if old else "The default prompts were already in use."
+        raise CommandError(f"Usage: {USAGE['prompts']}")

@@ -33,6 +33,8 @@ from .reasoning import Reasoning
 from .redact import redactor
 from .retention import upkeep
 from .store import Store
+from .suggested import Prompt
+from .suggested import from_settings as prompts_from
 from .tokens import (
     MESSAGE_OVERHEAD,
     REPLY_PRIMING,
@@ -68,6 +70,8 @@ CUT_MARGIN = 8
 INSTRUCTION_SIZES = 1000
 """Exact token counts of instructions kept, per (model, instructions): one per workspace or channel in use."""
 MAX_WAITING_TURNS = 20
+VIEWING = "viewing"
+"""A per-channel setting, not audited: the channel a person's assistant conversation was last told they look at."""
 VISION_OFF = "this bot is set not to read images (`CHATBOTS_VISION=off`)"
 NO_VISION = ("this model can't read images (an admin can pick one that can with `/chatbot model`, "
              "or set `CHATBOTS_VISION=off`)")
@@ -163,6 +167,20 @@ class Engine:
         """A person's vote on one of the bot's replies (None withdraws it); False when reply_id is not one of ours."""
         workspace_id = await self.store.workspace_id(platform, workspace)
         return await self.store.record_feedback(workspace_id, reply_id, user_id, None if vote is None else int(vote))
+
+    async def suggested_prompts(self, platform: str, workspace: str) -> tuple[Prompt, ...]:
+        """The starters an assistant panel offers in this workspace (`/chatbot prompts`), or the defaults."""
+        return prompts_from(await self.store.settings_for(ConversationKey(platform, workspace, "", "")))
+
+    async def remember_viewing(self, platform: str, workspace: str, conversation_channel: str, viewed: str | None) -> None:
+        """The channel a person looks at beside their assistant conversation, kept in the database so every
+        replica knows which channel "this channel" means; None forgets it."""
+        workspace_id = await self.store.workspace_id(platform, workspace)
+        await self.store.set_setting(workspace_id, VIEWING, viewed, channel=conversation_channel)
+
+    async def viewing(self, platform: str, workspace: str, conversation_channel: str) -> str | None:
+        found = await self.store.settings_for(ConversationKey(platform, workspace, conversation_channel, conversation_channel))
+        return found.get(f"channel_{VIEWING}")
 
     async def erase_workspace(self, platform: str, workspace: str) -> bool:
         """Erase everything stored for a workspace: the app was uninstalled or the bot left the server."""
@@ -324,6 +342,10 @@ class Engine:
         read: ReadFiles | None = None
         reply_started = False
         if message.files:
+            # A redelivery (or one mention sent as two events) must not fetch again, nor start a reply it won't finish;
+            # turns in a conversation take turns, so the first delivery is stored by now.
+            if await self.store.has_message(await self.store.conversation_id(message.key), message.message_id):
+                return TurnResult(TurnStatus.DUPLICATE)
             if message.addressed is Addressed.YES:  # fetching takes a while: show the bot is on it
                 await _quietly(reply.start(), "start")
                 reply_started = True

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 MAX_WINDOW_MESSAGES = 1000
 """No prompt carries more turns than this, whatever the model's window."""
 MAX_CACHED_TOKENS = 1_000_000
+NEW_COVERS = 1_048_576
+"""The budget a new conversation's window is known complete for: the largest context windows (about a million tokens)."""
 """Bound on the text held across all cached windows (a few MB with its objects); least recently used go first."""
 
 
@@ -105,6 +107,10 @@ class WindowCache:
     def clear(self) -> None:
         self._windows.clear()
         self._total = 0
+
+    def start(self, conversation_id: int) -> None:
+        """Hold the window of a conversation just created: empty, so complete for any budget up to NEW_COVERS."""
+        self.put(conversation_id, NEW_COVERS, [], None)
 
     def put(self, conversation_id: int, budget: int, rows: list[StoredMessage], edge: StoredMessage | None) -> None:
         """Hold a window loaded from disk: rows fitting budget, and the next older message if any."""

@@ -94,6 +94,17 @@ class SlackRig:
         assert payload is not None and payload["response_type"] == "ephemeral"
         return payload["text"]
 
+    async def interact(self, payload: dict[str, Any]) -> None:
+        """Send an interactive payload the way Slack would in this mode: signed form `payload=<json>` over HTTP,
+        an `interactive` envelope over the socket; waits for the acknowledgement."""
+        if self.mode == "http":
+            status, text = await post_signed(None, self.events_url, {"payload": json.dumps(payload)}, SECRET,
+                                             json_body=False)
+            assert status == 200, (status, text)
+        else:
+            envelope = await self.slack.socket_send_interactive(payload)
+            await self.slack.wait_ack(envelope)
+
     async def wait_for_text(self, thread_ts: str, needle: str, channel: str = "C1") -> list[PostedMessage]:
         """Wait until the bot's messages in a thread show needle; returns them."""
 

@@ -81,6 +81,19 @@ async def test_the_thinking_status_is_up_while_files_download(engine: Engine, mo
     assert seen == [1] and reply.started == 1
 
 
+async def test_a_second_delivery_of_a_message_with_files_neither_fetches_nor_starts_a_reply(
+    engine: Engine, model_server: FakeModelServer
+) -> None:
+    """Slack sends one mention as both app_mention and message: the second must not leave a reply "thinking"."""
+    served = Served()
+    await ask(engine, said("see", shared("a.png", IMAGE, "image/png", served=served)))
+    again = RecordingReply()
+    result = await engine.handle(said("see", shared("a.png", IMAGE, "image/png", served=served)), again)
+    assert result.status == TurnStatus.DUPLICATE
+    assert (again.started, again.notice, served.fetched) == (0, None, ["a.png"])
+    assert len(model_server.requests) == 1
+
+
 async def test_a_pdf_is_read_as_text_headed_by_its_name(engine: Engine, model_server: FakeModelServer) -> None:
     reply = await ask(engine, said("summarise", shared("report.pdf", REPORT, "application/pdf")))
     content = last_user(model_server)

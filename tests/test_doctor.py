@@ -267,6 +267,36 @@ async def test_a_slack_token_without_files_read_is_named_with_what_it_costs(full
     assert "add the bot scopes files:read" in fix_for(fixes, "slack") and "reinstall" in fix_for(fixes, "slack")
 
 
+async def test_a_slack_token_without_the_ai_app_scopes_is_named_with_what_they_cost(full: Config) -> None:
+    granted = ",".join(sorted(SLACK_BOT_SCOPES - {"assistant:write", "channels:read"}))
+    async with FakeSlack(scopes=granted) as narrow:
+        code, _, rows, fixes = await run(replace(full, slack_api_url=narrow.api_url))
+
+    assert code == 1
+    assert "missing scopes assistant:write, channels:read" in rows["slack"][1]
+    assert "without assistant:write, the assistant panel gets no suggested prompts" in rows["slack"][1]
+    assert "without channels:read, the assistant panel cannot tell whether it may read the channel" in rows["slack"][1]
+    assert "add the bot scopes assistant:write, channels:read" in fix_for(fixes, "slack")
+
+
+def test_both_manifests_declare_the_ai_app_surfaces() -> None:
+    for manifest in MANIFESTS.glob("*.json"):
+        found = json.loads(manifest.read_text())
+        features, settings = found["features"], found["settings"]
+        assert features["assistant_view"]["assistant_description"]
+        assert 1 <= len(features["assistant_view"]["suggested_prompts"]) <= 4
+        assert features["app_home"]["home_tab_enabled"] is True
+        assert {(s["callback_id"], s["type"]) for s in features["shortcuts"]} == {
+            ("summarize_thread", "message"), ("ask_about_message", "message")}
+        assert settings["interactivity"]["is_enabled"] is True
+        assert {"assistant_thread_started", "assistant_thread_context_changed", "app_home_opened"} <= set(
+            settings["event_subscriptions"]["bot_events"])
+        if settings["socket_mode_enabled"]:
+            assert "request_url" not in settings["interactivity"], "Socket Mode delivers interactions over the socket"
+        else:
+            assert settings["interactivity"]["request_url"].endswith("/slack/events")
+
+
 def test_the_scopes_checked_are_the_ones_the_manifests_ask_for() -> None:
     for manifest in MANIFESTS.glob("*.json"):
         assert set(json.loads(manifest.read_text())["oauth_config"]["scopes"]["bot"]) == SLACK_BOT_SCOPES

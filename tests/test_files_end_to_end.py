@@ -170,5 +170,5 @@ async def test_a_failed_or_stalled_download_is_a_note_and_the_question_is_still_
         [answer] = await rig.reply_in("C1", ts)
 
         assert answer.text.startswith("Answered anyway.")
-        assert "gone.txt" in answer.text and "download failed (HTTP 404)" in answer.text
+        assert "gone.txt" in answer.text and "I couldn't download it (HTTP 404)" in answer.text
         assert "slow.txt" in answer.text and "CHATBOTS_FILE_TIMEOUT" in answer.text

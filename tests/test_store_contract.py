@@ -57,6 +57,9 @@ async def test_ids_are_stable_and_workspaces_are_separate(store: Store) -> None:
     assert len({a, b, c}) == 3
     assert await store.has_conversation(KEY)
     assert not await store.has_conversation(ConversationKey("slack", "T1", "C1", "2.0"))
+    before = store.sql.statements
+    await store.conversation_id(ConversationKey("slack", "T1", "C1", "3.0"))
+    assert store.sql.statements - before == 1, "a new thread in a known workspace is one statement"
 
 
 async def test_one_platform_message_is_stored_once(store: Store) -> None:

@@ -7,6 +7,7 @@ recount) bumps the version, so the next turn reads the window again. Each test f
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -30,11 +31,12 @@ async def replicas(postgres_url: str) -> AsyncIterator[tuple[Store, Store]]:
         store.close()
 
 
-async def turn(store: Store, text: str) -> list[str]:
-    """What a turn does: store the question, then read the window the model is sent."""
-    conversation = await store.conversation_id(KEY)
-    assert await store.add_message(conversation, "user", text, 5, author_id="U1", author_name="Ada", platform_id=text)
-    return [message.text for message in (await store.window(conversation, BUDGET)).messages]
+async def turn(store: Store, text: str, hold: bool = True) -> list[str]:
+    """What a turn does: holding the conversation, store the question, then read the window the model is sent."""
+    async with store.turn(KEY) if hold else contextlib.nullcontext():
+        conversation = await store.conversation_id(KEY)
+        assert await store.add_message(conversation, "user", text, 5, author_id="U1", author_name="Ada", platform_id=text)
+        return [message.text for message in (await store.window(conversation, BUDGET)).messages]
 
 
 async def answer(store: Store, text: str) -> int:
@@ -56,6 +58,20 @@ async def test_a_replicas_own_turns_are_served_from_memory(replicas: tuple[Store
     await answer(one, "a1")
     assert await statements_of_a_turn(one, "q2") == 1, "only the INSERT: the window came from memory"
     assert await turn(one, "q3") == ["q1", "a1", "q2", "q3"]
+
+
+async def test_a_write_outside_a_turn_vouches_for_nothing(replicas: tuple[Store, Store]) -> None:
+    one, two = replicas
+    conversation = await one.conversation_id(KEY)  # new: its (empty) window is held from the start
+    await one.add_message(conversation, "user", "one", 5)  # not holding the turn: another replica may write next
+    await two.add_message(await two.conversation_id(KEY), "assistant", "two", 5)
+    assert [m.text for m in (await one.window(conversation, BUDGET)).messages] == ["one", "two"]
+
+
+async def test_a_new_conversations_first_turn_reads_no_window(replicas: tuple[Store, Store]) -> None:
+    one, _ = replicas
+    await one.workspace_id("slack", "T1")  # a workspace seen before
+    assert await statements_of_a_turn(one, "q1") == 2, "the conversation's INSERT and the question's: nothing read"
 
 
 async def test_another_replicas_turn_is_seen(replicas: tuple[Store, Store]) -> None:
@@ -102,7 +118,8 @@ async def test_another_replicas_recovered_answer_is_seen(replicas: tuple[Store, 
     conversation = await two.conversation_id(KEY)
     row = await two.begin_answer(conversation, "gpt-4o")
     await two.save_partial(row, "half an answer")
-    assert await turn(one, "q2") == ["q1", "q2"], "a streaming answer is not history yet"
+    # (not holding the conversation: a turn that holds it claims the answer at once, see test_replicas)
+    assert await turn(one, "q2", hold=False) == ["q1", "q2"], "a streaming answer is not history yet"
     assert await two.recover_interrupted() == 1
     texts = await turn(one, "q3")
     assert texts[:1] == ["q1"] and texts[1].startswith("half an answer") and texts[2:] == ["q2", "q3"]

@@ -14,10 +14,17 @@ from chatbots.config import Config
 from chatbots.installations import InstalledApp, installed_apps
 
 SLACK_BOT_SCOPES = frozenset({
-    "app_mentions:read", "assistant:write", "channels:history", "chat:write", "commands", "files:read",
-    "groups:history", "im:history", "mpim:history", "reactions:read", "users:read",
+    "app_mentions:read", "assistant:write", "channels:history", "channels:read", "chat:write", "commands", "files:read",
+    "groups:history", "groups:read", "im:history", "mpim:history", "reactions:read", "users:read",
 })
 """The bot scopes both manifests in adapters/slack/manifests/ ask for (a test keeps the two in step)."""
+
+SCOPE_NEEDS = {
+    "assistant:write": "the assistant panel gets no suggested prompts, titles or status",
+    "channels:read": "the assistant panel cannot tell whether it may read the channel beside it",
+    "groups:read": "the assistant panel cannot tell whether it may read a private channel beside it",
+}
+"""What the AI-app surfaces lose without a scope, said by `chatbots doctor`."""
 
 SLACK_TOKEN_REFUSED = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive",
                        "org_login_required", "ekm_access_denied", "team_access_not_granted"}
@@ -101,7 +108,8 @@ async def slack(settings: Config, timeout: float) -> Row:
         missing = sorted(SLACK_BOT_SCOPES - {scope.strip() for scope in granted.split(",")})
         if missing:
             problems.append(f"missing scopes {', '.join(missing)}"
-                            + (" (without files:read, files people share cannot be read)" if "files:read" in missing else ""))
+                            + (" (without files:read, files people share cannot be read)" if "files:read" in missing else "")
+                            + "".join(f" (without {scope}, {why})" for scope, why in SCOPE_NEEDS.items() if scope in missing))
             fixes.append(f"add the bot scopes {', '.join(missing)} (OAuth & Permissions, or re-create the app from "
                          "adapters/slack/manifests/) and reinstall the app to the workspace")
     if settings.slack_app_token:

@@ -14,6 +14,7 @@ from chatbots.paging import FENCE, FILLER, open_fence
 
 from ..streaming import ThrottledReply
 from .errors import IncompleteResponse, report, required
+from .feedback import feedback_blocks
 from .mrkdwn import MrkdwnPages
 from .safe_markdown import GuardState, guard
 
@@ -26,6 +27,21 @@ STREAM_LIMIT = 11_000
 MIN_ROOM = 64
 """Less room than this left in a streamed message: start the next one."""
 THINKING = "is thinking…"
+MARKDOWN_BLOCK_LIMIT = 12_000
+"""Characters of Markdown one message's markdown blocks may hold in all."""
+SECTION_LIMIT = 3_000
+"""Characters of mrkdwn one section block's text may hold."""
+
+
+class ContextOnly:
+    """A Reply for messages stored as context: nothing is shown."""
+
+    async def start(self) -> None: ...
+    async def append(self, text: str) -> None: ...
+    async def finish(self) -> list[str]:
+        return []
+    async def fail(self, notice: str) -> list[str]:
+        return []
 
 
 @dataclass
@@ -46,8 +62,10 @@ class SlackTarget:
 
 class SlackReply(ThrottledReply):
     def __init__(self, client: AsyncWebClient, target: SlackTarget, features: WorkspaceFeatures, interval: float = 1.0,
-                 failures: FailureLog | None = None) -> None:
+                 failures: FailureLog | None = None, *, feedback: bool = True) -> None:
         super().__init__()
+        self.feedback = feedback
+        """Put Slack's feedback buttons under the final message of an answer (not under a failure notice)."""
         self.client = client
         self.target = target
         self.features = features
@@ -70,6 +88,13 @@ class SlackReply(ThrottledReply):
 
     def message_ids(self) -> list[str]:
         return list(self._ids)
+
+    async def fail(self, notice: str) -> list[str]:
+        self.feedback = False
+        return await super().fail(notice)
+
+    def _final_blocks(self) -> list[dict[str, object]] | None:
+        return feedback_blocks() if self.feedback else None
 
     async def _thinking(self) -> None:
         if not self.features.status.get(self.target.team_id, True):
@@ -129,7 +154,8 @@ class SlackReply(ThrottledReply):
             if end == stop and final and self._stream_ts is not None:
                 # The last words ride on the stop call itself: one call fewer per reply.
                 self._calling = "chat.stopStream"
-                await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts, markdown_text=markdown)
+                await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts, markdown_text=markdown,
+                                                  blocks=self._final_blocks())
                 self._sent, self._guard, self._stream_ts = end, state, None
                 return True
             await self._stream_out(markdown)
@@ -138,7 +164,7 @@ class SlackReply(ThrottledReply):
                 await self._next_stream_part()
         if final and self._stream_ts is not None:
             self._calling = "chat.stopStream"
-            await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts)
+            await self.client.chat_stopStream(channel=self.target.channel, ts=self._stream_ts, blocks=self._final_blocks())
             self._stream_ts = None
         elif final and not self._ids:
             await self._render_updates(text, final)  # an empty answer: post the (empty-answer) notice plainly
@@ -207,6 +233,29 @@ class SlackReply(ThrottledReply):
                 self._ids.append(ts)
         while self._settled < min(self._pages.finished, len(self._shown)) and self._shown[self._settled] == parts[self._settled]:
             self._settled += 1
+        if final and self._posted:
+            await self._finish_with_blocks(text)
+
+    async def _finish_with_blocks(self, text: str) -> None:
+        """The final message shown through blocks: an answer that fits one message as Slack's own Markdown (a
+        markdown block, made safe like streamed text); a longer one keeps its mrkdwn pages, the last in section
+        blocks. Either way the feedback buttons go underneath. Failing this only loses the nicer rendering."""
+        last = len(self._posted) - 1
+        markdown, _ = guard(text, 0, len(text), GuardState())
+        blocks: list[dict[str, object]]
+        if last == 0 and text.strip() and len(markdown) <= MARKDOWN_BLOCK_LIMIT:
+            blocks = [{"type": "markdown", "text": markdown}]
+        elif self.feedback:
+            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": piece}} for piece in _sections(self._shown[last])]
+        else:
+            return
+        blocks += self._final_blocks() or []
+        try:
+            self._calling = "chat.update"
+            await self.client.chat_update(channel=self.target.channel, ts=self._posted[last], text=self._shown[last],
+                                          blocks=blocks)
+        except SlackApiError as error:
+            report(self.failures, "chat.update", error, self.target.channel)
 
     async def _post(self, part: str) -> AsyncSlackResponse:
         # No previews: Slack would fetch whatever address the model wrote.
@@ -228,3 +277,13 @@ class SlackReply(ThrottledReply):
             self._posted[index], self._shown[index] = ts, part
             self._ids.append(ts)
 
+
+
+def _sections(text: str) -> list[str]:
+    """mrkdwn cut into section-sized pieces, at line ends where it can be."""
+    pieces = []
+    while len(text) > SECTION_LIMIT:
+        cut = text.rfind("\n", 0, SECTION_LIMIT) + 1 or SECTION_LIMIT
+        pieces.append(text[:cut])
+        text = text[cut:]
+    return [*pieces, text] if text else pieces or [FILLER]

@@ -32,12 +32,14 @@ from chatbots.types import Addressed, ConversationKey, Inbound, Outcome
 
 from ..service import ServiceBase, vote_for
 from ..tasks import TurnTasks
-from .errors import report
 from . import oauth
+from .assistant import is_assistant_thread
+from .errors import report
 from .events import PLATFORM, SlackMessage, text_fields, translate
 from .files import SlackFiles
 from .gate import Refusal, RequestGate
-from .reply import SlackReply, SlackTarget, WorkspaceFeatures
+from .reply import ContextOnly, SlackReply, SlackTarget, WorkspaceFeatures
+from .surfaces import AISurfaces
 from .users import SlackUser, UserDirectory
 
 log = logging.getLogger(__name__)
@@ -51,18 +53,7 @@ BACKFILL_REFUSED_NOTE = ("I can't read this thread's earlier messages (the app l
                          "what is said from now on. An admin has been told.")
 
 
-class ContextOnly:
-    """A Reply for messages stored as context: nothing is shown."""
-
-    async def start(self) -> None: ...
-    async def append(self, text: str) -> None: ...
-    async def finish(self) -> list[str]:
-        return []
-    async def fail(self, notice: str) -> list[str]:
-        return []
-
-
-class SlackService(ServiceBase):
+class SlackService(AISurfaces, ServiceBase):
     name = "slack"
     platform = PLATFORM
 
@@ -120,6 +111,7 @@ class SlackService(ServiceBase):
         self.bot_user_id = ""
         self._socket: AsyncSocketModeHandler | None = None
         self._closed = asyncio.Event()
+        self._add_ai_surfaces()
 
     def _oauth_options(self) -> dict[str, Any]:
         """OAuth mode's flow and authorize for AsyncApp; nothing in single-token mode."""
@@ -156,6 +148,7 @@ class SlackService(ServiceBase):
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             raise ConfigError(f"cannot reach the Slack API ({type(error).__name__}): check SLACK_API_URL and the network") from None
         self.bot_user_id = identity["user_id"]
+        self.panel.bot_name = identity.get("user") or self.panel.bot_name
         if self.socket_mode:
             await self._connect_socket()
         log.info("slack connected (%s mode)", "socket" if self.socket_mode else "http")
@@ -239,7 +232,8 @@ class SlackService(ServiceBase):
             return self._observe(Outcome.DUPLICATE)
         if message.needs_thread and not await self.engine.in_conversation(message.inbound.key):
             return self._observe(Outcome.NOT_OURS)  # not ours to read or keep
-        self.turns.spawn(self._turn(message, _mapping(body.get("event")).get("files"), context.client, bot_user))
+        self.turns.spawn(self._turn(message, _mapping(body.get("event")).get("files"), context.client, bot_user,
+                                    _mapping(body.get("event"))))
 
     async def _on_command(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         """`/chatbot ...`: answered privately in the ack itself, well within Slack's 3 seconds."""
@@ -300,7 +294,8 @@ class SlackService(ServiceBase):
         for team in removed:
             await self._erase(team)
 
-    async def _turn(self, message: SlackMessage, files: object, client: AsyncWebClient, bot_user: str) -> None:
+    async def _turn(self, message: SlackMessage, files: object, client: AsyncWebClient, bot_user: str,
+                    event: dict[str, Any] | None = None) -> None:
         """One answer, every call made with client: the token of the workspace the message came from."""
         inbound = message.inbound
         if files:
@@ -315,6 +310,13 @@ class SlackService(ServiceBase):
             inbound = replace(inbound, author_name=user.name)
         if message.started_mid_thread and not await self.engine.in_conversation(inbound.key):
             await self._read_thread_once(inbound, client, bot_user)
+        if event is not None and is_assistant_thread(event):
+            first = not await self.engine.in_conversation(inbound.key)
+            asked, note = await self.panel.before_answer(replace(message, inbound=inbound), first, client)
+            if asked is None:
+                await self._note(inbound.key, note or "", client)
+                return self._observe(Outcome.IGNORED)
+            inbound = asked
         target = SlackTarget(inbound.key.workspace, inbound.key.channel, message.thread_ts, message.user_id)
         reply = SlackReply(client, target, self.features, self.update_interval, self.engine.failures)
         result = await self.engine.handle(inbound, reply)

@@ -91,7 +91,11 @@ class Store:
         self._turn_settings: LRU[ConversationKey, dict[str, str]] = LRU(ID_CACHE_ENTRIES)
         """Shared databases: settings read with a turn's lock, until the turn asks for them."""
         self._written: LRU[int, int] = LRU(ID_CACHE_ENTRIES)
-        """Shared databases: the version this Store's last write of a message returned, until the next window read."""
+        """Shared databases: the version this Store's last write of a message returned, until the next window read;
+        kept only for a conversation whose turn this Store holds (nobody else can write it meanwhile)."""
+        self._holding: set[ConversationKey] = set()
+        self._turn_ids: set[int] = set()
+        """Shared databases: the conversations whose turns this Store holds, by key and (once looked up) by id."""
 
     @classmethod
     def open(cls, path: str | Path, clock: Clock = system_clock, busy_timeout: float = 5.0) -> Store:
@@ -128,11 +132,23 @@ class Store:
         return found
 
     async def conversation_id(self, key: ConversationKey) -> int:
-        found = self._conversations.get(key)
-        if found is None:
-            found = await self.run(self.sql.conversation_id, key)
+        cached = self._conversations.get(key)
+        if cached is None:
+            workspace = await self.workspace_id(key.platform, key.workspace)  # from memory once seen
+            found, created = await self.run(self.sql.find_conversation, key, workspace)
+            if created:  # empty, and its version is 0: its window needs no read
+                self.windows.start(found)
+                if self.shared:
+                    self._versions.put(found, 0)
             self._conversations.put(key, found)
+        else:
+            found = cached
+        if key in self._holding:
+            self._turn_ids.add(found)
         return found
+
+    async def has_message(self, conversation_id: int, platform_id: str) -> bool:
+        return await self.run(self.sql.has_message, conversation_id, platform_id)
 
     async def has_conversation(self, key: ConversationKey) -> bool:
         """Whether the bot has stored anything for this thread (without creating it)."""
@@ -235,7 +251,7 @@ class Store:
             message_id, role, text, tokens, fields.get("author_id"), fields.get("author_name"), fields.get("exact", True),
             sum(file.tokens for file in fields.get("files", ())),
         ))
-        if version is not None:
+        if version is not None and conversation_id in self._turn_ids:
             self._written.put(conversation_id, version)
 
     async def message_files(self, message_ids: list[int]) -> dict[int, list[StoredFile]]:
@@ -257,7 +273,10 @@ class Store:
             self._extend(conversation, version, StoredMessage(message_id, "assistant", text, tokens, None, None, exact))
 
     async def recover_interrupted(self, idle_since: str | None = None) -> int:
-        return await self.run(self.sql.recover_interrupted, idle_since)
+        recovered = await self.run(self.sql.recover_interrupted, idle_since)
+        if recovered:
+            self._forget_windows()  # the marked answers join their windows
+        return recovered
 
     async def claim_job(self, name: str, every_seconds: float) -> bool:
         return await self.run(self.sql.claim_job, name, every_seconds)
@@ -315,13 +334,16 @@ class Store:
                 self._turn_settings.put(key, _settings(settings))
             if found is None or abandoned:  # after waiting for the lock the read is stale: look again, rarely
                 await self.run(self.sql.recover_interrupted, None, await self.conversation_id(key))
+            self._holding.add(key)
             try:
                 yield
             finally:  # what this turn read and wrote vouches for nothing after it
+                self._holding.discard(key)
                 self._turn_settings.pop(key)
                 known = self._conversations.get(key)
                 if known is not None:
                     self._written.pop(known)
+                    self._turn_ids.discard(known)
 
     # -- what platforms and commands ask --
 

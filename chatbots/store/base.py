@@ -190,17 +190,24 @@ class SQLDatabase(ABC):
 
     def conversation_id(self, key: ConversationKey) -> int:
         """The conversation's row id, created (with its workspace) on first sight."""
-        workspace = self.workspace_id(key.platform, key.workspace)
-        found = self._run(
+        return self.find_conversation(key, self.workspace_id(key.platform, key.workspace))[0]
+
+    def find_conversation(self, key: ConversationKey, workspace_id: int) -> tuple[int, bool]:
+        """The conversation's row id in a known workspace, and whether it was created just now (so it is empty):
+        one statement for a new thread, the first message of most conversations."""
+        created = self._run(
             "INSERT INTO conversations (workspace_id, channel, thread, created_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (workspace_id, channel, thread) DO NOTHING RETURNING id",
-            [workspace, key.channel, key.thread, self._now()],
-        ).one() or self._run(
+            [workspace_id, key.channel, key.thread, self._now()],
+        ).one()
+        if created is not None:
+            return int(created[0]), True
+        found = self._run(
             "SELECT id FROM conversations WHERE workspace_id = ? AND channel = ? AND thread = ?",
-            [workspace, key.channel, key.thread],
+            [workspace_id, key.channel, key.thread],
         ).one()
         assert found is not None
-        return int(found[0])
+        return int(found[0]), False
 
     def has_conversation(self, key: ConversationKey) -> bool:
         """Whether the bot has stored anything for this thread (without creating it)."""
@@ -208,6 +215,13 @@ class SQLDatabase(ABC):
             "SELECT 1 FROM conversations c JOIN workspaces w ON w.id = c.workspace_id "
             "WHERE w.platform = ? AND w.external_id = ? AND c.channel = ? AND c.thread = ?",
             [key.platform, key.workspace, key.channel, key.thread],
+        ).one() is not None
+
+    def has_message(self, conversation_id: int, platform_id: str) -> bool:
+        """Whether a person's message with this platform id is stored in the conversation (a redelivery)."""
+        return self._run(
+            "SELECT 1 FROM messages WHERE conversation_id = ? AND platform_id = ? AND role = 'user'",
+            [conversation_id, platform_id],
         ).one() is not None
 
     # -- a turn's messages --

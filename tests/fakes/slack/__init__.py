@@ -23,7 +23,12 @@ files: file objects, downloads on the fake's own port, files.info).
 from __future__ import annotations
 
 from .payloads import (
+    app_home_opened,
     app_mention,
+    assistant_thread_context_changed,
+    assistant_thread_started,
+    feedback_click,
+    message_shortcut,
     app_uninstalled,
     bot_message,
     channel_message,
@@ -45,6 +50,11 @@ from .web_api import WebApi
 
 __all__ = [
     "BrowserInstall",
+    "app_home_opened",
+    "assistant_thread_context_changed",
+    "assistant_thread_started",
+    "feedback_click",
+    "message_shortcut",
     "Call",
     "InstallChoice",
     "Workspace",

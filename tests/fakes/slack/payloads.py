@@ -293,3 +293,82 @@ def slash_command_form(
         "response_url": response_url,
         "trigger_id": f"{next(_event_counter)}.{uuid.uuid4().hex[:12]}",
     }
+
+
+# --------------------------------------------------------------------------------------
+# AI-app events and interactive payloads
+# --------------------------------------------------------------------------------------
+
+
+def assistant_thread_started(channel: str, thread_ts: str, user: str, viewed_channel: str | None = None,
+                             team: str = DEFAULT_TEAM_ID) -> dict[str, Any]:
+    """assistant_thread_started: the person opened the assistant panel; ``viewed_channel`` is the channel beside it."""
+    context: dict[str, Any] = {"team_id": team, "enterprise_id": None}
+    if viewed_channel is not None:
+        context["channel_id"] = viewed_channel
+    return {"type": "assistant_thread_started",
+            "assistant_thread": {"user_id": user, "context": context, "channel_id": channel, "thread_ts": thread_ts},
+            "event_ts": next_ts()}
+
+
+def assistant_thread_context_changed(channel: str, thread_ts: str, user: str, viewed_channel: str,
+                                     team: str = DEFAULT_TEAM_ID) -> dict[str, Any]:
+    event = assistant_thread_started(channel, thread_ts, user, viewed_channel, team)
+    event["type"] = "assistant_thread_context_changed"
+    return event
+
+
+def app_home_opened(user: str, channel: str = "D0HOME", tab: str = "home") -> dict[str, Any]:
+    return {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab, "event_ts": next_ts()}
+
+
+def _interactive_base(kind: str, team: str, user: str, api_app_id: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "token": "fake-verification-token",
+        "api_app_id": api_app_id,
+        "team": {"id": team, "domain": "fake"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
+        "is_enterprise_install": False,
+        "enterprise": None,
+        "trigger_id": f"{next(_event_counter)}.{uuid.uuid4().hex[:12]}",
+        "response_url": f"https://hooks.slack.com/app/{team}/{uuid.uuid4().hex[:8]}",
+    }
+
+
+def feedback_click(user: str, channel: str, message_ts: str, value: str, *, thread_ts: str | None = None,
+                   team: str = DEFAULT_TEAM_ID, action_id: str = "chatbot_feedback",
+                   api_app_id: str = DEFAULT_APP_ID) -> dict[str, Any]:
+    """block_actions: a click on a feedback_buttons element in a context_actions block of a bot message."""
+    payload = _interactive_base("block_actions", team, user, api_app_id)
+    container: dict[str, Any] = {"type": "message", "message_ts": message_ts, "channel_id": channel,
+                                 "is_ephemeral": False}
+    if thread_ts is not None:
+        container["thread_ts"] = thread_ts
+    message: dict[str, Any] = {"type": "message", "ts": message_ts, "user": DEFAULT_BOT_USER_ID, "bot_id": DEFAULT_BOT_ID}
+    if thread_ts is not None:
+        message["thread_ts"] = thread_ts
+    payload.update(
+        container=container,
+        channel={"id": channel, "name": "general"},
+        message=message,
+        state={"values": {}},
+        actions=[{"type": "feedback_buttons", "action_id": action_id, "block_id": uuid.uuid4().hex[:5],
+                  "text": {"type": "plain_text", "text": "👍" if value == "positive" else "👎", "emoji": True},
+                  "value": value, "action_ts": next_ts()}],
+    )
+    return payload
+
+
+def message_shortcut(callback_id: str, user: str, channel: str, message: dict[str, Any], *,
+                     team: str = DEFAULT_TEAM_ID, api_app_id: str = DEFAULT_APP_ID) -> dict[str, Any]:
+    """message_action: a message shortcut used on ``message`` (a Slack message object: ts, user, text, thread_ts)."""
+    payload = _interactive_base("message_action", team, user, api_app_id)
+    payload.update(
+        callback_id=callback_id,
+        action_ts=next_ts(),
+        message_ts=message["ts"],
+        channel={"id": channel, "name": "general"},
+        message={"type": "message", **message},
+    )
+    return payload

@@ -13,13 +13,14 @@ DEFAULT_BOT_USER_ID = "UBOT"
 DEFAULT_BOT_ID = "BBOT"
 DEFAULT_APP_ID = "A1"
 DEFAULT_SCOPES = (
-    "app_mentions:read,assistant:write,channels:history,chat:write,commands,files:read,"
-    "groups:history,im:history,mpim:history,reactions:read,users:read"
+    "app_mentions:read,assistant:write,channels:history,channels:read,chat:write,commands,files:read,"
+    "groups:history,groups:read,im:history,mpim:history,reactions:read,users:read"
 )
 # chat.postMessage documents a 40,000 character limit on `text`; markdown_text on the
 # streaming methods is limited to 12,000 characters per call.
 MAX_TEXT_CHARS = 40_000
 MAX_MARKDOWN_CHARS = 12_000
+MAX_SUGGESTED_PROMPTS = 4
 
 
 # --------------------------------------------------------------------------------------

@@ -93,6 +93,10 @@ class SocketMode:
         """Push a slash command (see ``slash_command_form``); in Socket Mode it arrives as JSON."""
         return await self.socket_send("slash_commands", dict(form))
 
+    async def socket_send_interactive(self, payload: dict[str, Any]) -> str:
+        """Push an interactive payload (block_actions, message_action, ...): in Socket Mode it arrives as JSON."""
+        return await self.socket_send("interactive", dict(payload))
+
     async def wait_ack(self, envelope_id: str, timeout: float = 5.0) -> dict[str, Any] | None:
         """Wait for the app to ack ``envelope_id``; return the ack's payload (None if it had none)."""
         ack = await self.wait_for(lambda: self.acks.get(envelope_id), timeout, f"ack of envelope {envelope_id}")

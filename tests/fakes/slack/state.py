@@ -65,6 +65,13 @@ class SlackState:
         self.envelopes: list[dict[str, Any]] = []
         self.acks: dict[str, dict[str, Any]] = {}
         self.socket_connects = 0
+        self.suggested_prompts: dict[tuple[str, str], dict[str, Any]] = {}
+        """(channel, thread_ts) -> {"title": ..., "prompts": [...]}, as last set."""
+        self.titles: dict[tuple[str, str], str] = {}
+        self.home_views: dict[str, list[dict[str, Any]]] = {}
+        """user id -> every view published to their Home tab, oldest first."""
+        self.channels: dict[str, dict[str, Any]] = {}
+        """channel id -> conversations.info's channel object (is_member ...); unknown channels are channel_not_found."""
 
         self._messages: dict[tuple[str, str], PostedMessage] = {}
         self._faults: dict[str, list[_Fault]] = {}
@@ -79,6 +86,11 @@ class SlackState:
             "chat.appendStream": self._chat_append_stream,
             "chat.stopStream": self._chat_stop_stream,
             "assistant.threads.setStatus": self._assistant_set_status,
+            "assistant.threads.setSuggestedPrompts": self._assistant_set_suggested_prompts,  # type: ignore[attr-defined]
+            "assistant.threads.setTitle": self._assistant_set_title,  # type: ignore[attr-defined]
+            "views.publish": self._views_publish,  # type: ignore[attr-defined]
+            "conversations.info": self._conversations_info,  # type: ignore[attr-defined]
+            "conversations.history": self._conversations_history,  # type: ignore[attr-defined]
             "conversations.replies": self._conversations_replies,
             "users.info": self._users_info,
             "reactions.add": self._reactions_add,
@@ -191,6 +203,11 @@ class SlackState:
         }
         self.users[user_id] = user
         return user
+
+    def add_channel(self, channel: str, *, is_member: bool = True, name: str | None = None) -> None:
+        """A channel conversations.info knows; history is read only when the bot is a member (as in Slack)."""
+        self.channels[channel] = {"id": channel, "name": name or channel.lower(), "is_channel": True,
+                                  "is_private": False, "is_member": is_member, "is_archived": False}
 
     def seed_thread(self, channel: str, thread_ts: str, messages: list[dict[str, Any]]) -> None:
         """Put existing messages in a thread, for conversations.replies.

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from .oauth import TOKENLESS
-from .records import Call, MAX_MARKDOWN_CHARS, MAX_TEXT_CHARS, PostedMessage, _ApiError, _Fault, _ts_key, next_ts
+from .records import Call, MAX_MARKDOWN_CHARS, MAX_SUGGESTED_PROMPTS, MAX_TEXT_CHARS, PostedMessage, _ApiError, _Fault, _ts_key, next_ts
 
 
 class WebApi:
@@ -142,7 +142,7 @@ class WebApi:
     def _chat_post_message(self, call: Call) -> dict[str, Any]:
         channel = _require(call, "channel")
         text = _message_text(call.args)
-        blocks = _json_arg(call.args.get("blocks"))
+        blocks = _checked_blocks(call.args.get("blocks"))
         if not text and not blocks and not call.args.get("attachments"):
             raise _ApiError("no_text")
         if len(text) > MAX_TEXT_CHARS:
@@ -158,7 +158,7 @@ class WebApi:
         text = _message_text(call.args) if ("text" in call.args or "markdown_text" in call.args) else msg.text
         if len(text) > MAX_TEXT_CHARS:
             raise _ApiError("msg_too_long")
-        blocks = _json_arg(call.args.get("blocks"))
+        blocks = _checked_blocks(call.args.get("blocks"))
         if blocks is not None:
             msg.blocks = blocks or None
         msg.text = text
@@ -217,7 +217,7 @@ class WebApi:
     def _chat_stop_stream(self, call: Call) -> dict[str, Any]:
         msg = self._streaming_message(call)
         self._append_stream_content(msg, call)
-        blocks = _json_arg(call.args.get("blocks"))
+        blocks = _checked_blocks(call.args.get("blocks"))
         if blocks:
             msg.blocks = blocks
         msg.stream_state = "completed"
@@ -258,6 +258,55 @@ class WebApi:
         self.statuses[(channel, thread_ts)] = status
         self.status_history.append((channel, thread_ts, status))
         return {}
+
+    def _assistant_set_suggested_prompts(self, call: Call) -> dict[str, Any]:
+        channel = _require(call, "channel_id")
+        thread_ts = _require(call, "thread_ts", error="invalid_thread_ts")
+        prompts = _json_arg(call.args.get("prompts"))
+        if not isinstance(prompts, list) or not prompts or len(prompts) > MAX_SUGGESTED_PROMPTS:
+            raise _ApiError("invalid_arguments")
+        if not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+            raise _ApiError("invalid_arguments")
+        self.suggested_prompts[(channel, thread_ts)] = {"title": call.args.get("title"), "prompts": prompts}
+        return {}
+
+    def _assistant_set_title(self, call: Call) -> dict[str, Any]:
+        channel = _require(call, "channel_id")
+        thread_ts = _require(call, "thread_ts", error="invalid_thread_ts")
+        self.titles[(channel, thread_ts)] = _require(call, "title", error="invalid_arguments")
+        return {}
+
+    def _views_publish(self, call: Call) -> dict[str, Any]:
+        user = _require(call, "user_id", error="invalid_arguments")
+        view = _json_arg(call.args.get("view"))
+        if not isinstance(view, dict) or view.get("type") != "home" or not isinstance(view.get("blocks"), list):
+            raise _ApiError("invalid_arguments")
+        if len(view["blocks"]) > 100:
+            raise _ApiError("invalid_arguments")
+        for block in view["blocks"]:
+            text = (block.get("text") or {}).get("text", "") if isinstance(block, dict) else ""
+            if block.get("type") == "section" and len(text) > 3000:
+                raise _ApiError("invalid_blocks")
+        self.home_views.setdefault(user, []).append(view)
+        return {"view": {"id": f"V{len(self.home_views[user])}", **view}}
+
+    def _conversations_info(self, call: Call) -> dict[str, Any]:
+        channel = self.channels.get(_require(call, "channel"))
+        if channel is None:
+            raise _ApiError("channel_not_found")
+        return {"channel": channel}
+
+    def _conversations_history(self, call: Call) -> dict[str, Any]:
+        """Top-level messages, newest first; refused unless the bot is a member (not_in_channel)."""
+        channel = _require(call, "channel")
+        known = self.channels.get(channel)
+        if known is not None and not known.get("is_member"):
+            raise _ApiError("not_in_channel")
+        limit = int(call.args.get("limit") or 100)
+        top = [m for m in self.messages(channel, include_seeded=True) if m.thread_ts in (None, m.ts)]
+        top.sort(key=lambda m: _ts_key(m.ts), reverse=True)
+        return {"messages": [m.to_api() for m in top[:limit]], "has_more": len(top) > limit,
+                "response_metadata": {"next_cursor": ""}}
 
     def _conversations_replies(self, call: Call) -> dict[str, Any]:
         channel = _require(call, "channel")
@@ -355,6 +404,25 @@ def _json_arg(value: Any) -> Any:
         except json.JSONDecodeError:
             raise _ApiError("invalid_arguments") from None
     return value
+
+
+def _checked_blocks(value: Any) -> Any:
+    """Blocks as Slack checks them where it matters here: markdown blocks hold at most 12,000 characters in all,
+    sections 3,000, and a context_actions block 1 to 5 elements."""
+    blocks = _json_arg(value)
+    if blocks is None:
+        return None
+    if not isinstance(blocks, list) or not all(isinstance(b, dict) and b.get("type") for b in blocks):
+        raise _ApiError("invalid_blocks")
+    markdown = sum(len(str(b.get("text", ""))) for b in blocks if b["type"] == "markdown")
+    if markdown > MAX_MARKDOWN_CHARS:
+        raise _ApiError("invalid_blocks")
+    for block in blocks:
+        if block["type"] == "section" and len(str((block.get("text") or {}).get("text", ""))) > 3000:
+            raise _ApiError("invalid_blocks")
+        if block["type"] == "context_actions" and not 1 <= len(block.get("elements") or []) <= 5:
+            raise _ApiError("invalid_blocks")
+    return blocks
 
 
 def _message_text(args: Mapping[str, Any]) -> str:
