@@ -32,9 +32,11 @@ from tests.fakes.slack import (
     BrowserInstall,
     FakeSlack,
     Workspace,
+    app_home_opened,
     app_mention,
     app_uninstalled,
     event_callback,
+    feedback_click,
     next_ts,
     post_signed,
     slash_command_form,
@@ -158,6 +160,26 @@ async def test_files_are_downloaded_with_the_token_of_the_workspace_that_shared_
         used = {request.path.rsplit("/", 1)[-1]: request.authorization for request in rig.slack.file_downloads}
         [acme_token], [beta_token] = rig.slack.tokens_for(acme), rig.slack.tokens_for(beta)
         assert used == {"Acme.txt": f"Bearer {acme_token}", "Beta.txt": f"Bearer {beta_token}"}
+
+
+async def test_the_ai_surfaces_use_the_token_of_the_workspace_they_serve(settings: Config) -> None:
+    async with oauth_rig(settings) as rig:
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        beta = rig.slack.add_workspace("TBETA", "Beta")
+        await rig.install(acme)
+        await rig.install(beta)
+        ts = await rig.mention(beta, channel="CB")
+        await rig.answered_in("CB", ts)
+        answer = next(m for m in rig.slack.messages("CB") if m.thread_ts == ts)
+        await rig.deliver(app_home_opened("U1"), "TACME", bot_user_id=acme.bot_user_id)
+        form = {"payload": json.dumps(feedback_click("U2", "CB", answer.ts, "positive", thread_ts=ts, team="TBETA"))}
+        status, _ = await post_signed(None, f"{rig.base}/slack/events", form, SECRET, json_body=False)
+        assert status == 200
+        await rig.slack.wait_for_call("views.publish")
+        await rig.slack.wait_for_call("chat.postEphemeral")
+        [acme_token], [beta_token] = rig.slack.tokens_for(acme), rig.slack.tokens_for(beta)
+        assert [call.token for call in rig.slack.calls_to("views.publish")] == [acme_token]
+        assert [call.token for call in rig.slack.calls_to("chat.postEphemeral")] == [beta_token]
 
 
 async def test_a_refused_code_exchange_names_the_settings_and_logs_no_code(
