@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.doctor import doctor
 from adapters.runner import Bot
@@ -23,6 +26,8 @@ from adapters.slack.oauth import StoreStates
 from adapters.slack import SlackService
 from chatbots.cli import main
 from chatbots.config import Config
+from chatbots.engine import Engine
+from chatbots.model import OpenAIChat
 from chatbots.installations import Installations, InstalledApp
 from chatbots.logs import QUIET_LIBRARIES, configure_logging
 from chatbots.store import Store
@@ -94,12 +99,16 @@ class OAuthRig:
 
 
 @asynccontextmanager
-async def oauth_rig(settings: Config, **overrides: Any) -> AsyncIterator[OAuthRig]:
+async def oauth_rig(settings: Config, *, busy_timeout: float | None = None, **overrides: Any) -> AsyncIterator[OAuthRig]:
     async with FakeSlack() as slack, FakeModelServer() as model:
         configured = replace(settings, openai_base_url=model.base_url, slack_bot_token=None,
                              slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET,
                              slack_signing_secret=SECRET, slack_api_url=slack.api_url, port=0, **overrides)
-        bot = Bot(configured)
+        engine = None
+        if busy_timeout is not None:  # SQLite: how long a locked database is waited for
+            engine = Engine(Store.open(configured.db_path, busy_timeout=busy_timeout),
+                            OpenAIChat.from_settings(configured), configured)
+        bot = Bot(configured, engine)
         turns = Outcomes(keep=lambda outcome: outcome.startswith("turn"))
         outcomes = Outcomes(keep=lambda outcome: outcome.startswith("turn") or outcome in ("ignored", "workspace_deleted"))
         for service in bot.services:
@@ -197,6 +206,23 @@ async def test_a_refused_code_exchange_names_the_settings_and_logs_no_code(
                "SLACK_CLIENT_SECRET and SLACK_REDIRECT_URI" in logged
         assert not any(code in line for line in logged)
         assert await rig.bot.engine.store.installations() == []
+
+
+@pytest.mark.sqlite_only  # another process's write lock on the SQLite file
+async def test_an_install_while_the_database_is_locked_gets_a_page_saying_to_try_again(settings: Config) -> None:
+    async with oauth_rig(replace(settings, database_url=None), busy_timeout=0.05) as rig:
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        other = sqlite3.connect(settings.db_path)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            async with aiohttp.ClientSession() as browser:
+                async with browser.get(f"{rig.base}/slack/install") as response:
+                    assert response.status == 503
+                    assert "could not reach its database" in await response.text()
+        finally:
+            other.rollback()
+            other.close()
+        assert (await rig.install(acme)).status == 200
 
 
 async def test_a_cancelled_install_says_so_and_stores_nothing(settings: Config) -> None:
@@ -445,3 +471,21 @@ def test_the_oauth_manifest_is_the_http_one_with_a_redirect_url_and_org_wide_ins
     oauth["settings"]["event_subscriptions"]["bot_events"].remove("team_access_revoked")
     http["settings"].pop("org_deploy_enabled")
     assert oauth == http
+
+
+async def test_the_fake_rotates_tokens_once_per_refresh_token_and_expired_ones_are_refused() -> None:
+    async with FakeSlack() as slack:
+        client = AsyncWebClient(base_url=slack.api_url)
+        refresh = slack.issue_config_refresh_token()
+        rotated = await client.tooling_tokens_rotate(refresh_token=refresh)
+        assert rotated["token"].startswith("xoxe.xoxp-") and rotated["refresh_token"] != refresh
+        assert rotated["exp"] > rotated["iat"]
+        with pytest.raises(SlackApiError, match="invalid_refresh_token"):
+            await client.tooling_tokens_rotate(refresh_token=refresh)
+
+        slack.token_rotation = True
+        token = slack.issue_token(slack.add_workspace("TACME", "Acme"))
+        assert (await client.auth_test(token=token))["team_id"] == "TACME"
+        slack.expire(token)
+        with pytest.raises(SlackApiError, match="token_expired"):
+            await client.auth_test(token=token)

@@ -215,10 +215,15 @@ class SlackService(AISurfaces, ServiceBase):
         flow = self.app.oauth_flow
         assert flow is not None
         bolt_request = AsyncBoltRequest(body="", query=request.query_string, headers=dict(request.headers))
-        if request.path == oauth.INSTALL_PATH:
-            response = await flow.handle_installation(bolt_request)
-        else:
-            response = await flow.handle_callback(bolt_request)
+        try:
+            if request.path == oauth.INSTALL_PATH:
+                response = await flow.handle_installation(bolt_request)
+            else:
+                response = await flow.handle_callback(bolt_request)
+        except self.engine.storage_errors as error:
+            log.warning("slack: an install step failed, the database is unavailable: %s", type(error).__name__)
+            response = oauth.page(503, "Try again in a moment", "The bot could not reach its database, so nothing "
+                                  f'was installed. <a href="{oauth.INSTALL_PATH}">Start again</a>.')
         return await to_aiohttp_response(response)
 
     async def _on_event(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
