@@ -49,6 +49,7 @@ from tests.fakes.slack import (
 )
 from tests.fakes.slack.oauth import CLIENT_ID, CLIENT_SECRET
 from tests.outcomes import Outcomes
+from tests.processes import free_port
 
 SECRET = "oauth-signing-secret"
 
@@ -103,7 +104,7 @@ async def oauth_rig(settings: Config, *, busy_timeout: float | None = None, **ov
     async with FakeSlack() as slack, FakeModelServer() as model:
         configured = replace(settings, openai_base_url=model.base_url, slack_bot_token=None,
                              slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET,
-                             slack_signing_secret=SECRET, slack_api_url=slack.api_url, port=0, **overrides)
+                             slack_signing_secret=SECRET, slack_api_url=slack.api_url, **{"port": 0, **overrides})
         engine = None
         if busy_timeout is not None:  # SQLite: how long a locked database is waited for
             engine = Engine(Store.open(configured.db_path, busy_timeout=busy_timeout),
@@ -223,6 +224,19 @@ async def test_an_install_while_the_database_is_locked_gets_a_page_saying_to_try
             other.rollback()
             other.close()
         assert (await rig.install(acme)).status == 200
+
+
+async def test_the_scopes_and_redirect_url_settings_reach_slack(settings: Config) -> None:
+    port = free_port()
+    redirect = f"http://127.0.0.1:{port}/slack/oauth_redirect"
+    async with oauth_rig(settings, port=port, slack_scopes=("chat:write", "commands"), slack_redirect_uri=redirect) as rig:
+        rig.slack.redirect_url = None  # only the redirect_uri the bot sends can bring the browser back
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        assert (await rig.install(acme)).status == 200
+        [asked] = rig.slack.authorize_requests
+        assert asked["scope"] == "chat:write,commands" and asked["redirect_uri"] == redirect
+        [exchange] = rig.slack.calls_to("oauth.v2.access")
+        assert exchange.args["redirect_uri"] == redirect
 
 
 async def test_a_cancelled_install_says_so_and_stores_nothing(settings: Config) -> None:
@@ -380,12 +394,14 @@ async def test_no_token_reaches_a_log_or_the_installations_listing(
             await rig.install(acme)
             await rig.answered_in("C1", await rig.mention(acme))
             listing = await rig.bot.engine.store.installations()
+            metrics = rig.bot.engine.metrics.exposition().decode()
             tokens = [issued.token for issued in rig.slack.tokens.values()]
             tokens += [issued.refresh_token or "" for issued in rig.slack.tokens.values()]
     logged = "\n".join(record.getMessage() for record in caplog.records)
     for token in filter(None, tokens):
         assert token not in logged
         assert token not in repr(listing)
+        assert token not in metrics
 
 
 def test_oauth_mode_needs_both_client_credentials() -> None:
