@@ -15,6 +15,7 @@ from .attachments.fitting import fit_files
 from .config import Config
 from .failure_log import FailureLog
 from .failures import FailureKind, model_notice
+from .installations import Installations
 from .limits import Admission, Caps, Refused, UsageLimits, caps_for
 from .logs import new_turn_id
 from .lru import LRU
@@ -126,6 +127,8 @@ class Engine:
         saved at least every PARTIAL_SAVE_INTERVAL while text or reasoning flows, and waits at most the stall timeout
         for it."""
         self.limits = UsageLimits(store, store.clock, self.answer_lease)
+        self.installations = Installations(store)
+        """Apps installed by an OAuth flow (Slack's OAuth mode): the platforms' way to them."""
         self.file_limits = FileLimits.from_settings(settings)
         self._blind: LRU[str, bool] = LRU(MAX_REMEMBERED_MODELS)
         """Models that refused image parts (CHATBOTS_VISION=auto), in this process: later turns skip images at once."""
