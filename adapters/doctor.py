@@ -29,8 +29,9 @@ async def doctor(settings: Config, *, timeout: float = CHECK_TIMEOUT) -> tuple[i
         rows = await asyncio.gather(*(_bounded(check, timeout) for check in checks))
     failed = any(row.status == FAIL for row in rows)
     notes: list[str] = []
-    if not settings.slack_bot_token and not settings.discord_bot_token:
-        notes.append("note: no platform is configured; `chatbots run` needs SLACK_BOT_TOKEN or DISCORD_BOT_TOKEN")
+    if not settings.slack_bot_token and not settings.slack_oauth and not settings.discord_bot_token:
+        notes.append("note: no platform is configured; `chatbots run` needs SLACK_BOT_TOKEN (or SLACK_CLIENT_ID and "
+                     "SLACK_CLIENT_SECRET) or DISCORD_BOT_TOKEN")
     return (1 if failed else 0), _scrub(render(rows, notes), settings)
 
 
@@ -62,6 +63,7 @@ def _scrub(text: str, settings: Config) -> str:
     """The last guard: no configured secret ever reaches the output, whatever an error message carried."""
     for secret in (settings.openai_api_key, settings.moderation_api_key, settings.slack_bot_token,
                    settings.slack_app_token, settings.slack_signing_secret, settings.discord_bot_token,
+                   settings.slack_client_secret, settings.slack_state_secret,
                    *(value for _, value in settings.model_headers)):
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[redacted]")

@@ -109,8 +109,10 @@ class Downloader:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
-    def file(self, name: str, mimetype: str, size: int | None, url: object) -> SharedFile:
-        """A SharedFile fetched from url; a URL off the platform's hosts gives one whose download refuses at once."""
+    def file(self, name: str, mimetype: str, size: int | None, url: object,
+             headers: Mapping[str, str] | None = None) -> SharedFile:
+        """A SharedFile fetched from url; a URL off the platform's hosts gives one whose download refuses at once.
+        headers replace the downloader's own for this file (a workspace's own token)."""
         if not isinstance(url, str) or not url:
             return unavailable(name, mimetype, size, f"{self.hosts.platform} gave no address to download it from")
         try:
@@ -123,15 +125,16 @@ class Downloader:
         expects_html = mimetype.split(";", 1)[0].strip().lower() in ("text/html", "application/xhtml+xml")
 
         async def download(max_bytes: int, timeout: float) -> bytes:
-            return await self.fetch(target, max_bytes, timeout, html_ok=expects_html)
+            return await self.fetch(target, max_bytes, timeout, html_ok=expects_html, headers=headers)
 
         return SharedFile(name, mimetype, size, download)
 
-    async def fetch(self, url: URL, max_bytes: int, timeout: float, *, html_ok: bool = True) -> bytes:
+    async def fetch(self, url: URL, max_bytes: int, timeout: float, *, html_ok: bool = True,
+                    headers: Mapping[str, str] | None = None) -> bytes:
         """The body at url (an allowed origin), at most max_bytes, within timeout seconds for the whole download."""
         try:
             async with asyncio.timeout(timeout):
-                return await self._fetch(url, max_bytes, html_ok)
+                return await self._fetch(url, max_bytes, html_ok, headers)
         except TimeoutError:
             log.info("%s: a shared file's download timed out", self.hosts.platform)
             raise FileUnavailable(f"the download took longer than {timeout:g} s") from None
@@ -139,10 +142,11 @@ class Downloader:
             log.info("%s: a shared file's download failed (%s)", self.hosts.platform, type(error).__name__)
             raise FileUnavailable(_phrase(error)) from None
 
-    async def _fetch(self, url: URL, max_bytes: int, html_ok: bool) -> bytes:
+    async def _fetch(self, url: URL, max_bytes: int, html_ok: bool, headers: Mapping[str, str] | None) -> bytes:
         session = self._open()
         for _ in range(MAX_REDIRECTS + 1):
-            async with session.get(url, headers=self._headers, allow_redirects=False) as response:
+            async with session.get(url, headers=self._headers if headers is None else headers,
+                                   allow_redirects=False) as response:
                 if response.status in REDIRECTS:
                     url = self._redirect(url, response.headers.get("Location"))
                     continue

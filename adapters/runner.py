@@ -21,7 +21,8 @@ from .service import Observer, PlatformService
 
 log = logging.getLogger(__name__)
 
-PLATFORM_VARIABLES = "SLACK_BOT_TOKEN (with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN) or DISCORD_BOT_TOKEN"
+PLATFORM_VARIABLES = ("SLACK_BOT_TOKEN (with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN), SLACK_CLIENT_ID and "
+                      "SLACK_CLIENT_SECRET (with SLACK_SIGNING_SECRET), or DISCORD_BOT_TOKEN")
 UPKEEP_EVERY = 30.0
 """Seconds between upkeep rounds: lease checks each round; the purge itself claims a slot once an hour."""
 LINGER = 2.0
@@ -36,7 +37,7 @@ SHUTDOWN_GRACE = 20.0
 
 def platform_services(settings: Config, engine: Engine) -> list[PlatformService]:
     services: list[PlatformService] = []
-    if settings.slack_bot_token:
+    if settings.slack_bot_token or settings.slack_oauth:
         from .slack import SlackService
 
         services.append(SlackService(settings, engine))
@@ -51,7 +52,7 @@ class Bot:
     """The running process: engine, platforms and the web server (Slack events, health)."""
 
     def __init__(self, settings: Config, engine: Engine | None = None) -> None:
-        if not settings.slack_bot_token and not settings.discord_bot_token:
+        if not settings.slack_bot_token and not settings.slack_oauth and not settings.discord_bot_token:
             if settings.slack_app_token or settings.slack_signing_secret:
                 raise ConfigError("SLACK_BOT_TOKEN is not set: the bot token (xoxb-...) is needed beside "
                                   "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET")

@@ -60,9 +60,9 @@ async def run(server_url: str, count: int = 2, burst: int = 100, log=print) -> d
                 traces = await asyncio.gather(*(side.send(question(100 + i), answer, user=f"U{5000 + i}", url=urls[i % count])
                                                 for i in range(burst)))
                 await side.wait(traces, timeout=180)
+                loads = [meter.read(burst // count) for meter in meters]  # each replica took its share
                 await asyncio.sleep(1.0)  # let a duplicate reply, if any, reach the fake before counting
                 side.scan()
-                loads = [meter.read(burst // count) for meter in meters]  # each replica took its share
     span = max(t.final_at for t in traces) - min(t.event_at for t in traces)
     slowest = max(m.duration for m in model.timings[-burst:] if m.duration)
     starts = [sum(t.calls[m] for m in STARTS) for t in traces]
@@ -81,6 +81,7 @@ async def run(server_url: str, count: int = 2, burst: int = 100, log=print) -> d
         **stages,
         "bot_cpu_ms_per_reply": [load["bot_cpu_ms_per_reply"] for load in loads],
         "bot_cpu_cores": [load["bot_cpu_cores"] for load in loads],
+        "bench_cpu_cores": loads[0]["bench_cpu_cores"],  # the fake Slack and the fake model, in this process
     }
 
 

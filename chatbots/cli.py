@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--workspace", required=True, help="ID or PLATFORM:ID")
     export.add_argument("--output", help="file to write (default: standard output)")
 
+    commands.add_parser("installations", help="Slack workspaces and orgs the app is installed in (OAuth mode): ids, "
+                                              "names, when and by whom; never tokens")
+
     purge = commands.add_parser("purge", help="delete stored messages older than the retention period now")
     purge.add_argument("--days", type=int, help="retention in days (default: CHATBOTS_RETENTION_DAYS)")
 
@@ -115,6 +118,7 @@ def _report(settings: Config, args: argparse.Namespace) -> str:
     from .reports import (
         audit_report,
         feedback_report,
+        installations_report,
         moderation_report,
         usage_report,
         workspace_filter,
@@ -129,6 +133,8 @@ def _report(settings: Config, args: argparse.Namespace) -> str:
             prices = PriceList(parse_prices(settings.prices))
             month = _month(args.month, store.clock().date().isoformat()[:7])
             return usage_report(store, prices, args.days, workspace_filter(store, args.workspace), args.csv, month)
+        if args.command == "installations":
+            return installations_report(store)
         if args.command == "audit":
             return audit_report(store, workspace_filter(store, args.workspace))
         if args.command == "moderation-log":
@@ -198,7 +204,7 @@ def _command(settings: Config, args: argparse.Namespace) -> int:
         from .migrate_db import migrate_db
 
         return migrate_db(settings.db_path, args.to, sys.stdout, sys.stderr)
-    if args.command in ("usage", "audit", "feedback", "moderation-log", "purge"):
+    if args.command in ("usage", "audit", "feedback", "moderation-log", "purge", "installations"):
         print(_report(settings, args))
         return 0
     if args.command in ("run", "doctor"):

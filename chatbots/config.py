@@ -70,6 +70,14 @@ class Config:
     slack_app_token: str | None = None
     slack_signing_secret: str | None = None
     slack_api_url: str | None = None
+    slack_client_id: str | None = None
+    """With SLACK_CLIENT_SECRET and no SLACK_BOT_TOKEN: OAuth mode, installable in many workspaces."""
+    slack_client_secret: str | None = None
+    slack_scopes: tuple[str, ...] = ()
+    """SLACK_SCOPES: bot scopes asked for at install; empty means the manifests' own."""
+    slack_redirect_uri: str | None = None
+    slack_state_secret: str | None = None
+    """Signs install states; unset, one derived from SLACK_CLIENT_SECRET."""
     port: int = 3000
     discord_bot_token: str | None = None
     discord_api_url: str | None = None
@@ -159,6 +167,11 @@ class Config:
         if vision not in VISION_MODES:
             raise ConfigError(f"CHATBOTS_VISION must be auto, on or off, got {vision!r}")
         shards = parse_shards(text("DISCORD_SHARDS"), shard_count)
+        if bool(text("SLACK_CLIENT_ID")) != bool(text("SLACK_CLIENT_SECRET")):
+            raise ConfigError("SLACK_CLIENT_ID and SLACK_CLIENT_SECRET go together (Basic Information > App Credentials)")
+        redirect_uri = text("SLACK_REDIRECT_URI")
+        if redirect_uri and not redirect_uri.startswith(("http://", "https://")):
+            raise ConfigError(f"SLACK_REDIRECT_URI must start with https://, got {redirect_uri!r}")
         return cls(
             openai_api_key=text("OPENAI_API_KEY"),
             openai_base_url=base_url,
@@ -193,6 +206,11 @@ class Config:
             slack_app_token=text("SLACK_APP_TOKEN"),
             slack_signing_secret=text("SLACK_SIGNING_SECRET"),
             slack_api_url=text("SLACK_API_URL"),
+            slack_client_id=text("SLACK_CLIENT_ID"),
+            slack_client_secret=text("SLACK_CLIENT_SECRET"),
+            slack_scopes=tuple(part.strip() for part in (text("SLACK_SCOPES") or "").split(",") if part.strip()),
+            slack_redirect_uri=redirect_uri,
+            slack_state_secret=text("SLACK_STATE_SECRET"),
             port=port,
             discord_bot_token=text("DISCORD_BOT_TOKEN"),
             discord_api_url=text("DISCORD_API_URL"),
@@ -208,6 +226,11 @@ class Config:
             metrics_token=metrics_token,
             metrics_port=metrics_port,
         )
+
+    @property
+    def slack_oauth(self) -> bool:
+        """Slack in OAuth mode: installed per workspace through /slack/install, tokens kept in the database."""
+        return bool(self.slack_client_id and self.slack_client_secret and not self.slack_bot_token)
 
     def require_model_access(self) -> None:
         """Fail early when the model server cannot be reached with these settings."""

@@ -18,6 +18,7 @@ from .config import Config
 from .failure_log import FailureLog
 from .failures import FailureKind, model_notice
 from .budgets import Budgets
+from .installations import Installations
 from .limits import Admission, Caps, Refused, UsageLimits, caps_for
 from .logs import new_turn_id
 from .lru import LRU
@@ -134,6 +135,8 @@ class Engine:
         self.notifiers: dict[str, Notify] = {}
         """Per platform, how to post a message in a channel (adapters register one): budget alerts go through it."""
         self.alerts = Alerts(store, self.limits, self.notifiers)
+        self.installations = Installations(store)
+        """Apps installed by an OAuth flow (Slack's OAuth mode): the platforms' way to them."""
         self.file_limits = FileLimits.from_settings(settings)
         self._blind: LRU[str, bool] = LRU(MAX_REMEMBERED_MODELS)
         """Models that refused image parts (CHATBOTS_VISION=auto), in this process: later turns skip images at once."""

@@ -28,9 +28,10 @@ BATCH = 5_000
 """Rows read from SQLite and written to PostgreSQL at a time: memory stays flat whatever the database's size."""
 FIRST = ("workspaces", "conversations", "messages")
 """Copied before the rest, which refer to them; foreign keys decide the order of everything else."""
-NOT_COPIED = ("_sqlite_migrations", "reservations", "requests")
+NOT_COPIED = ("_sqlite_migrations", "reservations", "requests", "slack_oauth_states")
 """Each backend keeps its own migration history; reservations and request times are the in-flight state of
-running bots (replicas keep them in the database), meaningless once the bot that wrote them stopped."""
+running bots (replicas keep them in the database), meaningless once the bot that wrote them stopped; so are
+Slack install states, which expire within minutes."""
 MARKER = "migrate-db"
 """The jobs row that marks a database this command copied into (and when it last did)."""
 CONNECT_TIMEOUT = 10

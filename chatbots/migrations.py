@@ -222,7 +222,33 @@ def m009_message_files(db: Database) -> None:
 
 
 @migrations()
-def m010_governance(db: Database) -> None:
+def m010_slack_installations(db: Database) -> None:
+    """Slack's OAuth mode: one row per installed workspace or org (team_id '' for an org-wide install), holding
+    its tokens; and the one-use states that tie an install's return to the browser that started it."""
+    db.execute(
+        """CREATE TABLE slack_installations (
+            enterprise_id TEXT NOT NULL DEFAULT '',
+            team_id TEXT NOT NULL DEFAULT '',
+            is_enterprise_install INTEGER NOT NULL DEFAULT 0,
+            bot_token TEXT NOT NULL,
+            bot_user_id TEXT NOT NULL DEFAULT '',
+            bot_id TEXT NOT NULL DEFAULT '',
+            bot_scopes TEXT NOT NULL DEFAULT '',
+            bot_refresh_token TEXT,
+            bot_token_expires_at INTEGER,
+            team_name TEXT NOT NULL DEFAULT '',
+            enterprise_name TEXT NOT NULL DEFAULT '',
+            app_id TEXT NOT NULL DEFAULT '',
+            installer_id TEXT NOT NULL DEFAULT '',
+            installed_at TEXT NOT NULL,
+            PRIMARY KEY (enterprise_id, team_id)
+        )"""
+    )
+    db.execute("CREATE TABLE slack_oauth_states (state TEXT PRIMARY KEY, expires_at TEXT NOT NULL)")
+
+
+@migrations()
+def m011_governance(db: Database) -> None:
     """Money budgets hold the estimated USD of answers in progress; notices are sent once per key (alerts per
     threshold and period, notes per person and day), whichever replica gets there first."""
     db.execute("ALTER TABLE reservations ADD COLUMN cost REAL NOT NULL DEFAULT 0")

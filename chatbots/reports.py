@@ -22,6 +22,19 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def installations_report(store: SQLDatabase) -> str:
+    """`chatbots installations`: where the Slack app is installed (OAuth mode), by whom and when; never tokens."""
+    from .store import installations
+
+    found = installations.listing(store)
+    if not found:
+        return "No Slack installations yet (OAuth mode: people install the app at /slack/install)."
+    rows = [[("(org-wide)" if app.is_enterprise_install else app.team_id), app.team_name or "-",
+             app.enterprise_id or "-", app.enterprise_name or "-", app.bot_user_id or "-", app.installer_id or "-",
+             app.installed_at[:16].replace("T", " ")] for app in found]
+    return _table(["workspace", "name", "org", "org name", "bot user", "installed by", "installed (UTC)"], rows)
+
+
 def workspace_filter(store: SQLDatabase, text: str | None) -> tuple[str, str] | None:
     """"slack:T123" or a bare id ("T123", looked up on every platform) -> (platform, id)."""
     if not text:

@@ -39,6 +39,11 @@ class Fakes:
         return {"SLACK_BOT_TOKEN": "xoxb-configurations", "SLACK_SIGNING_SECRET": SIGNING_SECRET,
                 "SLACK_API_URL": self.slack.api_url}
 
+    def oauth_mode(self) -> dict[str, str]:
+        """README, Slack setup, OAuth mode: the app's client id and secret and its signing secret, no bot token."""
+        return {"SLACK_CLIENT_ID": self.slack.client_id, "SLACK_CLIENT_SECRET": self.slack.client_secret,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": self.slack.api_url}
+
     def discord_env(self) -> dict[str, str]:
         return {"DISCORD_BOT_TOKEN": self.discord.token, "DISCORD_API_URL": self.discord.api_url,
                 "DISCORD_GATEWAY_URL": str(self.discord.gateway_url)}
@@ -96,6 +101,25 @@ async def test_slack_http_mode_starts_with_the_bot_token_and_signing_secret_and_
         await slack_answers_over_http(fakes.slack, port, "hello over http")
 
 
+async def test_slack_oauth_mode_starts_with_the_client_credentials_is_installed_and_answers(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    port = free_port()
+    fakes.slack.redirect_url = f"http://127.0.0.1:{port}/slack/oauth_redirect"
+    place = fakes.slack.add_workspace("T1", "Configurations")
+    async with bot_process({**fakes.oauth_mode(), **fakes.model_env()}, port, cwd=tmp_path):
+        installed = await fakes.slack.install_in_browser(f"http://127.0.0.1:{port}/slack/install", place)
+        assert installed.status == 200 and "Installed" in installed.page
+        ts = next_ts()
+        body = event_callback("T1", app_mention("C1", "U1", f"<@{place.bot_user_id}> hello oauth", ts=ts),
+                              bot_user_id=place.bot_user_id)
+        status, _ = await post_signed(None, f"http://127.0.0.1:{port}/slack/events", body, SIGNING_SECRET)
+        assert status == 200
+        await slack_shows(fakes.slack, ts, "echo: hello oauth")
+    answering = {call.token for call in fakes.slack.calls if call.method.startswith("chat.")}
+    assert answering == set(fakes.slack.tokens_for(place))
+
+
 async def test_discord_starts_with_its_token_alone_and_answers(fakes: Fakes, tmp_path: Path) -> None:
     async with bot_process({**fakes.discord_env(), **fakes.model_env()}, free_port(), cwd=tmp_path):
         await discord_answers(fakes.discord, "hello discord")
@@ -118,12 +142,16 @@ async def test_a_dotenv_file_in_the_working_directory_fills_in_unset_variables(f
 
 async def test_a_missing_or_refused_variable_stops_the_bot_with_one_line_naming_it(fakes: Fakes, tmp_path: Path) -> None:
     model = fakes.model_env()
-    socket, http, discord = fakes.socket_mode(), fakes.http_mode(), fakes.discord_env()
+    socket, http, discord, oauth = fakes.socket_mode(), fakes.http_mode(), fakes.discord_env(), fakes.oauth_mode()
     cases = {
         "socket mode without the bot token": ({k: v for k, v in socket.items() if k != "SLACK_BOT_TOKEN"} | model,
                                               "SLACK_BOT_TOKEN"),
         "http mode without the signing secret": ({k: v for k, v in http.items() if k != "SLACK_SIGNING_SECRET"} | model,
                                                  "SLACK_SIGNING_SECRET"),
+        "oauth mode without the signing secret": ({k: v for k, v in oauth.items() if k != "SLACK_SIGNING_SECRET"}
+                                                  | model, "SLACK_SIGNING_SECRET"),
+        "oauth mode without the client secret": ({k: v for k, v in oauth.items() if k != "SLACK_CLIENT_SECRET"}
+                                                 | model, "SLACK_CLIENT_SECRET"),
         "discord without its token": ({k: v for k, v in discord.items() if k != "DISCORD_BOT_TOKEN"} | model,
                                       "DISCORD_BOT_TOKEN"),
         "no model server or key": (socket | discord, "OPENAI_API_KEY"),

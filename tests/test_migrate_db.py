@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 
 from chatbots.cli import main
+from chatbots.installations import InstalledApp
 from chatbots.migrate_db import NOT_COPIED, Progress, copy_all, migrate_db, table_order
 from chatbots.store import Store
 from chatbots.store.postgres import PostgresDatabase
@@ -77,6 +79,10 @@ async def fill(store: Store) -> None:
     assert await store.recover_interrupted() == 1
     await store.begin_answer(await store.conversation_id(KEYS[1]), "gpt-4o-mini")  # still streaming
     assert await store.claim_job("purge", 3600)
+    await store.save_installation(InstalledApp("", "T1", False, "xoxb-1", "UBOT", team_name="One", installer_id="U1"))
+    await store.save_installation(InstalledApp("E1", "", True, "xoxe.xoxb-2", "UBOTE", bot_refresh_token="xoxe-1-r",
+                                               bot_token_expires_at=1_900_000_000, enterprise_name="Org"))
+    await store.issue_oauth_state("in-flight", datetime(2100, 1, 1, tzinfo=timezone.utc))  # not copied: it expires
 
 
 async def answers(store: Store) -> dict[str, Any]:
@@ -91,6 +97,7 @@ async def answers(store: Store) -> dict[str, Any]:
         seen[f"feedback {key}"] = await store.feedback_totals(workspace, "2000-01-01")
     seen["usage"] = await store.usage_rows("2000-01-01")
     seen["audit"] = await store.audit_log()
+    seen["installations"] = [await store.find_installation("", "T1"), await store.find_installation("E1", "")]
     return seen
 
 
@@ -142,7 +149,8 @@ def test_tables_come_after_the_tables_they_refer_to(tmp_path: Path) -> None:
         sqlite.close()
     assert order[:3] == ["workspaces", "conversations", "messages"]
     assert set(order) == {"workspaces", "conversations", "messages", "settings", "audit", "usage_daily", "reply_parts",
-                          "feedback", "moderation_log", "events", "jobs", "message_files", "notices"}
+                          "feedback", "moderation_log", "events", "jobs", "message_files",
+                          "slack_installations", "notices"}
 
 
 async def test_text_with_nul_characters_is_copied_with_the_stand_in(source: Path, target: str) -> None:

@@ -16,6 +16,7 @@ from adapters.slack.shortcuts import MAX_PAGES, PAGE_SIZE
 from chatbots.engine import FLAGGED_INPUT_NOTICE, Engine
 from chatbots.config import Config
 from chatbots.suggested import DEFAULT_PROMPTS
+from chatbots.types import Outcome
 from tests.fakes.slack import (
     PostedMessage,
     app_home_opened,
@@ -113,6 +114,8 @@ async def test_the_viewed_channel_is_read_only_when_asked_and_only_as_a_member(r
     assert not rig.slack.calls_to("conversations.history") and len(rig.model.requests) == 1
 
     await rig.deliver(assistant_thread_context_changed(DM, ts, "U1", "C7"))
+    while rig.outcomes.count(Outcome.ASSISTANT_THREAD) < 2:  # the panel's opening, and now its new channel
+        await rig.wait_outcomes(len(rig.outcomes) + 1)
     await ask_in_panel(rig, ts, "Summarize this channel please")
     await rig.model.wait_for_requests(2)
     [history] = rig.slack.calls_to("conversations.history")

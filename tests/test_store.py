@@ -20,7 +20,8 @@ def test_migrations_run_once_and_enable_wal(tmp_path: Path) -> None:
     store = Store.open(path)  # second open applies nothing new
     assert [m.name for m in migrations.applied(store.db)] == [
         "m001_initial", "m002_usage_and_feedback", "m003_moderation_log", "m004_token_bounds", "m005_answer_leases",
-        "m006_jobs", "m007_shared_limits", "m008_window_versions", "m009_message_files", "m010_governance",
+        "m006_jobs", "m007_shared_limits", "m008_window_versions", "m009_message_files", "m010_slack_installations",
+        "m011_governance",
     ]
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert {"workspaces", "settings", "conversations", "messages", "events", "audit"} <= set(store.db.table_names())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from chatbots.clock import iso
 from chatbots.retention import upkeep
+from chatbots.installations import InstalledApp
 from chatbots.store import Store, UsageRecord
 from chatbots.store import reports as queries
 from chatbots.store.base import INTERRUPTED_MARK, PURGE_BATCH
@@ -325,6 +327,50 @@ async def test_a_question_with_files_begins_its_answer_after_them(store: Store) 
     assert plain is not None and plain_answer is not None
     await store.complete_answer(answer, "an answer", 3, status="ok")
     assert [m.file_tokens for m in (await store.window(conversation, 10_000)).messages] == [774, 0, 0]
+
+
+async def test_an_installation_is_saved_found_replaced_and_deleted(store: Store, now: Now) -> None:
+    app = InstalledApp("E1", "T1", False, "xoxb-one", "UBOT", bot_id="B1", bot_scopes="chat:write", team_name="Acme",
+                       installer_id="U1", bot_refresh_token="xoxe-1", bot_token_expires_at=1_800_000_000)
+    await store.save_installation(app)
+    found = await store.find_installation("E1", "T1")
+    assert found == replace(app, installed_at=iso(now[0]))
+    assert await store.find_installation("E1", "T2") is None
+    assert await store.find_installation("", "T1") is None
+    now[0] += MINUTE
+    await store.save_installation(replace(app, bot_token="xoxb-two", bot_refresh_token="xoxe-2"))
+    again = await store.find_installation("E1", "T1")
+    assert again is not None and again.bot_token == "xoxb-two" and again.bot_refresh_token == "xoxe-2"
+    assert again.installed_at == found.installed_at  # type: ignore[union-attr]
+    assert await store.delete_installation("E1", "T1")
+    assert await store.find_installation("E1", "T1") is None
+    assert not await store.delete_installation("E1", "T1")
+
+
+async def test_an_org_wide_installation_is_kept_apart_from_its_workspaces(store: Store) -> None:
+    await store.save_installation(InstalledApp("E1", "", True, "xoxb-org", "UORG", team_name=""))
+    await store.save_installation(InstalledApp("E1", "T1", False, "xoxb-t1", "UT1"))
+    org = await store.find_installation("E1", "")
+    assert org is not None and org.is_enterprise_install and org.bot_token == "xoxb-org"
+    assert (await store.find_installation("E1", "T1")).bot_token == "xoxb-t1"  # type: ignore[union-attr]
+
+
+async def test_the_installation_listing_never_carries_tokens(store: Store) -> None:
+    await store.save_installation(InstalledApp("", "T1", False, "xoxb-secret", "UBOT", team_name="Acme",
+                                               installer_id="U1", bot_refresh_token="xoxe-secret"))
+    [summary] = await store.installations()
+    assert (summary.team_id, summary.team_name, summary.installer_id) == ("T1", "Acme", "U1")
+    assert "secret" not in repr(summary)
+
+
+async def test_an_oauth_state_is_good_once_and_only_until_it_expires(store: Store, now: Now) -> None:
+    await store.issue_oauth_state("s1", now[0] + 10 * MINUTE)
+    await store.issue_oauth_state("s2", now[0] + 10 * MINUTE)
+    assert await store.consume_oauth_state("s1")
+    assert not await store.consume_oauth_state("s1")
+    assert not await store.consume_oauth_state("never-issued")
+    now[0] += 11 * MINUTE
+    assert not await store.consume_oauth_state("s2")
 
 
 async def test_money_reservations_and_the_months_usage_are_read_in_the_snapshot(store: Store) -> None:

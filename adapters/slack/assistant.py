@@ -60,8 +60,10 @@ class AssistantPanel:
         self.users = users
         self.bot_name = bot_name
 
-    async def thread_started(self, body: dict[str, Any]) -> bool:
-        """Offer the workspace's suggested prompts in the new thread, and remember the channel being viewed."""
+    async def thread_started(self, body: dict[str, Any], client: AsyncWebClient | None = None) -> bool:
+        """Offer the workspace's suggested prompts in the new thread, and remember the channel being viewed.
+        client: the workspace's own (OAuth mode), else the panel's."""
+        client = client or self.client
         found, team = _thread(body), body.get("team_id")
         if found is None or not isinstance(team, str) or not team:
             return False
@@ -69,7 +71,7 @@ class AssistantPanel:
         await self.engine.remember_viewing(PLATFORM, team, channel, viewed)
         prompts = await self.engine.suggested_prompts(PLATFORM, team)
         try:
-            await self.client.assistant_threads_setSuggestedPrompts(
+            await client.assistant_threads_setSuggestedPrompts(
                 channel_id=channel, thread_ts=ts, title=PROMPTS_TITLE,
                 prompts=[{"title": p.title, "message": p.message} for p in prompts],
             )
@@ -85,16 +87,18 @@ class AssistantPanel:
         await self.engine.remember_viewing(PLATFORM, team, channel, viewed)
         return True
 
-    async def before_answer(self, message: SlackMessage, first: bool) -> tuple[Inbound | None, str | None]:
+    async def before_answer(self, message: SlackMessage, first: bool,
+                            client: AsyncWebClient | None = None) -> tuple[Inbound | None, str | None]:
         """Title a new thread after its first question; add the viewed channel's messages when the question asks
         about it. Returns the question to answer, or (None, a note to post instead)."""
+        client = client or self.client
         inbound = message.inbound
         key = inbound.key
         if first and inbound.text.strip():
             title = " ".join(inbound.text.split())
             title = title if len(title) <= TITLE_LIMIT else title[: TITLE_LIMIT - 1] + "…"
             try:
-                await self.client.assistant_threads_setTitle(channel_id=key.channel, thread_ts=key.thread, title=title)
+                await client.assistant_threads_setTitle(channel_id=key.channel, thread_ts=key.thread, title=title)
             except SlackApiError as error:
                 report(self.engine.failures, "assistant.threads.setTitle", error, key.channel)
         if not _ASKS_ABOUT_CHANNEL.search(inbound.text[:4_000]):
@@ -103,10 +107,10 @@ class AssistantPanel:
         if not viewed or viewed == key.channel:
             return None, NO_CHANNEL
         try:
-            info = await self.client.conversations_info(channel=viewed)
+            info = await client.conversations_info(channel=viewed)
             if not (info.get("channel") or {}).get("is_member"):
                 return None, NOT_A_MEMBER.format(channel=viewed, name=self.bot_name)
-            history = await self.client.conversations_history(channel=viewed, limit=CHANNEL_MESSAGES)
+            history = await client.conversations_history(channel=viewed, limit=CHANNEL_MESSAGES)
         except SlackApiError as error:
             report(self.engine.failures, "conversations.history", error, viewed)
             return None, NOT_A_MEMBER.format(channel=viewed, name=self.bot_name)
@@ -116,7 +120,8 @@ class AssistantPanel:
             text, user = item.get("text"), item.get("user")
             if not isinstance(text, str) or not text.strip() or item.get("subtype"):
                 continue
-            name = (await self.users.get(key.workspace, user)).name if isinstance(user, str) and user else "someone"
+            name = (await self.users.get(key.workspace, user, client)).name if isinstance(user, str) and user \
+                else "someone"
             line = f"{name}: {' '.join(html.unescape(text).split())}"
             if used + len(line) > CHANNEL_CHARS:
                 break

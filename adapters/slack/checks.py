@@ -1,6 +1,9 @@
-"""Slack's `chatbots doctor` check: the bot token, its scopes, and Socket Mode's app token or HTTP mode's secret."""
+"""Slack's `chatbots doctor` check: the bot token, its scopes, and Socket Mode's app token or HTTP mode's secret;
+in OAuth mode, every installation's token."""
 
 from __future__ import annotations
+
+import asyncio
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -8,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from chatbots.checks import OK, SKIPPED, Check, CheckFailed, Row, describe, safe_url
 from chatbots.config import Config
+from chatbots.installations import InstalledApp, installed_apps
 
 SLACK_BOT_SCOPES = frozenset({
     "app_mentions:read", "assistant:write", "channels:history", "channels:read", "chat:write", "commands", "files:read",
@@ -27,7 +31,48 @@ SLACK_TOKEN_REFUSED = {"invalid_auth", "not_authed", "token_revoked", "token_exp
 
 
 def checks(settings: Config, timeout: float) -> list[Check]:
-    return [Check("slack", lambda: slack(settings, timeout), "check that SLACK_API_URL (or slack.com) is reachable from here")]
+    unreachable = "check that SLACK_API_URL (or slack.com) is reachable from here"
+    if settings.slack_oauth:
+        return [Check("slack", lambda: installations(settings, timeout), unreachable)]
+    return [Check("slack", lambda: slack(settings, timeout), unreachable)]
+
+
+async def installations(settings: Config, timeout: float) -> Row:
+    """OAuth mode: each installation's bot token, through auth.test."""
+    if not settings.slack_signing_secret:
+        raise CheckFailed("OAuth mode, SLACK_SIGNING_SECRET not set",
+                          "set SLACK_SIGNING_SECRET (Basic Information > Signing Secret): OAuth mode serves HTTP")
+    found = await installed_apps(settings.database_url, settings.db_path)
+    if not found:
+        return Row("slack", OK, "OAuth mode, no installations yet (people install the app at /slack/install)")
+    base_url = settings.slack_api_url or AsyncWebClient.BASE_URL
+    client = AsyncWebClient(base_url=base_url if base_url.endswith("/") else base_url + "/", timeout=max(1, int(timeout)))
+    refused = [problem for problem in await asyncio.gather(*(_refusal(client, app) for app in found)) if problem]
+    detail = f"OAuth mode, {len(found)} installations, {len(found) - len(refused)} tokens work"
+    if refused:
+        raise CheckFailed(f"{detail}; refused: {'; '.join(refused)}",
+                          "install the app again in those workspaces (/slack/install); an uninstalled one is removed "
+                          "when Slack says so (app_uninstalled)")
+    return Row("slack", OK, detail)
+
+
+async def _refusal(client: AsyncWebClient, app: InstalledApp) -> str | None:
+    """What is wrong with one installation's token, or None when auth.test accepts it."""
+    where = f"{app.enterprise_name or app.enterprise_id} (org-wide)" if app.is_enterprise_install \
+        else f"{app.team_name or app.team_id} ({app.team_id})"
+    try:
+        await client.auth_test(token=app.bot_token)
+    except SlackApiError as error:
+        code = error.response.get("error") or f"HTTP {error.response.status_code}"
+        if code == "token_expired" and app.bot_refresh_token:
+            return None  # a rotating token: refreshed before its workspace's next request
+        return f"{where} {code}"
+    except TimeoutError:
+        raise
+    except (aiohttp.ClientError, OSError) as error:
+        raise CheckFailed(f"cannot reach Slack at {safe_url(str(client.base_url))} ({describe(error)})",
+                          "check SLACK_API_URL (unset means Slack's own) and the network") from None
+    return None
 
 
 async def slack(settings: Config, timeout: float) -> Row:

@@ -41,12 +41,13 @@ class SlackFiles:
             refused_as_html=REFUSED_AS_LOGIN_PAGE,
         )
 
-    def shared(self, files: object) -> tuple[SharedFile, ...]:
+    def shared(self, files: object, token: str | None = None) -> tuple[SharedFile, ...]:
         """The event's `files` field (anything, from a payload) as SharedFiles, in order; entries that are not
-        objects are skipped."""
+        objects are skipped. token: the bot token of the workspace that shared them (OAuth mode), else the service's."""
         if not isinstance(files, list):
             return ()
-        return tuple(self._one(item) for item in files if isinstance(item, dict))
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        return tuple(self._one(item, headers) for item in files if isinstance(item, dict))
 
     async def looked_up(self, files: object, client: AsyncWebClient) -> object:
         """The `files` field with each withheld entry (`file_access: check_file_info`, as Slack Connect sends files
@@ -76,7 +77,7 @@ class SlackFiles:
         details = response.get("file")
         return details if isinstance(details, dict) and not _withheld(details) else item
 
-    def _one(self, item: dict[str, Any]) -> SharedFile:
+    def _one(self, item: dict[str, Any], headers: dict[str, str] | None) -> SharedFile:
         name = file_name(item.get("name"), fallback=file_name(item.get("title")))
         raw_type = item.get("mimetype")
         mimetype = raw_type if isinstance(raw_type, str) else ""
@@ -90,7 +91,7 @@ class SlackFiles:
         if mode == "external" or item.get("is_external") is True:
             return unavailable(name, mimetype, size, "it is stored outside Slack (an external file)")
         url = item.get("url_private_download") or item.get("url_private")
-        return self.downloads.file(name, mimetype, size, url)
+        return self.downloads.file(name, mimetype, size, url, headers)
 
     async def close(self) -> None:
         await self.downloads.close()

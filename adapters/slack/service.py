@@ -13,6 +13,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
@@ -31,6 +32,7 @@ from chatbots.types import Addressed, ConversationKey, Inbound, Outcome
 
 from ..service import ServiceBase, vote_for
 from ..tasks import TurnTasks
+from . import oauth
 from .assistant import is_assistant_thread
 from .errors import report
 from .events import PLATFORM, SlackMessage, text_fields, translate
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 BACKFILL_LIMIT = 200
 """Messages read from a thread the bot joins midway: once, so it knows what was said before."""
+MAX_REVOKED_TEAMS = 1_000
+"""Workspaces erased for one team_access_revoked event (an org has at most a few thousand)."""
 BACKFILL_REFUSED_NOTE = ("I can't read this thread's earlier messages (the app lacks a permission), so I only see "
                          "what is said from now on. An admin has been told.")
 
@@ -54,9 +58,16 @@ class SlackService(AISurfaces, ServiceBase):
     platform = PLATFORM
 
     def __init__(self, settings: Config, engine: Engine, *, update_interval: float = 1.0) -> None:
-        if not settings.slack_bot_token:
-            raise ConfigError("SLACK_BOT_TOKEN is not set")
+        self.oauth = settings.slack_oauth
+        """OAuth mode: installed per workspace, each answered with its own token from the database."""
+        if not settings.slack_bot_token and not self.oauth:
+            raise ConfigError("SLACK_BOT_TOKEN is not set (or set SLACK_CLIENT_ID and SLACK_CLIENT_SECRET for OAuth mode)")
+        if self.oauth and settings.slack_app_token:
+            raise ConfigError("SLACK_APP_TOKEN is set, but OAuth mode (SLACK_CLIENT_ID without SLACK_BOT_TOKEN) serves "
+                              "its install pages over HTTP: unset SLACK_APP_TOKEN, or set SLACK_BOT_TOKEN for one workspace")
         self.socket_mode = bool(settings.slack_app_token)
+        if self.oauth and not settings.slack_signing_secret:
+            raise ConfigError("SLACK_SIGNING_SECRET is not set (OAuth mode serves HTTP: Basic Information > Signing Secret)")
         if not self.socket_mode and not settings.slack_signing_secret:
             raise ConfigError("SLACK_SIGNING_SECRET is not set (needed in HTTP mode; or set SLACK_APP_TOKEN for Socket Mode)")
         super().__init__(engine)
@@ -80,6 +91,7 @@ class SlackService(AISurfaces, ServiceBase):
             request_verification_enabled=not self.socket_mode,
             process_before_response=False,
             ignoring_self_events_enabled=False,  # translate() drops our own messages, and reports it
+            **self._oauth_options(),
         )
         self.app.event("app_mention")(self._on_event)
         self.app.event("message")(self._on_event)
@@ -88,12 +100,13 @@ class SlackService(AISurfaces, ServiceBase):
         self.app.command("/chatbot")(self._on_command)
         self.app.event("app_uninstalled")(self._on_uninstall)
         self.app.event("tokens_revoked")(self._on_uninstall)
+        self.app.event("team_access_revoked")(self._on_team_access_revoked)
         self.commands = Commands.for_engine(engine)
         engine.notifiers[PLATFORM] = self._post_notice
         self.gate = None if self.socket_mode else RequestGate(settings.slack_signing_secret or "")
         """HTTP mode only: Socket Mode has no public endpoint and needs no signing secret."""
         self.users = UserDirectory(self.client, failures=engine.failures)
-        self.files = SlackFiles(settings.slack_bot_token, settings.slack_api_url)
+        self.files = SlackFiles(settings.slack_bot_token or "", settings.slack_api_url)
         self.features = WorkspaceFeatures()
         self.turns = TurnTasks()
         self.bot_user_id = ""
@@ -101,13 +114,34 @@ class SlackService(AISurfaces, ServiceBase):
         self._closed = asyncio.Event()
         self._add_ai_surfaces()
 
+    def _oauth_options(self) -> dict[str, Any]:
+        """OAuth mode's flow and authorize for AsyncApp; nothing in single-token mode."""
+        if not self.oauth:
+            return {}
+        # Bolt logs an error for a workspace without an installation; _not_installed says it in one plain line.
+        logging.getLogger("slack_bolt.AsyncMultiTeamsAuthorization").addFilter(_not_missing_installation)
+        installations = self.engine.installations
+        return {"oauth_flow": oauth.oauth_flow(self.config, installations, self.client),
+                "authorize": oauth.authorize(self.config, installations, self.client, self._not_installed)}
+
+    def _not_installed(self, enterprise_id: str | None, team_id: str | None) -> None:
+        log.warning("slack: a request from a workspace without an installation was acknowledged and ignored "
+                    "(team %s, enterprise %s)", team_id, enterprise_id)
+        self._observe(Outcome.IGNORED)
+
     def add_routes(self, app: web.Application) -> None:
         if self.gate is not None:
             app.router.add_post(EVENTS_PATH, self._handle_http)
+        if self.oauth:
+            app.router.add_get(oauth.INSTALL_PATH, self._handle_oauth)
+            app.router.add_get(oauth.REDIRECT_PATH, self._handle_oauth)
 
     async def start(self) -> None:
         # One pooled HTTP session for every Web API call: slack_sdk otherwise opens a new one per call.
         self.client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        if self.oauth:  # no token of its own: each workspace's is checked when its requests arrive
+            log.info("slack ready (OAuth mode: install at %s)", oauth.INSTALL_PATH)
+            return
         try:
             identity = await self.client.auth_test()
         except SlackApiError as error:
@@ -175,9 +209,28 @@ class SlackService(AISurfaces, ServiceBase):
             return web.Response(status=400, text="malformed request body")
         return await to_aiohttp_response(response)
 
-    async def _on_event(self, body: dict[str, Any]) -> None:
+    async def _handle_oauth(self, request: web.Request) -> web.Response:
+        """The install page and Slack's return from it (OAuth mode): Bolt's flow, answering with our pages."""
+        if not self.turns.accepting:
+            return web.Response(status=503, text="shutting down")
+        flow = self.app.oauth_flow
+        assert flow is not None
+        bolt_request = AsyncBoltRequest(body="", query=request.query_string, headers=dict(request.headers))
+        try:
+            if request.path == oauth.INSTALL_PATH:
+                response = await flow.handle_installation(bolt_request)
+            else:
+                response = await flow.handle_callback(bolt_request)
+        except self.engine.storage_errors as error:
+            log.warning("slack: an install step failed, the database is unavailable: %s", type(error).__name__)
+            response = oauth.page(503, "Try again in a moment", "The bot could not reach its database, so nothing "
+                                  f'was installed. <a href="{oauth.INSTALL_PATH}">Start again</a>.')
+        return await to_aiohttp_response(response)
+
+    async def _on_event(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         """Runs after Bolt has acknowledged the event: de-duplicate, translate, and hand off to a turn."""
-        message = translate(body, self.bot_user_id, allow_bots=self.config.allow_bots)
+        bot_user = context.bot_user_id or self.bot_user_id
+        message = translate(body, bot_user, allow_bots=self.config.allow_bots)
         if message is None:
             return self._observe(Outcome.IGNORED)
         event_id = body.get("event_id")
@@ -185,9 +238,10 @@ class SlackService(AISurfaces, ServiceBase):
             return self._observe(Outcome.DUPLICATE)
         if message.needs_thread and not await self.engine.in_conversation(message.inbound.key):
             return self._observe(Outcome.NOT_OURS)  # not ours to read or keep
-        self.turns.spawn(self._turn(message, _mapping(body.get("event")).get("files"), _mapping(body.get("event"))))
+        self.turns.spawn(self._turn(message, _mapping(body.get("event")).get("files"), context.client, bot_user,
+                                    _mapping(body.get("event"))))
 
-    async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def _on_command(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         """`/chatbot ...`: answered privately in the ack itself, well within Slack's 3 seconds."""
         fields = text_fields(body.get("team_id"), body.get("user_id"), body.get("channel_id"))
         if fields is None:
@@ -196,7 +250,8 @@ class SlackService(AISurfaces, ServiceBase):
         team, user, channel = fields
         text = body.get("text")
         text = text if isinstance(text, str) else ""
-        caller = Caller(ConversationKey(PLATFORM, team, channel, channel), user, (await self.users.get(team, user)).is_admin)
+        admin = (await self.users.get(team, user, context.client)).is_admin
+        caller = Caller(ConversationKey(PLATFORM, team, channel, channel), user, admin)
         answer = await self.commands.run(caller, text)
         await ack(text=answer, response_type="ephemeral")
         self._observe(Outcome.COMMAND)
@@ -212,52 +267,75 @@ class SlackService(AISurfaces, ServiceBase):
         team, user, ts = fields
         await self._vote(team, ts, user, vote, withdrawn=event.get("type") == "reaction_removed")
 
-    async def _on_uninstall(self, body: dict[str, Any]) -> None:
-        """The app was removed (or its bot token revoked): erase everything stored for that workspace."""
+    async def _on_uninstall(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        """The app was removed (or its bot token revoked): forget the installation, erase that workspace's data."""
         event = _mapping(body.get("event"))
         team = body.get("team_id")
+        installation = None
+        if self.oauth:  # Bolt checks no token for these events (it is gone): the installation says whose bot it was
+            installations = oauth.StoreInstallations(self.engine.installations)
+            installation = await installations.async_find_installation(
+                enterprise_id=context.enterprise_id, team_id=context.team_id,
+                is_enterprise_install=context.is_enterprise_install)
+        bot_user_id = installation.bot_user_id if installation is not None else self.bot_user_id
         if event.get("type") == "tokens_revoked":
             revoked = _mapping(event.get("tokens")).get("bot")
-            if not isinstance(revoked, list) or self.bot_user_id not in revoked:
+            if not isinstance(revoked, list) or not bot_user_id or bot_user_id not in revoked:
                 return self._observe(Outcome.IGNORED)  # a user token, not ours
         if not isinstance(team, str) or not team:
             return self._observe(Outcome.IGNORED)
+        if installation is not None:
+            await installations.async_delete_installation(
+                enterprise_id=context.enterprise_id, team_id=context.team_id,
+                is_enterprise_install=context.is_enterprise_install)
         await self._erase(team)
 
-    async def _turn(self, message: SlackMessage, files: object, event: dict[str, Any] | None = None) -> None:
+    async def _on_team_access_revoked(self, body: dict[str, Any]) -> None:
+        """An org-wide install was removed from some workspaces of its org: erase what was kept for each of them."""
+        teams = _mapping(body.get("event")).get("team_ids")
+        removed = [team for team in teams[:MAX_REVOKED_TEAMS] if isinstance(team, str) and team] \
+            if isinstance(teams, list) else []
+        if not removed:
+            return self._observe(Outcome.IGNORED)
+        for team in removed:
+            await self._erase(team)
+
+    async def _turn(self, message: SlackMessage, files: object, client: AsyncWebClient, bot_user: str,
+                    event: dict[str, Any] | None = None) -> None:
+        """One answer, every call made with client: the token of the workspace the message came from."""
         inbound = message.inbound
         if files:
-            shared = self.files.shared(await self.files.looked_up(files, self.client))
+            shared = self.files.shared(await self.files.looked_up(files, client), client.token)
             inbound = replace(inbound, files=shared)
         if message.needs_thread or message.started_mid_thread:
             # Several people may share this thread, and the model reads who said what: worth the (cached) lookup.
-            user: SlackUser | None = await self.users.get(inbound.key.workspace, message.user_id)
+            user: SlackUser | None = await self.users.get(inbound.key.workspace, message.user_id, client)
         else:
             user = self.users.known(inbound.key.workspace, message.user_id)  # names matter once others join
         if user is not None:
             inbound = replace(inbound, author_name=user.name)
         if message.started_mid_thread and not await self.engine.in_conversation(inbound.key):
-            await self._read_thread_once(inbound)
+            await self._read_thread_once(inbound, client, bot_user)
         if event is not None and is_assistant_thread(event):
             first = not await self.engine.in_conversation(inbound.key)
-            asked, note = await self.panel.before_answer(replace(message, inbound=inbound), first)
+            asked, note = await self.panel.before_answer(replace(message, inbound=inbound), first, client)
             if asked is None:
-                await self._note(inbound.key, note or "")
+                await self._note(inbound.key, note or "", client)
                 return self._observe(Outcome.IGNORED)
             inbound = asked
         target = SlackTarget(inbound.key.workspace, inbound.key.channel, message.thread_ts, message.user_id)
-        reply = SlackReply(self.client, target, self.features, self.update_interval, self.engine.failures)
+        reply = SlackReply(client, target, self.features, self.update_interval, self.engine.failures)
         result = await self.engine.handle(inbound, reply)
         self._observe_turn(result.status)
 
-    async def _read_thread_once(self, mention: Inbound) -> None:
+    async def _read_thread_once(self, mention: Inbound, client: AsyncWebClient, bot_user: str) -> None:
         """Store what was said in the thread before the bot was mentioned, as context."""
         key = mention.key
         try:
-            response = await self.client.conversations_replies(channel=key.channel, ts=key.thread, limit=BACKFILL_LIMIT)
+            response = await client.conversations_replies(channel=key.channel, ts=key.thread, limit=BACKFILL_LIMIT)
         except SlackApiError as error:
             if report(self.engine.failures, "conversations.replies", error, key.channel) is FailureKind.MISSING_SCOPE:
-                await self._note(key, BACKFILL_REFUSED_NOTE)
+                await self._note(key, BACKFILL_REFUSED_NOTE, client)
             return
         for earlier in response.get("messages") or []:
             ts, user, text = earlier.get("ts"), earlier.get("user"), earlier.get("text")
@@ -265,26 +343,33 @@ class SlackService(AISurfaces, ServiceBase):
                 continue
             if _ts_order(ts) >= _ts_order(mention.message_id):
                 continue  # the mention itself, and anything newer, arrives as its own event
-            if user == self.bot_user_id or earlier.get("bot_id") and not self.config.allow_bots:
+            if user == bot_user or earlier.get("bot_id") and not self.config.allow_bots:
                 continue
-            name = (await self.users.get(key.workspace, user)).name
-            files = self.files.shared(await self.files.looked_up(earlier.get("files"), self.client))
+            name = (await self.users.get(key.workspace, user, client)).name
+            files = self.files.shared(await self.files.looked_up(earlier.get("files"), client), client.token)
             earlier_message = Inbound(key, ts, user, name, html.unescape(text), Addressed.CONTEXT, files)
             await self.engine.handle(earlier_message, ContextOnly())
 
 
     async def _post_notice(self, workspace: str, channel: str, text: str) -> None:
-        """A message from the bot in a channel (budget alerts); its failure is reported, then raised to the caller."""
+        """A message from the bot in a channel (budget alerts); its failure is reported, then raised to the caller.
+        In OAuth mode it goes out with that workspace's own bot token."""
+        token: dict[str, Any] = {}
+        if self.oauth:
+            app = await self.engine.installations.find("", workspace)
+            if app is None:
+                raise LookupError("the app is not installed in that workspace")
+            token = {"token": app.bot_token}
         try:
-            await self.client.chat_postMessage(channel=channel, text=text, unfurl_links=False, unfurl_media=False)
+            await self.client.chat_postMessage(channel=channel, text=text, unfurl_links=False, unfurl_media=False, **token)
         except SlackApiError as error:
             report(self.engine.failures, "chat.postMessage", error, channel)
             raise
 
-    async def _note(self, key: ConversationKey, text: str) -> None:
+    async def _note(self, key: ConversationKey, text: str, client: AsyncWebClient) -> None:
         """A short note in the thread about something the bot could not do; its own failure is only logged."""
         try:
-            await self.client.chat_postMessage(channel=key.channel, thread_ts=key.thread, text=f"_{text}_")
+            await client.chat_postMessage(channel=key.channel, thread_ts=key.thread, text=f"_{text}_")
         except SlackApiError as error:
             report(self.engine.failures, "chat.postMessage", error, key.channel)
 
@@ -292,6 +377,11 @@ class SlackService(AISurfaces, ServiceBase):
 def _not_token_skipped(record: logging.LogRecord) -> bool:
     """Drops Bolt's "`token` will be unused" warning (see SlackService.__init__)."""
     return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+def _not_missing_installation(record: logging.LogRecord) -> bool:
+    """Drops Bolt's "AuthorizeResult ... was not found" error (see SlackService._oauth_options)."""
+    return "AuthorizeResult" not in record.getMessage()
 
 
 def _ts_order(ts: str) -> tuple[int, int]:

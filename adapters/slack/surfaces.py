@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -34,7 +35,8 @@ VOTE_NOT_RECORDED = "I couldn't record that vote: I no longer know that answer."
 
 
 class AISurfaces(ServiceBase):
-    """SlackService's handlers for what Slack offers AI apps beyond messages and commands."""
+    """SlackService's handlers for what Slack offers AI apps beyond messages and commands. Every Web API call is
+    made with the client Bolt hands the handler: the token of the workspace the request came from."""
 
     app: AsyncApp
     client: AsyncWebClient
@@ -54,32 +56,35 @@ class AISurfaces(ServiceBase):
         self.app.shortcut(SUMMARIZE)(self._on_shortcut)
         self.app.shortcut(ASK_ABOUT)(self._on_shortcut)
 
-    async def _on_assistant_started(self, body: dict[str, Any]) -> None:
-        self._observe(Outcome.ASSISTANT_THREAD if await self.panel.thread_started(body) else Outcome.IGNORED)
+    async def _on_assistant_started(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        started = await self.panel.thread_started(body, context.client)
+        self._observe(Outcome.ASSISTANT_THREAD if started else Outcome.IGNORED)
 
     async def _on_assistant_context(self, body: dict[str, Any]) -> None:
         self._observe(Outcome.ASSISTANT_THREAD if await self.panel.context_changed(body) else Outcome.IGNORED)
 
-    async def _is_admin(self, team: str, user: str) -> bool:
-        caller = Caller(ConversationKey(PLATFORM, team, "", ""), user, (await self.users.get(team, user)).is_admin)
+    async def _is_admin(self, team: str, user: str, client: AsyncWebClient) -> bool:
+        admin = (await self.users.get(team, user, client)).is_admin
+        caller = Caller(ConversationKey(PLATFORM, team, "", ""), user, admin)
         return self.commands.is_admin(caller)
 
-    async def _on_home_opened(self, body: dict[str, Any]) -> None:
+    async def _on_home_opened(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         """Published afresh each time the tab opens, so it always shows today's numbers."""
         event = body.get("event") if isinstance(body.get("event"), dict) else {}
         assert isinstance(event, dict)
         team, user = body.get("team_id"), event.get("user")
         if event.get("tab") != "home" or not isinstance(team, str) or not team or not isinstance(user, str) or not user:
             return self._observe(Outcome.IGNORED)
-        report_ = await home_report(self.engine, PLATFORM, team, user, await self._is_admin(team, user))
+        client = context.client
+        report_ = await home_report(self.engine, PLATFORM, team, user, await self._is_admin(team, user, client))
         try:
-            await self.client.views_publish(user_id=user, view=home_view(report_))
+            await client.views_publish(user_id=user, view=home_view(report_))
         except SlackApiError as error:
             report(self.engine.failures, "views.publish", error, user)
             return self._observe(Outcome.IGNORED)
         self._observe(Outcome.HOME)
 
-    async def _on_feedback_click(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def _on_feedback_click(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         """A feedback button: the same vote as a thumbs reaction, thanked privately."""
         await ack()
         click = read_click(body)
@@ -88,73 +93,75 @@ class AISurfaces(ServiceBase):
         found = await self.engine.record_vote(PLATFORM, click.team, click.message_ts, click.user, click.vote)
         self._observe(Outcome.FEEDBACK if found else Outcome.IGNORED)
         try:
-            await self.client.chat_postEphemeral(channel=click.channel, user=click.user, thread_ts=click.thread_ts,
-                                                 text=THANKS[click.vote] if found else VOTE_NOT_RECORDED)
+            await context.client.chat_postEphemeral(channel=click.channel, user=click.user, thread_ts=click.thread_ts,
+                                                    text=THANKS[click.vote] if found else VOTE_NOT_RECORDED)
         except SlackApiError as error:
             report(self.engine.failures, "chat.postEphemeral", error, click.channel)
 
-    async def _on_shortcut(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def _on_shortcut(self, ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
         await ack()  # within Slack's 3 seconds; the work goes on in its own task
         shortcut = read_shortcut(body)
         if shortcut is None or body.get("type") != "message_action":
             return self._observe(Outcome.IGNORED)
-        work = self._summarize(shortcut) if shortcut.callback_id == SUMMARIZE else self._ask_about(shortcut)
+        client = context.client
+        work = self._summarize(shortcut, client) if shortcut.callback_id == SUMMARIZE else self._ask_about(shortcut, client)
         self.turns.spawn(work)
 
-    def _reply(self, shortcut: Shortcut) -> SlackReply:
+    def _reply(self, shortcut: Shortcut, client: AsyncWebClient) -> SlackReply:
         target = SlackTarget(shortcut.team, shortcut.channel, shortcut.thread_ts, shortcut.user)
-        return SlackReply(self.client, target, self.features, self.update_interval, self.engine.failures)
+        return SlackReply(client, target, self.features, self.update_interval, self.engine.failures)
 
-    async def _summarize(self, shortcut: Shortcut) -> None:
+    async def _summarize(self, shortcut: Shortcut, client: AsyncWebClient) -> None:
         """Read the whole thread from Slack, and answer a summary question through the engine (caps, moderation
         and the workspace's instructions apply as to any question), after a line saying who asked."""
         try:
-            messages = await read_thread(self.client, shortcut.channel, shortcut.thread_ts)
+            messages = await read_thread(client, shortcut.channel, shortcut.thread_ts)
         except SlackApiError as error:
             report(self.engine.failures, "conversations.replies", error, shortcut.channel)
-            return await self._tell(shortcut, UNREADABLE_THREAD.format(name=self.panel.bot_name))
+            return await self._tell(shortcut, UNREADABLE_THREAD.format(name=self.panel.bot_name), client)
         lines: list[ThreadLine] = []
         for message in messages:
             if is_readable(message):
                 author = message.get("user")
-                name = (await self.users.get(shortcut.team, author)).name if isinstance(author, str) and author else "a bot"
+                name = (await self.users.get(shortcut.team, author, client)).name if isinstance(author, str) and author \
+                    else "a bot"
                 lines.append(line(message, name))
         question = summary_question(lines)
         if not question:
-            return await self._tell(shortcut, EMPTY_THREAD)
-        asker = await self.users.get(shortcut.team, shortcut.user)
-        await self._post(shortcut, f"_{escape(asker.name)} asked me to summarize this thread._")
+            return await self._tell(shortcut, EMPTY_THREAD, client)
+        asker = await self.users.get(shortcut.team, shortcut.user, client)
+        await self._post(shortcut, f"_{escape(asker.name)} asked me to summarize this thread._", client)
         key = ConversationKey(PLATFORM, shortcut.team, shortcut.channel, shortcut.thread_ts)
         inbound = Inbound(key, f"shortcut:{shortcut.trigger}", shortcut.user, asker.name, question)
-        await self._shortcut_turn(inbound, self._reply(shortcut))
+        await self._shortcut_turn(inbound, self._reply(shortcut, client))
 
-    async def _ask_about(self, shortcut: Shortcut) -> None:
+    async def _ask_about(self, shortcut: Shortcut, client: AsyncWebClient) -> None:
         """The message becomes the context of a conversation in its thread, and the asker's first question about
         it is answered there; they go on in the thread like any conversation with the bot."""
         key = ConversationKey(PLATFORM, shortcut.team, shortcut.channel, shortcut.thread_ts)
         author = shortcut.message_user or "someone"
-        name = (await self.users.get(shortcut.team, author)).name if shortcut.message_user else author
+        name = (await self.users.get(shortcut.team, author, client)).name if shortcut.message_user else author
         context = Inbound(key, shortcut.message_ts, author, name, context_of(ThreadLine(name, shortcut.message_text)),
                           Addressed.CONTEXT)
         await self.engine.handle(context, ContextOnly())
-        asker = await self.users.get(shortcut.team, shortcut.user)
+        asker = await self.users.get(shortcut.team, shortcut.user, client)
         question = Inbound(key, f"shortcut:{shortcut.trigger}", shortcut.user, asker.name, ASK_ABOUT_QUESTION)
-        await self._shortcut_turn(question, self._reply(shortcut))
+        await self._shortcut_turn(question, self._reply(shortcut, client))
 
     async def _shortcut_turn(self, inbound: Inbound, reply: Reply) -> None:
         result = await self.engine.handle(inbound, reply)
         self._observe_turn(result.status)
 
-    async def _post(self, shortcut: Shortcut, text: str) -> None:
+    async def _post(self, shortcut: Shortcut, text: str, client: AsyncWebClient) -> None:
         try:
-            await self.client.chat_postMessage(channel=shortcut.channel, thread_ts=shortcut.thread_ts, text=text)
+            await client.chat_postMessage(channel=shortcut.channel, thread_ts=shortcut.thread_ts, text=text)
         except SlackApiError as error:
             report(self.engine.failures, "chat.postMessage", error, shortcut.channel)
 
-    async def _tell(self, shortcut: Shortcut, text: str) -> None:
+    async def _tell(self, shortcut: Shortcut, text: str, client: AsyncWebClient) -> None:
         """A note only the person who used the shortcut sees."""
         try:
-            await self.client.chat_postEphemeral(channel=shortcut.channel, user=shortcut.user, text=text)
+            await client.chat_postEphemeral(channel=shortcut.channel, user=shortcut.user, text=text)
         except SlackApiError as error:
             report(self.engine.failures, "chat.postEphemeral", error, shortcut.channel)
         self._observe(Outcome.IGNORED)

@@ -41,14 +41,15 @@ class UserDirectory:
         cached = self._cache.get((team_id, user_id))
         return cached[1] if cached else None
 
-    async def get(self, team_id: str, user_id: str) -> SlackUser:
-        """The user, or a stand-in named by id when Slack cannot say (never fails a turn)."""
+    async def get(self, team_id: str, user_id: str, client: AsyncWebClient | None = None) -> SlackUser:
+        """The user, or a stand-in named by id when Slack cannot say (never fails a turn). client: the workspace's
+        own (OAuth mode), else the directory's."""
         now = time.monotonic()
         cached = self._cache.get((team_id, user_id))
         if cached and now - cached[0] < self.ttl:
             return cached[1]
         try:
-            response = await self.client.users_info(user=user_id)
+            response = await (client or self.client).users_info(user=user_id)
             user = response["user"]
             profile = user.get("profile") or {}
             found = SlackUser(

@@ -16,14 +16,16 @@ import functools
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..clock import Clock, system_clock
+from ..installations import InstallationSummary, InstalledApp
 from ..lru import LRU
 from ..types import ConversationKey
 from ..window import StoredFile, StoredMessage, Window, WindowCache
-from . import reports
+from . import installations, reports
 from .base import INTERRUPTED_MARK, PURGE_BATCH, WINDOW_SQL, SQLDatabase, StoreError, UsageRecord, UsageSnapshot
 from .sqlite import SQLiteDatabase
 
@@ -406,6 +408,30 @@ class Store:
 
     async def latest_thread(self, platform: str, workspace: str, channel: str) -> str | None:
         return await self.run(self.sql.latest_thread, platform, workspace, channel)
+
+    # -- installations made by an OAuth flow (Slack's), read on every request: no cache, replicas share them --
+
+    async def save_installation(self, app: InstalledApp) -> None:
+        await self.run(installations.save, self.sql, app)
+
+    async def find_installation(self, enterprise_id: str, team_id: str) -> InstalledApp | None:
+        return await self.run(installations.find, self.sql, enterprise_id, team_id)
+
+    async def delete_installation(self, enterprise_id: str, team_id: str) -> bool:
+        return await self.run(installations.delete, self.sql, enterprise_id, team_id)
+
+    async def installations(self) -> list[InstallationSummary]:
+        return await self.run(installations.listing, self.sql)
+
+    async def installed_apps(self) -> list[InstalledApp]:
+        """Every installation with its tokens (for `chatbots doctor` to check them)."""
+        return await self.run(installations.everything, self.sql)
+
+    async def issue_oauth_state(self, state: str, expires_at: datetime) -> None:
+        await self.run(installations.issue_state, self.sql, state, expires_at)
+
+    async def consume_oauth_state(self, state: str) -> bool:
+        return await self.run(installations.consume_state, self.sql, state)
 
     # -- periodic upkeep, in short batches so turns' statements interleave --
 

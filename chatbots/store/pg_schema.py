@@ -148,7 +148,27 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             UNIQUE (message_id, position)
         )""",
     ]),
-    ("m010_governance", [
+    ("m010_slack_installations", [
+        """CREATE TABLE slack_installations (
+            enterprise_id TEXT NOT NULL DEFAULT '',
+            team_id TEXT NOT NULL DEFAULT '',
+            is_enterprise_install INTEGER NOT NULL DEFAULT 0,
+            bot_token TEXT NOT NULL,
+            bot_user_id TEXT NOT NULL DEFAULT '',
+            bot_id TEXT NOT NULL DEFAULT '',
+            bot_scopes TEXT NOT NULL DEFAULT '',
+            bot_refresh_token TEXT,
+            bot_token_expires_at BIGINT,
+            team_name TEXT NOT NULL DEFAULT '',
+            enterprise_name TEXT NOT NULL DEFAULT '',
+            app_id TEXT NOT NULL DEFAULT '',
+            installer_id TEXT NOT NULL DEFAULT '',
+            installed_at TEXT NOT NULL,
+            PRIMARY KEY (enterprise_id, team_id)
+        )""",
+        "CREATE TABLE slack_oauth_states (state TEXT PRIMARY KEY, expires_at TEXT NOT NULL)",
+    ]),
+    ("m011_governance", [
         "ALTER TABLE reservations ADD COLUMN cost FLOAT8 NOT NULL DEFAULT 0",
         """CREATE TABLE notices (
             workspace_id BIGINT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,

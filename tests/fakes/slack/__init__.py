@@ -41,6 +41,7 @@ from .payloads import (
     tokens_revoked,
 )
 from .files import SlackFiles
+from .oauth import BrowserInstall, InstallChoice, SlackOAuth, Workspace
 from .records import Call, PostedMessage, next_ts
 from .signing import post_signed, serve, sign_request
 from .socket_mode import SocketMode
@@ -48,12 +49,15 @@ from .state import SlackState
 from .web_api import WebApi
 
 __all__ = [
+    "BrowserInstall",
     "app_home_opened",
     "assistant_thread_context_changed",
     "assistant_thread_started",
     "feedback_click",
     "message_shortcut",
     "Call",
+    "InstallChoice",
+    "Workspace",
     "FakeSlack",
     "PostedMessage",
     "app_mention",
@@ -74,7 +78,7 @@ __all__ = [
 ]
 
 
-class FakeSlack(WebApi, SocketMode, SlackFiles, SlackState):
+class FakeSlack(WebApi, SocketMode, SlackFiles, SlackOAuth, SlackState):
     """An aiohttp server speaking enough of Slack's Web API and Socket Mode for the bot.
 
     State is public so tests can read it directly: ``calls``, ``messages()``,

@@ -131,7 +131,8 @@ class SlackFiles:
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
         refuse = None
-        if not token.startswith("xoxb-") or token in self.revoked_tokens:
+        if not token.removeprefix("xoxe.").startswith("xoxb-") or token in self.revoked_tokens \
+                or self._token_refused(token):  # type: ignore[attr-defined]
             refuse = (web.Response(body=LOGIN_PAGE, content_type="text/html") if self.file_login_page
                       else web.Response(status=401, text="Unauthorized"))
         return await self.hosting.serve(request, request.rel_url.raw_path, refuse=refuse)

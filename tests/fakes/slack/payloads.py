@@ -22,6 +22,8 @@ def event_callback(
     *,
     bot_user_id: str = DEFAULT_BOT_USER_ID,
     event_time: int | None = None,
+    enterprise_id: str | None = None,
+    is_enterprise_install: bool = False,
 ) -> dict[str, Any]:
     """Wrap an event the way the Events API delivers it (HTTP body or events_api payload)."""
     channel = event.get("channel") or (event.get("item") or {}).get("channel") or ""
@@ -29,7 +31,8 @@ def event_callback(
         "token": "fake-verification-token",
         "team_id": team_id,
         "context_team_id": team_id,
-        "context_enterprise_id": None,
+        "context_enterprise_id": enterprise_id,
+        **({"enterprise_id": enterprise_id} if enterprise_id else {}),
         "api_app_id": api_app_id,
         "event": event,
         "type": "event_callback",
@@ -37,11 +40,11 @@ def event_callback(
         "event_time": int(time.time()) if event_time is None else event_time,
         "authorizations": [
             {
-                "enterprise_id": None,
-                "team_id": team_id,
+                "enterprise_id": enterprise_id,
+                "team_id": None if is_enterprise_install else team_id,
                 "user_id": bot_user_id,
                 "is_bot": True,
-                "is_enterprise_install": False,
+                "is_enterprise_install": is_enterprise_install,
             }
         ],
         "is_ext_shared_channel": False,

@@ -98,6 +98,7 @@ class SlackState:
             "files.info": self._files_info,  # type: ignore[attr-defined]
         }
         self._init_files()  # type: ignore[attr-defined]
+        self._init_oauth()  # type: ignore[attr-defined]
         self._sockets: list[web.WebSocketResponse] = []
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -112,6 +113,7 @@ class SlackState:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/link/", self._handle_socket)
+        app.router.add_get("/oauth/v2/authorize", self._handle_authorize)  # type: ignore[attr-defined]
         app.router.add_get("/files-pri/{tail:.*}", self._handle_file)  # type: ignore[attr-defined]
         self._changed_event = asyncio.Event()
         self._runner = web.AppRunner(app, handle_signals=False)

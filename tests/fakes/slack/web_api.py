@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
@@ -12,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from .oauth import TOKENLESS
 from .records import Call, MAX_MARKDOWN_CHARS, MAX_SUGGESTED_PROMPTS, MAX_TEXT_CHARS, PostedMessage, _ApiError, _Fault, _ts_key, next_ts
 
 
@@ -34,6 +36,7 @@ class WebApi:
                     args.update(body)
             else:
                 args.update(parse_qsl((await request.read()).decode(), keep_blank_values=True))
+        _client_credentials(request.headers.get("Authorization"), args)
         token = _bearer(request.headers.get("Authorization")) or args.pop("token", None)
         args.pop("token", None)
 
@@ -59,10 +62,14 @@ class WebApi:
         return self._json(call.response, status=call.status, headers=headers)
 
     def _dispatch(self, call: Call) -> dict[str, Any]:
-        if call.token is None:
+        if call.method in TOKENLESS:
+            pass
+        elif call.token is None:
             return {"ok": False, "error": "not_authed"}
-        if call.token in self.revoked_tokens:
+        elif call.token in self.revoked_tokens:
             return {"ok": False, "error": self.revoked_tokens[call.token]}
+        elif refused := self._token_refused(call.token):  # type: ignore[attr-defined]
+            return {"ok": False, "error": refused}
         handler = self._handlers.get(call.method)
         if handler is None:
             return {"ok": False, "error": "unknown_method"}
@@ -92,6 +99,9 @@ class WebApi:
     def _auth_test(self, call: Call) -> dict[str, Any]:
         # Bolt reads user_id and bot_id from here to ignore the bot's own events, and
         # only treats user_id as the *bot* user when the token starts with "xoxb-".
+        installed = self._identity(call.token or "")  # type: ignore[attr-defined]
+        if installed is not None:
+            return installed
         return {
             "url": f"https://{self.team.lower().replace(' ', '-')}.slack.com/",
             "team": self.team,
@@ -359,6 +369,18 @@ class WebApi:
         return {"url": self._new_ws_url(uuid.uuid4().hex)}
 
     # ---- Socket Mode -----------------------------------------------------------------
+
+
+def _client_credentials(header: str | None, args: dict[str, Any]) -> None:
+    """HTTP Basic auth (how slack_sdk sends client_id and client_secret to oauth.v2.access) into the arguments."""
+    if not header or not header.startswith("Basic "):
+        return
+    try:
+        client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
+    except ValueError:
+        return
+    args.setdefault("client_id", client_id)
+    args.setdefault("client_secret", secret)
 
 
 def _bearer(header: str | None) -> str | None:
