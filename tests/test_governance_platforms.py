@@ -9,10 +9,13 @@ from dataclasses import replace
 import pytest
 
 from chatbots.access import CHANNEL_OFF_NOTE
+from chatbots.commands import Caller, Commands
 from chatbots.config import Config
+from chatbots.types import ConversationKey
 from tests.discord_rig import ALICE, BOB, GENERAL, GUILD, RANDOM, DiscordRig, discord_rig
 from tests.fakes.discord import Perm
 from tests.slack_rig import SlackRig, slack_rig
+from tests.test_slack_oauth import oauth_rig
 from tests.test_discord_admin import slash
 
 PRICY = "gpt-4o-mini=100/1000"
@@ -122,3 +125,21 @@ async def test_discord_budget_alerts_are_posted_in_the_channel_chosen(discord: D
 
     [alert] = await discord.fake.wait_for(alerted, timeout=5)
     assert "reached 50 %" in alert and "daily budget of $0.20" in alert
+
+
+async def test_in_slack_oauth_mode_an_alert_goes_out_with_that_workspaces_token(settings: Config) -> None:
+    async with oauth_rig(replace(settings, prices=PRICY, max_output_tokens=150)) as rig:
+        acme = rig.slack.add_workspace("TACME", "Acme")
+        await rig.install(acme)
+        [token] = rig.slack.tokens_for(acme)
+        commands = Commands.for_engine(rig.bot.engine)
+        for command in ("alerts here", "budget workspace day 0.2"):
+            await commands.run(Caller(ConversationKey("slack", "TACME", "CADMIN", "CADMIN"), "UADMIN", True), command)
+        rig.model.answer_tokens = 5000
+        await rig.answered_in("C1", await rig.mention(acme))
+
+        def alerted() -> list | None:
+            return [call for call in rig.slack.calls_to("chat.postMessage") if call.args.get("channel") == "CADMIN"] or None
+
+        [alert] = await rig.slack.wait_for(alerted, message="an alert in CADMIN")
+        assert alert.token == token and "reached 50 %" in str(alert.args.get("text"))
