@@ -17,11 +17,12 @@ import asyncio
 import contextlib
 import json
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import ANSWER_500, Meter, TimedModelServer, free_port, question
+from bench.common import ANSWER_500, LoopLag, Meter, TimedModelServer, free_port, question
 from bench.engine import local_postgres_url, throwaway_database, transport
 from bench.slack import SlackSide
 from tests.processes import bot_process
@@ -57,9 +58,14 @@ async def run(server_url: str, count: int = 2, burst: int = 100, log=print) -> d
                 await side.wait(warm, timeout=30)
                 asked = len(model.timings)
                 meters = [Meter(bot.pid) for _, bot in bots]
-                traces = await asyncio.gather(*(side.send(question(100 + i), answer, user=f"U{5000 + i}", url=urls[i % count])
-                                                for i in range(burst)))
-                await side.wait(traces, timeout=180)
+                async with LoopLag() as lag:
+                    traces = await asyncio.gather(*(side.send(question(100 + i), answer, user=f"U{5000 + i}", url=urls[i % count])
+                                                    for i in range(burst)))
+                    intake_lag = lag.summary()  # while the events go out and the bots take them in
+                    all_acked = time.monotonic() - min(trace.event_at for trace in traces)
+                    await model.wait_for_requests(asked + burst, timeout=60)
+                    intake = [meter.read(burst // count) for meter in meters]  # up to the last model request
+                    await side.wait(traces, timeout=180)
                 loads = [meter.read(burst // count) for meter in meters]  # each replica took its share
                 await asyncio.sleep(1.0)  # let a duplicate reply, if any, reach the fake before counting
                 side.scan()
@@ -79,6 +85,10 @@ async def run(server_url: str, count: int = 2, burst: int = 100, log=print) -> d
         "model_bound_replies_per_s": round(ceiling, 1),
         "of_ceiling": round(replies_per_s / ceiling, 3),
         **stages,
+        "fakes_loop_lag_while_sending": intake_lag,
+        "all_events_acked_ms": round(1000 * all_acked, 1),
+        "until_last_model_request": {"s": intake[0]["wall_s"], "bot_cpu_cores": [load["bot_cpu_cores"] for load in intake],
+                                     "bench_cpu_cores": intake[0]["bench_cpu_cores"]},
         "bot_cpu_ms_per_reply": [load["bot_cpu_ms_per_reply"] for load in loads],
         "bot_cpu_cores": [load["bot_cpu_cores"] for load in loads],
         "bench_cpu_cores": loads[0]["bench_cpu_cores"],  # the fake Slack and the fake model, in this process
