@@ -143,3 +143,24 @@ async def test_in_slack_oauth_mode_an_alert_goes_out_with_that_workspaces_token(
 
         [alert] = await rig.slack.wait_for(alerted, message="an alert in CADMIN")
         assert alert.token == token and "reached 50 %" in str(alert.args.get("text"))
+
+
+@pytest.mark.parametrize("install", ["workspace of an org", "org-wide"])
+async def test_in_an_enterprise_grid_workspace_an_alert_goes_out_with_the_installations_token(
+        settings: Config, install: str) -> None:
+    async with oauth_rig(replace(settings, prices=PRICY, max_output_tokens=150)) as rig:
+        place = (rig.slack.add_workspace("TW1", "Sales", enterprise_id="EORG", enterprise_name="Big Org")
+                 if install == "workspace of an org" else rig.slack.add_org("EORG", "Big Org"))
+        await rig.install(place)
+        [token] = rig.slack.tokens_for(place)
+        commands = Commands.for_engine(rig.bot.engine)
+        for command in ("alerts here", "budget workspace day 0.2"):
+            await commands.run(Caller(ConversationKey("slack", "TW1", "CADMIN", "CADMIN"), "UADMIN", True), command)
+        rig.model.answer_tokens = 5000
+        await rig.answered_in("C1", await rig.mention(place, team="TW1"))
+
+        def alerted() -> list | None:
+            return [call for call in rig.slack.calls_to("chat.postMessage") if call.args.get("channel") == "CADMIN"] or None
+
+        [alert] = await rig.slack.wait_for(alerted, message="an alert in CADMIN")
+        assert alert.token == token and "reached 50 %" in str(alert.args.get("text"))

@@ -13,7 +13,7 @@ import html
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 from logging import Logger
@@ -34,6 +34,7 @@ from yarl import URL
 
 from chatbots.config import Config
 from chatbots.installations import Installations, InstalledApp
+from chatbots.lru import LRU
 
 from .checks import SLACK_BOT_SCOPES
 
@@ -49,6 +50,8 @@ ROTATE_MINUTES = 120
 """Rotating tokens are refreshed when they have less than this left (Slack's expire after 12 hours)."""
 MAX_CACHED = 10_000
 """Authorize results kept (one auth.test per token saved): past this the cache starts over."""
+MAX_ORGS = 10_000
+"""Workspaces whose Enterprise Grid org is remembered (see WorkspaceOrgs)."""
 _CODE = re.compile(r"[a-z_]{1,40}")
 _EXCHANGE_ERROR = re.compile(r"'error': '([a-z_]{1,40})'")
 CREDENTIAL_ERRORS = {"invalid_client_id", "bad_client_secret", "invalid_client", "bad_redirect_uri"}
@@ -192,6 +195,34 @@ class InstalledOnly(AsyncInstallationStoreAuthorize):
         if result is None:
             self.missing(enterprise_id, team_id)
         return result
+
+
+class WorkspaceOrgs:
+    """The Enterprise Grid org of each workspace whose requests reached this process. A message the bot sends on its
+    own (a budget alert, raised by a turn of that workspace) finds by it the installation that answers there: the
+    workspace's own under its org, or the org-wide one."""
+
+    def __init__(self) -> None:
+        self._orgs: LRU[str, str] = LRU(MAX_ORGS)
+
+    async def remember(self, body: dict[str, Any], context: AsyncBoltContext,
+                       next: Callable[[], Awaitable[Any]]) -> Any:
+        """Bolt middleware: runs for every request, before its listener. An org-wide install's requests carry no
+        team in Bolt's context: the workspace is the one the service keys the request by (event, command or click)."""
+        if context.enterprise_id:
+            team, user = body.get("team"), body.get("user")
+            for found in (context.team_id, body.get("team_id"), team.get("id") if isinstance(team, dict) else None,
+                          user.get("team_id") if isinstance(user, dict) else None):
+                if isinstance(found, str) and found:
+                    self._orgs.put(found, context.enterprise_id)
+        return await next()
+
+    async def installation(self, installations: Installations, team: str) -> InstalledApp | None:
+        org = self._orgs.get(team) or ""
+        found = await installations.find(org, team)
+        if found is None and org:
+            found = await installations.find(org, "")
+        return found
 
 
 def state_secret(settings: Config) -> str:

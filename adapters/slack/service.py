@@ -101,6 +101,9 @@ class SlackService(AISurfaces, ServiceBase):
         self.app.event("app_uninstalled")(self._on_uninstall)
         self.app.event("tokens_revoked")(self._on_uninstall)
         self.app.event("team_access_revoked")(self._on_team_access_revoked)
+        self.orgs = oauth.WorkspaceOrgs()
+        if self.oauth:
+            self.app.use(self.orgs.remember)
         self.commands = Commands.for_engine(engine)
         engine.notifiers[PLATFORM] = self._post_notice
         self.gate = None if self.socket_mode else RequestGate(settings.slack_signing_secret or "")
@@ -356,7 +359,7 @@ class SlackService(AISurfaces, ServiceBase):
         In OAuth mode it goes out with that workspace's own bot token."""
         token: dict[str, Any] = {}
         if self.oauth:
-            app = await self.engine.installations.find("", workspace)
+            app = await self.orgs.installation(self.engine.installations, workspace)
             if app is None:
                 raise LookupError("the app is not installed in that workspace")
             token = {"token": app.bot_token}
