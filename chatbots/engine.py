@@ -171,6 +171,14 @@ class Engine:
             log.warning("could not look up a conversation, the database is unavailable: %s", type(error).__name__)
             return False
 
+    async def answers(self, key: ConversationKey, author_id: str) -> bool:
+        """Whether the access rules let this person be answered here: asked before a platform reads or posts anything
+        on their behalf. An unavailable database counts as yes: the turn then fails as any other would."""
+        try:
+            return barred(key, author_id, (), await self.store.settings_for(key)) is None
+        except self.store.errors:
+            return True
+
     async def record_vote(self, platform: str, workspace: str, reply_id: str, user_id: str, vote: Vote | None) -> bool:
         """A person's vote on one of the bot's replies (None withdraws it); False when reply_id is not one of ours."""
         workspace_id = await self.store.workspace_id(platform, workspace)

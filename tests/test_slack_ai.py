@@ -13,10 +13,11 @@ import pytest
 from adapters.slack.assistant import CHANNEL_MESSAGES
 from adapters.slack.safe_markdown import BREAK
 from adapters.slack.shortcuts import MAX_PAGES, PAGE_SIZE
+from chatbots.access import CHANNEL_OFF_NOTE, USERS_NOTE
 from chatbots.engine import FLAGGED_INPUT_NOTICE, Engine
 from chatbots.config import Config
 from chatbots.suggested import DEFAULT_PROMPTS
-from chatbots.types import Outcome
+from chatbots.types import ConversationKey, Outcome
 from tests.fakes.slack import (
     PostedMessage,
     app_home_opened,
@@ -235,6 +236,27 @@ async def test_shortcuts_obey_moderation(settings: Config) -> None:
         await rig.interact(message_shortcut("summarize_thread", "U1", "C1", {"ts": ts, "user": "U2", "text": "x"}))
         shown = await rig.wait_for_text(ts, FLAGGED_INPUT_NOTICE[:30])
         assert not rig.model.requests and not any("forbidden-topic" in m.text for m in shown)
+
+
+@pytest.mark.parametrize("shortcut", ["summarize_thread", "ask_about_message"])
+@pytest.mark.parametrize("rule", ["channel off", "users only U2"])
+async def test_a_shortcut_from_someone_the_bot_may_not_answer_there_reads_and_posts_nothing(
+        rig: SlackRig, rule: str, shortcut: str) -> None:
+    rig.slack.add_user("U3", name="linus")
+    await rig.command(rule)
+    ts = next_ts()
+    rig.slack.seed_thread("C1", ts, [{"user": "U2", "text": "the secret plan", "ts": ts}])
+    await rig.interact(message_shortcut(shortcut, "U3", "C1", {"ts": ts, "user": "U2", "text": "the secret plan"}))
+    if rule == "channel off":
+        await rig.slack.wait_for(lambda: rig.slack.ephemerals or None, message="the private note")
+        assert rig.slack.ephemerals[0]["user"] == "U3" and rig.slack.ephemerals[0]["text"] == CHANNEL_OFF_NOTE
+        assert not rig.slack.messages("C1")
+    else:
+        [note] = await rig.wait_for_text(ts, USERS_NOTE[:20])
+        assert [m.text for m in rig.slack.messages("C1")] == [note.text], "the note, and nothing said for them"
+    assert not rig.slack.calls_to("conversations.replies") and not rig.model.requests
+    key = ConversationKey("slack", "T1", "C1", ts)
+    assert not await rig.service.engine.in_conversation(key), "nothing of the thread is kept for them"
 
 
 async def test_a_summary_reads_a_bounded_number_of_pages(rig: SlackRig) -> None:

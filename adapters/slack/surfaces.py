@@ -111,9 +111,22 @@ class AISurfaces(ServiceBase):
         target = SlackTarget(shortcut.team, shortcut.channel, shortcut.thread_ts, shortcut.user)
         return SlackReply(client, target, self.features, self.update_interval, self.engine.failures)
 
+    async def _barred(self, shortcut: Shortcut, client: AsyncWebClient) -> bool:
+        """Access rules come first: someone the bot does not answer in that channel gets the engine's usual note
+        (as for a mention), and nothing of the thread is read, posted or kept for them."""
+        key = ConversationKey(PLATFORM, shortcut.team, shortcut.channel, shortcut.thread_ts)
+        if await self.engine.answers(key, shortcut.user):
+            return False
+        asker = await self.users.get(shortcut.team, shortcut.user, client)
+        request = Inbound(key, f"shortcut:{shortcut.trigger}", shortcut.user, asker.name, shortcut.callback_id)
+        await self._shortcut_turn(request, self._reply(shortcut, client))
+        return True
+
     async def _summarize(self, shortcut: Shortcut, client: AsyncWebClient) -> None:
         """Read the whole thread from Slack, and answer a summary question through the engine (caps, moderation
         and the workspace's instructions apply as to any question), after a line saying who asked."""
+        if await self._barred(shortcut, client):
+            return
         try:
             messages = await read_thread(client, shortcut.channel, shortcut.thread_ts)
         except SlackApiError as error:
@@ -138,6 +151,8 @@ class AISurfaces(ServiceBase):
     async def _ask_about(self, shortcut: Shortcut, client: AsyncWebClient) -> None:
         """The message becomes the context of a conversation in its thread, and the asker's first question about
         it is answered there; they go on in the thread like any conversation with the bot."""
+        if await self._barred(shortcut, client):
+            return
         key = ConversationKey(PLATFORM, shortcut.team, shortcut.channel, shortcut.thread_ts)
         author = shortcut.message_user or "someone"
         name = (await self.users.get(shortcut.team, author, client)).name if shortcut.message_user else author
