@@ -21,6 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.doctor import doctor
+from adapters.slack.checks import SLACK_BOT_SCOPES
 from adapters.runner import Bot
 from adapters.slack.oauth import StoreStates
 from adapters.slack import SlackService
@@ -468,6 +469,25 @@ async def test_doctor_checks_every_installations_token(settings: Config) -> None
         assert "fix: slack: install the app again" in text
         assert {call.token for call in slack.calls_to("auth.test")} == set(slack.tokens_for(acme) + [revoked])
         assert "xoxb-" not in text and CLIENT_SECRET not in text
+
+
+async def test_doctor_names_the_installations_that_lack_a_scope_the_features_need(settings: Config) -> None:
+    async with FakeSlack() as slack:
+        acme, beta = slack.add_workspace("TACME", "Acme"), slack.add_workspace("TBETA", "Beta")
+        narrow = ",".join(sorted(SLACK_BOT_SCOPES - {"assistant:write", "files:read"}))
+        store = Store.open(settings.db_path)
+        try:
+            for place, scopes in ((acme, None), (beta, narrow)):
+                token = slack.issue_token(place, scopes=scopes)
+                await store.save_installation(InstalledApp("", place.team_id or "", False, token, place.bot_user_id,
+                                                           team_name=place.name))
+        finally:
+            store.close()
+        configured = replace(settings, database_url=None, slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET,
+                             slack_signing_secret=SECRET, slack_api_url=slack.api_url)
+        code, text = await doctor(configured)
+        assert code == 1 and "2 tokens work; missing scopes: Beta (TBETA) assistant:write, files:read" in text, text
+        assert "Acme" not in text and "fix: slack: add the missing scopes" in text and "xoxb-" not in text
 
 
 async def test_install_states_are_signed_so_a_new_state_secret_cancels_installs_in_progress(store: Store) -> None:

@@ -47,32 +47,50 @@ async def installations(settings: Config, timeout: float) -> Row:
         return Row("slack", OK, "OAuth mode, no installations yet (people install the app at /slack/install)")
     base_url = settings.slack_api_url or AsyncWebClient.BASE_URL
     client = AsyncWebClient(base_url=base_url if base_url.endswith("/") else base_url + "/", timeout=max(1, int(timeout)))
-    refused = [problem for problem in await asyncio.gather(*(_refusal(client, app) for app in found)) if problem]
+    checked = await asyncio.gather(*(_refusal(client, app) for app in found))
+    refused = [problem for problem, _ in checked if problem]
+    narrow = [missing for _, missing in checked if missing]
     detail = f"OAuth mode, {len(found)} installations, {len(found) - len(refused)} tokens work"
+    problems, fixes = [], []
     if refused:
-        raise CheckFailed(f"{detail}; refused: {'; '.join(refused)}",
-                          "install the app again in those workspaces (/slack/install); an uninstalled one is removed "
-                          "when Slack says so (app_uninstalled)")
+        problems.append(f"refused: {'; '.join(refused)}")
+        fixes.append("install the app again in those workspaces (/slack/install); an uninstalled one is removed "
+                     "when Slack says so (app_uninstalled)")
+    if narrow:
+        problems.append(f"missing scopes: {'; '.join(narrow)}")
+        fixes.append("add the missing scopes to the app (OAuth & Permissions, and SLACK_SCOPES if set), then install "
+                     "it again in those workspaces (/slack/install)")
+    if problems:
+        raise CheckFailed(f"{detail}; {'; '.join(problems)}", "; ".join(fixes))
     return Row("slack", OK, detail)
 
 
-async def _refusal(client: AsyncWebClient, app: InstalledApp) -> str | None:
-    """What is wrong with one installation's token, or None when auth.test accepts it."""
+async def _refusal(client: AsyncWebClient, app: InstalledApp) -> tuple[str | None, str | None]:
+    """What is wrong with one installation: (its token refused, the scopes it lacks), each None when all is well."""
     where = f"{app.enterprise_name or app.enterprise_id} (org-wide)" if app.is_enterprise_install \
         else f"{app.team_name or app.team_id} ({app.team_id})"
     try:
-        await client.auth_test(token=app.bot_token)
+        identity = await client.auth_test(token=app.bot_token)
     except SlackApiError as error:
         code = error.response.get("error") or f"HTTP {error.response.status_code}"
         if code == "token_expired" and app.bot_refresh_token:
-            return None  # a rotating token: refreshed before its workspace's next request
-        return f"{where} {code}"
+            return None, None  # a rotating token: refreshed before its workspace's next request
+        return f"{where} {code}", None
     except TimeoutError:
         raise
     except (aiohttp.ClientError, OSError) as error:
         raise CheckFailed(f"cannot reach Slack at {safe_url(str(client.base_url))} ({describe(error)})",
                           "check SLACK_API_URL (unset means Slack's own) and the network") from None
-    return None
+    missing = _missing_scopes(identity.headers or {})
+    return None, f"{where} {', '.join(missing)}" if missing else None
+
+
+def _missing_scopes(headers: dict[str, str]) -> list[str]:
+    """The bot scopes the features need that auth.test's X-OAuth-Scopes header does not list (none without it)."""
+    granted = next((value for name, value in headers.items() if name.lower() == "x-oauth-scopes"), None)
+    if granted is None:
+        return []
+    return sorted(SLACK_BOT_SCOPES - {scope.strip() for scope in granted.split(",")})
 
 
 async def slack(settings: Config, timeout: float) -> Row:
@@ -103,15 +121,13 @@ async def slack(settings: Config, timeout: float) -> Row:
     if not settings.slack_bot_token.startswith("xoxb-"):
         problems.append("SLACK_BOT_TOKEN is not a bot token")
         fixes.append("use the Bot User OAuth Token (xoxb-...) as SLACK_BOT_TOKEN, not a user or app token")
-    granted = next((value for name, value in (identity.headers or {}).items() if name.lower() == "x-oauth-scopes"), None)
-    if granted is not None:
-        missing = sorted(SLACK_BOT_SCOPES - {scope.strip() for scope in granted.split(",")})
-        if missing:
-            problems.append(f"missing scopes {', '.join(missing)}"
-                            + (" (without files:read, files people share cannot be read)" if "files:read" in missing else "")
-                            + "".join(f" (without {scope}, {why})" for scope, why in SCOPE_NEEDS.items() if scope in missing))
-            fixes.append(f"add the bot scopes {', '.join(missing)} (OAuth & Permissions, or re-create the app from "
-                         "adapters/slack/manifests/) and reinstall the app to the workspace")
+    missing = _missing_scopes(identity.headers or {})
+    if missing:
+        problems.append(f"missing scopes {', '.join(missing)}"
+                        + (" (without files:read, files people share cannot be read)" if "files:read" in missing else "")
+                        + "".join(f" (without {scope}, {why})" for scope, why in SCOPE_NEEDS.items() if scope in missing))
+        fixes.append(f"add the bot scopes {', '.join(missing)} (OAuth & Permissions, or re-create the app from "
+                     "adapters/slack/manifests/) and reinstall the app to the workspace")
     if settings.slack_app_token:
         mode = "Socket Mode"
         try:

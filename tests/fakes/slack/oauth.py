@@ -129,9 +129,10 @@ class SlackOAuth:
         self._config_refresh[token] = team_id
         return token
 
-    def issue_token(self: FakeSlack, place: Workspace, installer: str = "UINSTALLER") -> str:
-        """A bot token for place as if it had been installed there (no browser involved)."""
-        return self._issue(place, installer, self.scopes).token
+    def issue_token(self: FakeSlack, place: Workspace, installer: str = "UINSTALLER", scopes: str | None = None) -> str:
+        """A bot token for place as if it had been installed there (no browser involved), granted scopes (else the
+        fake's)."""
+        return self._issue(place, installer, self.scopes if scopes is None else scopes).token
 
     def tokens_for(self: FakeSlack, place: Workspace) -> list[str]:
         return [issued.token for issued in self.tokens.values() if issued.place is place]

@@ -46,7 +46,8 @@ class WebApi:
 
         call = Call(method=method, args=args, token=token, t=arrived, http_method=request.method)
         fault = self._take_fault(method)
-        headers: dict[str, str] = {"X-OAuth-Scopes": self.scopes}
+        issued = self.tokens.get(token or "")  # an installed workspace's token carries the scopes granted to it
+        headers: dict[str, str] = {"X-OAuth-Scopes": issued.scopes if issued is not None else self.scopes}
         if fault is not None:
             call.status = fault.status
             call.response = {"ok": False, "error": fault.error or _default_fault_error(fault.status), **fault.extra}
