@@ -23,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.doctor import doctor
 from adapters.slack.checks import SLACK_BOT_SCOPES
 from adapters.runner import Bot
-from adapters.slack.oauth import StoreStates
+from adapters.slack.oauth import StoreStates, oauth_flow
 from adapters.slack import SlackService
 from chatbots.cli import main
 from chatbots.config import Config
@@ -497,6 +497,23 @@ async def test_install_states_are_signed_so_a_new_state_secret_cancels_installs_
     assert not await before.async_consume(state + "0")
     assert not await before.async_consume("x" * 10_000)
     assert await before.async_consume(state)
+
+
+async def test_slack_state_secret_signs_install_states_alike_on_every_replica(store: Store) -> None:
+    env = {"SLACK_CLIENT_ID": CLIENT_ID, "SLACK_CLIENT_SECRET": CLIENT_SECRET, "SLACK_SIGNING_SECRET": SECRET,
+           "SLACK_STATE_SECRET": "a long random text shared by the replicas"}
+
+    def states(environment: dict[str, str]) -> Any:
+        return oauth_flow(Config.from_env(environment), Installations(store), AsyncWebClient()).settings.state_store
+
+    one, other = states(env), states(env)
+    assert await other.async_consume(await one.async_issue()), "a replica accepts the state another issued"
+    rotated = states({**env, "SLACK_STATE_SECRET": "a new secret"})
+    assert not await rotated.async_consume(await one.async_issue()), "a new secret cancels installs in progress"
+    derived = states({k: v for k, v in env.items() if k != "SLACK_STATE_SECRET"})
+    assert await states({k: v for k, v in env.items() if k != "SLACK_STATE_SECRET"}).async_consume(
+        await derived.async_issue()), "unset, every replica derives the same secret from SLACK_CLIENT_SECRET"
+    assert not await derived.async_consume(await one.async_issue())
 
 
 def test_the_oauth_manifest_is_the_http_one_with_a_redirect_url_and_org_wide_installs() -> None:
