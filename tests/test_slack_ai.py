@@ -4,6 +4,7 @@ shortcuts and the App Home tab, with the events and interactive payloads Slack s
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -333,6 +334,28 @@ async def test_an_interactive_payload_with_a_bad_signature_is_refused(settings: 
         assert status == 401
         status, _ = await post_signed(None, rig.events_url, {"payload": json.dumps(payload)}, SECRET, json_body=False)
         assert status == 200
+
+
+async def test_malformed_interactive_payloads_and_panel_events_are_ignored_without_a_stack_trace(
+        rig: SlackRig, caplog: pytest.LogCaptureFixture) -> None:
+    odd_value, odd_container = feedback_click("U1", "C1", next_ts(), "positive"), feedback_click("U1", "C1", next_ts(), "x")
+    odd_value["actions"][0]["value"] = ["positive"]
+    odd_container.update(container="x", message={"ts": {"a": 1}})
+    odd_message = message_shortcut("summarize_thread", "U1", "C1", {"ts": next_ts()})
+    odd_message["message"].update(text={"x": 1}, thread_ts=["y"], user={"id": 1})
+    odd_context = assistant_thread_started(DM, next_ts(), "U1")
+    odd_context["assistant_thread"]["context"] = ["C1"]
+    odd_home = app_home_opened("U1")
+    odd_home["user"] = ["U1"]
+    with caplog.at_level(logging.INFO):
+        for payload in (odd_value, odd_container, odd_message):
+            await rig.interact(payload)
+        for event in (odd_context, odd_home):
+            await rig.deliver(event)
+        await rig.wait_outcomes(5)
+        await rig.reply_in("C1", await rig.mention("still there?"))
+    assert rig.outcomes[:5].count(Outcome.IGNORED) == 4 and not rig.model.requests[:-1]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 async def test_prompts_are_admin_only_bounded_and_audited(rig: SlackRig) -> None:

@@ -42,7 +42,8 @@ def read_click(body: dict[str, Any]) -> Click | None:
     """A block_actions payload from our feedback buttons as a Click; None for anything else or malformed."""
     actions = body.get("actions")
     action = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], dict) else {}
-    vote = {POSITIVE: Vote.UP, NEGATIVE: Vote.DOWN}.get(action.get("value"))  # type: ignore[arg-type]
+    value = action.get("value")
+    vote = {POSITIVE: Vote.UP, NEGATIVE: Vote.DOWN}.get(value) if isinstance(value, str) else None
     user = _field(body, "user", "id")
     team = _field(body, "team", "id") or _field(body, "user", "team_id")
     container = body.get("container") if isinstance(body.get("container"), dict) else {}
