@@ -125,6 +125,18 @@ async def test_the_viewed_channel_is_read_only_when_asked_and_only_as_a_member(r
     assert "grace: The launch moved to Tuesday" in json.dumps(rig.model.requests[-1]["messages"])
 
 
+async def test_a_channel_the_bot_is_switched_off_in_is_not_read_for_the_panel(rig: SlackRig) -> None:
+    rig.slack.add_channel("C7", is_member=True)
+    rig.slack.seed_thread("C7", next_ts(), [{"user": "U2", "text": "salaries for next year"}])
+    await rig.command("channel off", channel="C7")
+    ts = await open_panel(rig, viewed="C7")
+    await rig.wait_outcomes(2)  # the command, the panel's opening
+    await ask_in_panel(rig, ts, "Summarize this channel")
+    shown = await rig.wait_for_text(ts, "won't read it", channel=DM)
+    assert any("<#C7>" in m.text for m in shown)
+    assert not rig.slack.calls_to("conversations.history") and not rig.model.requests
+
+
 # -- feedback buttons --
 
 

@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from chatbots.engine import Engine
-from chatbots.types import Inbound
+from chatbots.types import ConversationKey, Inbound
 
 from .errors import report
 from .events import PLATFORM, SlackMessage
@@ -31,6 +31,7 @@ CHANNEL_MESSAGES = 50
 CHANNEL_CHARS = 20_000
 _ASKS_ABOUT_CHANNEL = re.compile(r"\b(?:this|the|current|that) channel\b", re.IGNORECASE)
 NOT_A_MEMBER = "I can only read channels I'm a member of: invite me to <#{channel}> (`/invite @{name}`) and ask again."
+SWITCHED_OFF = "I'm not used in <#{channel}> (an admin decides where I answer), so I won't read it."
 NO_CHANNEL = "I don't know which channel you mean: open the channel beside this panel and ask again."
 
 
@@ -106,6 +107,8 @@ class AssistantPanel:
         viewed = await self.engine.viewing(PLATFORM, key.workspace, key.channel)
         if not viewed or viewed == key.channel:
             return None, NO_CHANNEL
+        if not await self.engine.answers(ConversationKey(PLATFORM, key.workspace, viewed, viewed), inbound.author_id):
+            return None, SWITCHED_OFF.format(channel=viewed)  # a channel the bot is kept out of is not read either
         try:
             info = await client.conversations_info(channel=viewed)
             if not (info.get("channel") or {}).get("is_member"):
