@@ -69,7 +69,18 @@ class Governance:
         old = parse_amount(await self.commands._change(caller, SETTINGS[scope], value))
         shown = usd(amount) if amount else "no budget"
         return (f"Budget for {BUDGET_NAMES[scope]}: {shown} (was {usd(old) if old else 'no budget'}). "
-                "Cost is estimated from list prices (or CHATBOTS_PRICES), and reserved before each answer.")
+                "Cost is estimated from list prices (or CHATBOTS_PRICES), and reserved before each answer."
+                + (self._unpriced_note(await self.commands._settings(caller)) if amount else ""))
+
+    def _unpriced_note(self, settings: dict[str, str]) -> str:
+        """A budget cannot hold back a model without a price (it costs nothing): say so where one is set."""
+        models = dict.fromkeys(name for name in (settings.get("channel_model"), settings.get("model") or
+                                                 self.engine.config.model, settings.get("fallback_model")) if name)
+        unpriced = [name for name in models if self.commands.prices.price(name) is None]
+        if not unpriced:
+            return ""
+        return ("\nNote: " + ", ".join(f"`{name}`" for name in unpriced) + " has no price, so it costs nothing "
+                "against budgets; the operator can price it with CHATBOTS_PRICES.")
 
     async def _budget_shown(self, caller: Caller) -> str:
         settings = await self.commands._settings(caller)
@@ -83,7 +94,7 @@ class Governance:
             against = f"{usd(spent)} of {usd(budget)} ({_percent(spent, budget)})" if budget else f"{usd(spent)}, no budget"
             lines.append(f"• {name}: {against}")
         lines.append(self._fallback_line(settings))
-        return "\n".join(lines)
+        return "\n".join(lines) + (self._unpriced_note(settings) if budgets.any else "")
 
     @staticmethod
     def _fallback_line(settings: dict[str, str]) -> str:

@@ -175,3 +175,20 @@ async def test_alerts_are_posted_once_per_threshold_and_period(
         await engine.handle(asked(n, author=f"U{n}"), RecordingReply())
     assert len(posted) == 6
 
+
+
+async def test_a_budget_over_a_model_without_a_price_says_it_cannot_hold_it_back(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer
+) -> None:
+    engine = make_engine(model="my-local-model", prices=PRICY)
+    note = "`my-local-model` has no price, so it costs nothing against budgets"
+    answer = await admin(engine, "budget workspace day 2")
+    assert "$2.00" in answer and note in answer and "CHATBOTS_PRICES" in answer
+    assert note in await Commands.for_engine(engine).run(Caller(KEY, "U1", False), "budget")
+
+    priced = make_engine(model="gpt-4o", prices=PRICY)
+    answer = await admin(priced, "budget workspace day 2")
+    assert "$2.00" in answer and "no price" not in answer
+    model_server.models.append("my-model")
+    assert "`my-model`" in await admin(priced, "fallback my-model")
+    assert "`my-model` has no price" in await admin(priced, "budget user day 1"), "the fallback model is priced too"
