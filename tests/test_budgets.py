@@ -192,3 +192,35 @@ async def test_a_budget_over_a_model_without_a_price_says_it_cannot_hold_it_back
     model_server.models.append("my-model")
     assert "`my-model`" in await admin(priced, "fallback my-model")
     assert "`my-model` has no price" in await admin(priced, "budget user day 1"), "the fallback model is priced too"
+
+
+async def test_alerts_follow_a_daily_token_cap_and_a_monthly_budget_too(
+    clocked: Callable[..., tuple[Engine, list[datetime]]], model_server: FakeModelServer
+) -> None:
+    model_server.answer_tokens = 5000
+    engine, now = clocked(datetime(2026, 12, 30, 9, 0, tzinfo=timezone.utc), max_output_tokens=40)
+    posted: list[str] = []
+
+    async def notify(workspace: str, channel: str, text: str) -> None:
+        posted.append(text)
+
+    engine.notifiers["test"] = notify
+    where = ConversationKey("test", "T1", "CADMIN", "CADMIN")
+    await admin(engine, "alerts here", key=where)
+    await admin(engine, "limit workspace 2000", key=where)
+    for n in range(60):
+        if (await engine.handle(asked(n, author=f"U{n}"), RecordingReply())).status == "refused":
+            break
+    assert [text.split("reached ")[1].split(" %")[0] for text in posted] == ["50", "80", "100"], posted
+    assert all("of its daily cap of 2,000 tokens" in text for text in posted)
+
+    await admin(engine, "limit workspace 0", key=where)
+    await admin(engine, "budget workspace month 3", key=where)
+    posted.clear()
+    for day in range(2):  # the month's spend carries over a day: no threshold is posted twice
+        now[0] += timedelta(days=day)
+        for n in range(100 + 100 * day, 170 + 100 * day):
+            if (await engine.handle(asked(n, author=f"U{n}"), RecordingReply())).status == "refused":
+                break
+    assert [text.split("reached ")[1].split(" %")[0] for text in posted] == ["50", "80", "100"], posted
+    assert all("of its monthly budget of $3.00" in text for text in posted)
