@@ -224,3 +224,25 @@ async def test_alerts_follow_a_daily_token_cap_and_a_monthly_budget_too(
                 break
     assert [text.split("reached ")[1].split(" %")[0] for text in posted] == ["50", "80", "100"], posted
     assert all("of its monthly budget of $3.00" in text for text in posted)
+
+
+async def test_past_a_money_budget_the_fallback_model_answers_until_twice_it_then_refuses(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer
+) -> None:
+    model_server.answer_tokens = 5000
+    engine = make_engine(model="gpt-4o", max_output_tokens=100, prices=PRICY)
+    await admin(engine, "budget workspace day 1")
+    await admin(engine, "fallback gpt-4o-mini")
+    replies: list[RecordingReply] = []
+    for n in range(60):
+        replies.append(RecordingReply())
+        if (await engine.handle(asked(n, author=f"U{n}"), replies[-1])).status == "refused":
+            break
+    models = [body["model"] for body in model_server.requests]
+    switched = models.index("gpt-4o-mini")
+    assert switched > 0 and set(models[:switched]) == {"gpt-4o"} and set(models[switched:]) == {"gpt-4o-mini"}
+    assert "Answered with `gpt-4o-mini` instead of `gpt-4o`" in replies[switched].text
+    assert "daily budget of $1.00" in replies[switched].text
+    assert "daily budget of $2.00" in str(replies[-1].notice), replies[-1].notice
+    workspace = await engine.store.workspace_id("test", "T1")
+    assert (await engine.limits.spend(workspace, "")).workspace_day <= 2.0
