@@ -223,8 +223,12 @@ class Governance:
         self.commands._require_admin(caller)
         entries = parse_allowed(words[1])
         if entries is None:
-            raise CommandError("Name people as mentions (`@name`, which Slack and Discord send as `<@ID>`) or member "
-                               "IDs; on Discord a role may be named too. At most 200. Nothing was changed.")
+            if caller.key.platform == "slack":  # /chatbot arrives unescaped: a typed @name is only text
+                raise CommandError("Name people by member ID (`U0123ABCD`, from their profile's ⋮ menu: Copy member "
+                                   "ID) or as `<@U0123ABCD>`; a typed `@name` reaches me as plain text. At most 200. "
+                                   "Nothing was changed.")
+            raise CommandError("Name people as mentions (`@name`) or member IDs; a role may be named too (`@role`). "
+                               "At most 200. Nothing was changed.")
         if caller.user_id not in entries:
             entries.append(caller.user_id)  # an admin never locks themselves out
         await self.commands._change(caller, "users", " ".join(entries))

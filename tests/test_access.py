@@ -83,7 +83,9 @@ async def test_only_the_people_and_roles_allowed_are_answered(engine: Engine, mo
     again = RecordingReply()
     assert (await engine.handle(said(here, 11, author="U1"), again)).status == "refused" and again.notice is None
     assert (await engine.handle(said(here, 2, author="U2"), RecordingReply())).status == "answered"
-    assert "Nothing was changed" in await admin(engine, "users only @bo", here)
+    refused = await admin(engine, "users only @bo", here)
+    assert "Nothing was changed" in refused and "`@name` reaches me as plain text" in refused
+    assert "Nothing was changed" in await admin(engine, "users only @bo", key("777", "4242", "discord"))
 
     server = key("777", "4242", "discord")
     await admin(engine, "users only <@&9001>", server)
