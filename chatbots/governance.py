@@ -61,6 +61,7 @@ class Governance:
         if scope is None:
             raise CommandError(f"Usage: {USAGE['budget']}")
         self.commands._require_admin(caller)
+        words[2] = words[2].removeprefix("$")  # `$12.50` is how people write an amount in USD
         amount = parse_amount(words[2])
         if amount is None:
             raise CommandError(f"A budget is an amount in USD like `25` or `12.50`, at most {MAX_BUDGET:,.0f}. "

@@ -140,6 +140,9 @@ async def test_every_change_is_audited_and_shown_by_limits(engine: Engine) -> No
     assert "Nothing was changed" in await admin(engine, "budget workspace month 12.3456789", here)
     assert "Nothing was changed" in await admin(engine, "budget user day ١٢", here)
     assert "Usage" in await admin(engine, "budget team week 5", here)
+    assert "$12.50 (was no budget)" in await admin(engine, "budget workspace month $12.50", here)
+    assert "$12.50 a month" in await admin(engine, "limits", here)
+    assert "Nothing was changed" in await admin(engine, "budget workspace month $$3", here)
 
 
 async def test_in_an_allow_listed_workspace_others_in_a_thread_stay_its_history(
