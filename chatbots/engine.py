@@ -494,6 +494,8 @@ class Engine:
             usage, result, written = await self._answer(
                 conversation, admission, model, prompt, exact_prompt_tokens, truncated, reply, message.key.platform, started,
                 answer_row, shorter_prompt, shared=shared, text_only=text_only, extra_notes=switched,
+                chosen_by=("/chatbot fallback" if model != self._instructions(found)[0] else
+                           "/chatbot model channel" if found.get("channel_model") else "/chatbot model"),
             )
             return result
         finally:
@@ -570,7 +572,7 @@ class Engine:
         truncated: bool, reply: Reply, platform: str, started: float, answer_row: int | None,
         shorter_prompt: Callable[[], Awaitable[list[Message]]] | None = None, *,
         shared: SharedFiles | None = None, text_only: Callable[[], list[Message]] | None = None,
-        extra_notes: list[str] | None = None,
+        extra_notes: list[str] | None = None, chosen_by: str = "/chatbot model",
     ) -> tuple[Usage | None, TurnResult, bool]:
         """Stream the model's answer into the reply and store it; returns the usage to count against caps, and
         whether the store already counted it (with the answer, in one statement).
@@ -632,7 +634,7 @@ class Engine:
                     continue
                 await starting
                 self._report_model_failure(error, model)
-                notice = model_notice(error.kind, model, shown=bool(parts))
+                notice = model_notice(error.kind, model, shown=bool(parts), command=chosen_by)
                 status = TurnStatus.FLAGGED if error.kind is FailureKind.CONTENT_FILTERED else TurnStatus.FAILED
                 return usage, await self._failed(answer_row, model, parts, reply, notice, status=status), False
             except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer

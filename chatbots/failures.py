@@ -212,11 +212,12 @@ IMAGES_REFUSED_NOTICE = ("This model can't read images. An admin can pick one th
                          "or set `CHATBOTS_VISION=off`.")
 
 
-def model_notice(kind: FailureKind, model: str, shown: bool = False) -> str:
-    """What the person is told when the model call failed this way; shown: part of the answer was already shown."""
+def model_notice(kind: FailureKind, model: str, shown: bool = False, command: str = "/chatbot model") -> str:
+    """What the person is told when the model call failed this way; shown: part of the answer was already shown.
+    command: the one that chose this model (`/chatbot model channel` for a channel's, `/chatbot fallback`)."""
     if kind is FailureKind.MODEL_UNKNOWN:
         return (f"The model `{_shown_name(model)}` isn't available on the bot's model server. "
-                "An admin can choose another with `/chatbot model`.")
+                f"An admin can choose another with `{command}`.")
     if kind is FailureKind.CONTENT_FILTERED:
         return FLAGGED_OUTPUT_NOTICE if shown else FLAGGED_INPUT_NOTICE
     return {

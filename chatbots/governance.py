@@ -61,6 +61,7 @@ class Governance:
         if scope is None:
             raise CommandError(f"Usage: {USAGE['budget']}")
         self.commands._require_admin(caller)
+        words[2] = words[2].removeprefix("$")  # `$12.50` is how people write an amount in USD
         amount = parse_amount(words[2])
         if amount is None:
             raise CommandError(f"A budget is an amount in USD like `25` or `12.50`, at most {MAX_BUDGET:,.0f}. "
@@ -69,7 +70,18 @@ class Governance:
         old = parse_amount(await self.commands._change(caller, SETTINGS[scope], value))
         shown = usd(amount) if amount else "no budget"
         return (f"Budget for {BUDGET_NAMES[scope]}: {shown} (was {usd(old) if old else 'no budget'}). "
-                "Cost is estimated from list prices (or CHATBOTS_PRICES), and reserved before each answer.")
+                "Cost is estimated from list prices (or CHATBOTS_PRICES), and reserved before each answer."
+                + (self._unpriced_note(await self.commands._settings(caller)) if amount else ""))
+
+    def _unpriced_note(self, settings: dict[str, str]) -> str:
+        """A budget cannot hold back a model without a price (it costs nothing): say so where one is set."""
+        models = dict.fromkeys(name for name in (settings.get("channel_model"), settings.get("model") or
+                                                 self.engine.config.model, settings.get("fallback_model")) if name)
+        unpriced = [name for name in models if self.commands.prices.price(name) is None]
+        if not unpriced:
+            return ""
+        return ("\nNote: " + ", ".join(f"`{name}`" for name in unpriced) + " has no price, so it costs nothing "
+                "against budgets; the operator can price it with CHATBOTS_PRICES.")
 
     async def _budget_shown(self, caller: Caller) -> str:
         settings = await self.commands._settings(caller)
@@ -83,7 +95,7 @@ class Governance:
             against = f"{usd(spent)} of {usd(budget)} ({_percent(spent, budget)})" if budget else f"{usd(spent)}, no budget"
             lines.append(f"• {name}: {against}")
         lines.append(self._fallback_line(settings))
-        return "\n".join(lines)
+        return "\n".join(lines) + (self._unpriced_note(settings) if budgets.any else "")
 
     @staticmethod
     def _fallback_line(settings: dict[str, str]) -> str:
@@ -212,8 +224,12 @@ class Governance:
         self.commands._require_admin(caller)
         entries = parse_allowed(words[1])
         if entries is None:
-            raise CommandError("Name people as mentions (`@name`, which Slack and Discord send as `<@ID>`) or member "
-                               "IDs; on Discord a role may be named too. At most 200. Nothing was changed.")
+            if caller.key.platform == "slack":  # /chatbot arrives unescaped: a typed @name is only text
+                raise CommandError("Name people by member ID (`U0123ABCD`, from their profile's ⋮ menu: Copy member "
+                                   "ID) or as `<@U0123ABCD>`; a typed `@name` reaches me as plain text. At most 200. "
+                                   "Nothing was changed.")
+            raise CommandError("Name people as mentions (`@name`) or member IDs; a role may be named too (`@role`). "
+                               "At most 200. Nothing was changed.")
         if caller.user_id not in entries:
             entries.append(caller.user_id)  # an admin never locks themselves out
         await self.commands._change(caller, "users", " ".join(entries))

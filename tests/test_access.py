@@ -83,7 +83,9 @@ async def test_only_the_people_and_roles_allowed_are_answered(engine: Engine, mo
     again = RecordingReply()
     assert (await engine.handle(said(here, 11, author="U1"), again)).status == "refused" and again.notice is None
     assert (await engine.handle(said(here, 2, author="U2"), RecordingReply())).status == "answered"
-    assert "Nothing was changed" in await admin(engine, "users only @bo", here)
+    refused = await admin(engine, "users only @bo", here)
+    assert "Nothing was changed" in refused and "`@name` reaches me as plain text" in refused
+    assert "Nothing was changed" in await admin(engine, "users only @bo", key("777", "4242", "discord"))
 
     server = key("777", "4242", "discord")
     await admin(engine, "users only <@&9001>", server)
@@ -138,6 +140,9 @@ async def test_every_change_is_audited_and_shown_by_limits(engine: Engine) -> No
     assert "Nothing was changed" in await admin(engine, "budget workspace month 12.3456789", here)
     assert "Nothing was changed" in await admin(engine, "budget user day ١٢", here)
     assert "Usage" in await admin(engine, "budget team week 5", here)
+    assert "$12.50 (was no budget)" in await admin(engine, "budget workspace month $12.50", here)
+    assert "$12.50 a month" in await admin(engine, "limits", here)
+    assert "Nothing was changed" in await admin(engine, "budget workspace month $$3", here)
 
 
 async def test_in_an_allow_listed_workspace_others_in_a_thread_stay_its_history(

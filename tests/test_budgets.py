@@ -175,3 +175,74 @@ async def test_alerts_are_posted_once_per_threshold_and_period(
         await engine.handle(asked(n, author=f"U{n}"), RecordingReply())
     assert len(posted) == 6
 
+
+
+async def test_a_budget_over_a_model_without_a_price_says_it_cannot_hold_it_back(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer
+) -> None:
+    engine = make_engine(model="my-local-model", prices=PRICY)
+    note = "`my-local-model` has no price, so it costs nothing against budgets"
+    answer = await admin(engine, "budget workspace day 2")
+    assert "$2.00" in answer and note in answer and "CHATBOTS_PRICES" in answer
+    assert note in await Commands.for_engine(engine).run(Caller(KEY, "U1", False), "budget")
+
+    priced = make_engine(model="gpt-4o", prices=PRICY)
+    answer = await admin(priced, "budget workspace day 2")
+    assert "$2.00" in answer and "no price" not in answer
+    model_server.models.append("my-model")
+    assert "`my-model`" in await admin(priced, "fallback my-model")
+    assert "`my-model` has no price" in await admin(priced, "budget user day 1"), "the fallback model is priced too"
+
+
+async def test_alerts_follow_a_daily_token_cap_and_a_monthly_budget_too(
+    clocked: Callable[..., tuple[Engine, list[datetime]]], model_server: FakeModelServer
+) -> None:
+    model_server.answer_tokens = 5000
+    engine, now = clocked(datetime(2026, 12, 30, 9, 0, tzinfo=timezone.utc), max_output_tokens=40)
+    posted: list[str] = []
+
+    async def notify(workspace: str, channel: str, text: str) -> None:
+        posted.append(text)
+
+    engine.notifiers["test"] = notify
+    where = ConversationKey("test", "T1", "CADMIN", "CADMIN")
+    await admin(engine, "alerts here", key=where)
+    await admin(engine, "limit workspace 2000", key=where)
+    for n in range(60):
+        if (await engine.handle(asked(n, author=f"U{n}"), RecordingReply())).status == "refused":
+            break
+    assert [text.split("reached ")[1].split(" %")[0] for text in posted] == ["50", "80", "100"], posted
+    assert all("of its daily cap of 2,000 tokens" in text for text in posted)
+
+    await admin(engine, "limit workspace 0", key=where)
+    await admin(engine, "budget workspace month 3", key=where)
+    posted.clear()
+    for day in range(2):  # the month's spend carries over a day: no threshold is posted twice
+        now[0] += timedelta(days=day)
+        for n in range(100 + 100 * day, 170 + 100 * day):
+            if (await engine.handle(asked(n, author=f"U{n}"), RecordingReply())).status == "refused":
+                break
+    assert [text.split("reached ")[1].split(" %")[0] for text in posted] == ["50", "80", "100"], posted
+    assert all("of its monthly budget of $3.00" in text for text in posted)
+
+
+async def test_past_a_money_budget_the_fallback_model_answers_until_twice_it_then_refuses(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer
+) -> None:
+    model_server.answer_tokens = 5000
+    engine = make_engine(model="gpt-4o", max_output_tokens=100, prices=PRICY)
+    await admin(engine, "budget workspace day 1")
+    await admin(engine, "fallback gpt-4o-mini")
+    replies: list[RecordingReply] = []
+    for n in range(60):
+        replies.append(RecordingReply())
+        if (await engine.handle(asked(n, author=f"U{n}"), replies[-1])).status == "refused":
+            break
+    models = [body["model"] for body in model_server.requests]
+    switched = models.index("gpt-4o-mini")
+    assert switched > 0 and set(models[:switched]) == {"gpt-4o"} and set(models[switched:]) == {"gpt-4o-mini"}
+    assert "Answered with `gpt-4o-mini` instead of `gpt-4o`" in replies[switched].text
+    assert "daily budget of $1.00" in replies[switched].text
+    assert "daily budget of $2.00" in str(replies[-1].notice), replies[-1].notice
+    workspace = await engine.store.workspace_id("test", "T1")
+    assert (await engine.limits.spend(workspace, "")).workspace_day <= 2.0

@@ -316,6 +316,24 @@ async def test_a_missing_permissions_refusal_names_the_permissions_and_is_counte
     assert 'chatbots_failures_total{kind="missing_permission",source="discord"} 1.0' in exposition
 
 
+async def test_a_channel_discord_does_not_know_is_named_once_and_counted(
+    rig: DiscordRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="adapters.discord")
+    rig.fake.fail_next("POST", f"/channels/{RANDOM}/messages", status=404, times=None, code=10003,
+                       message="Unknown Channel")
+    await rig.mention("first", channel=RANDOM)
+    await rig.next_outcome()
+    await rig.mention("second", channel=RANDOM)
+    assert await rig.next_outcome() == "forbidden"
+    assert len(rig.fake.calls_matching("POST", f"/channels/{RANDOM}/messages")) == 1
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"channel {RANDOM}" in warning and "error 10003" in warning and "add the bot" in warning
+    exposition = rig.bot.engine.metrics.exposition().decode()
+    assert 'chatbots_failures_total{kind="channel_not_found",source="discord"} 1.0' in exposition
+    assert await rig.ask("elsewhere") == ["echo: elsewhere"], "other channels are unaffected"
+
+
 async def test_without_read_message_history_answers_are_plain_messages(rig: DiscordRig) -> None:
     rig.fake.set_overwrite(RANDOM, GUILD, deny=Perm.READ_MESSAGE_HISTORY)
     assert await rig.ask("can you hear me?", channel=RANDOM) == ["echo: can you hear me?"]

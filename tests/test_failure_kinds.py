@@ -178,6 +178,6 @@ def test_slack_errors_name_the_step_that_fixes_them() -> None:
     kind, fix = slack_classify(error(error="channel_not_found"), "C7")
     assert kind is K.CHANNEL_NOT_FOUND and "channel C7" in fix and "invite the bot" in fix
     kind, fix = slack_classify(error(error="invalid_auth"))
-    assert kind is K.TOKEN_REFUSED and "SLACK_BOT_TOKEN" in fix
+    assert kind is K.TOKEN_REFUSED and "SLACK_BOT_TOKEN" in fix and "OAuth mode, reinstall it to that workspace" in fix
     kind, fix = slack_classify(error(error="missing_scope", needed="<!channel> text"), "C1")
     assert "<!channel>" not in fix, "only identifiers from the answer reach the log"

@@ -70,6 +70,26 @@ async def test_a_model_the_server_does_not_serve_is_named_with_the_command_that_
         "model call failed: model_unknown (status 400, type invalid_request_error, code 400); model nope"]
 
 
+async def test_a_channel_model_or_fallback_model_not_served_names_the_command_that_chose_it(
+    engine: Engine, model_server: FakeModelServer
+) -> None:
+    workspace = await engine.store.workspace_id(KEY.platform, KEY.workspace)
+    await engine.store.set_setting(workspace, "model", "nope", channel=KEY.channel)
+    model_server.queue(status=404, error={"message": "The model `nope` does not exist", "code": "model_not_found"})
+    reply = RecordingReply()
+    await engine.handle(said("hello", 1), reply)
+    assert reply.notice is not None and "`nope`" in reply.notice and "`/chatbot model channel`" in reply.notice
+
+    await engine.store.set_setting(workspace, "model", None, channel=KEY.channel)
+    await engine.store.set_setting(workspace, "budget_user_day", "0.000001")  # used up by any priced request
+    await engine.store.set_setting(workspace, "fallback_model", "gone")
+    model_server.queue(status=404, error={"message": "The model `gone` does not exist", "code": "model_not_found"})
+    reply = RecordingReply()
+    await engine.handle(said("hello again", 2), reply)
+    assert model_server.requests[-1]["model"] == "gone"
+    assert reply.notice is not None and "`gone`" in reply.notice and "`/chatbot fallback`" in reply.notice
+
+
 async def test_an_exhausted_quota_is_not_retried_unlike_a_rate_limit(
     engine: Engine, model_server: FakeModelServer
 ) -> None:

@@ -40,7 +40,7 @@ async def test_a_stream_started_without_a_ts_falls_back_to_posting(settings: Con
         assert len(rig.slack.calls_to("chat.startStream")) == 1
 
 
-async def test_a_post_answered_without_a_ts_is_a_failure_not_an_answer(settings: Config,
+async def test_a_post_answered_without_a_ts_is_logged_and_counted_as_a_failure(settings: Config,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     async with slack_rig(settings, "http", streaming_supported=False) as rig:

@@ -97,6 +97,19 @@ class ChannelAccess:
             what = f"{' and '.join(missing)} (Missing Permissions)" if missing else what
         self._refuse(channel.id, guild_id, what)
 
+    def not_found(self, channel: Any, guild_id: int | None, error: discord.NotFound) -> None:
+        """Discord answered 404 to a post: the channel or thread was deleted, or the bot cannot see it. Remembered
+        like a refusal, so the rest of the answer is not sent after it."""
+        if self.is_refused(channel.id):
+            return
+        self._refused[channel.id] = (guild_id, self._clock())
+        self.failures.report(
+            "discord", FailureKind.CHANNEL_NOT_FOUND,
+            "discord: cannot answer in channel %s (%s): Discord does not know it (error %s): it was deleted, or the "
+            "bot cannot see it (for a private channel or thread, add the bot to it)", channel.id,
+            f"guild {guild_id}" if guild_id is not None else "a direct message", error.code, logger=log,
+        )
+
     def cannot_read_history(self, channel_id: int, guild_id: int | None) -> None:
         if channel_id not in self._no_history:
             self._no_history[channel_id] = guild_id

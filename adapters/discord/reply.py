@@ -117,6 +117,9 @@ class DiscordReply(ThrottledReply):
                 return await self._post(part)
             self.access.refused(self.channel, self.guild_id, error)
             return
+        except discord.NotFound as error:
+            self.access.not_found(self.channel, self.guild_id, error)
+            return
         self._posted.append(sent)
         self._shown.append(part)
         self._ids.append(str(sent.id))

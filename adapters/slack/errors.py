@@ -57,7 +57,8 @@ def classify(error: SlackApiError, channel: str | None = None) -> tuple[FailureK
         return FailureKind.CHANNEL_NOT_FOUND, (f"{where} does not exist or the bot cannot see it: for a private "
                                                "channel, invite the bot (/invite @the-bot)")
     if code in TOKEN_ERRORS:
-        return FailureKind.TOKEN_REFUSED, "Slack refused SLACK_BOT_TOKEN: reinstall the app and update the token"
+        return FailureKind.TOKEN_REFUSED, ("Slack refused the bot's token: reinstall the app and update SLACK_BOT_TOKEN "
+                                           "(in OAuth mode, reinstall it to that workspace from /slack/install)")
     return FailureKind.PLATFORM_ERROR, "see Slack's documentation of the method for this error"
 
 
