@@ -205,6 +205,8 @@ class OpenAIChat:
         self._fields: LRU[str, tuple[str, ...]] = LRU(MAX_REMEMBERED_MODELS)
         """Per model, the output-limit names this server took (see LIMIT_FIELDS)."""
         self._warned_ignored: set[str] = set()
+        self._no_effort: LRU[str, bool] = LRU(MAX_REMEMBERED_MODELS)
+        """Models this server refused reasoning_effort for (models that do not reason): it is left out for them."""
 
     @classmethod
     def from_settings(cls, settings: Config) -> OpenAIChat:
@@ -239,14 +241,15 @@ class OpenAIChat:
         if limit is not None:
             for name in fields or self.limit_fields(model):
                 body[name] = limit
-        if self.reasoning_effort is not None:
+        if self.reasoning_effort is not None and not self._no_effort.get(model):
             body["reasoning_effort"] = self.reasoning_effort
         return body
 
     async def _open(self, model: str, messages: list[Message], limit: int | None) -> aiohttp.ClientResponse:
         """POST the request, retrying 408/409/429/5xx and connection failures with backoff.
 
-        A 400/422 refusing the output limit's name is sent again under the other name (twice at most)."""
+        A 400/422 refusing the output limit's name is sent again under the other name (twice at most); one refusing
+        reasoning_effort is sent again without it, and the model is remembered."""
         attempt = renamed = 0
         fields = self.limit_fields(model)
         while True:
@@ -270,6 +273,11 @@ class OpenAIChat:
                         error_body = await response.content.read(ERROR_BODY_LIMIT)
                 response.release()
                 failure = classify(response.status, error_body, model=model)
+                if (response.status in (400, 422) and self.reasoning_effort is not None and not self._no_effort.get(model)
+                        and _rejected_field(error_body, ("reasoning_effort",)) is not None):
+                    self._no_effort.put(model, True)
+                    log.info("model server refused reasoning_effort for this model; sending it without")
+                    continue
                 rejected = None
                 if response.status in (400, 422) and limit is not None and renamed < 2:
                     rejected = _rejected_field(error_body, fields)

@@ -64,6 +64,8 @@ class FakeModelServer:
     """When set, /moderations answers 200 with exactly this JSON (for malformed-response tests), or with
     moderation_status this JSON as the error body."""
     reject_images: bool = False
+    effort_models: set[str] | None = None
+    """When set, only these models take reasoning_effort; for others it is refused with OpenAI's 400."""
     """Refuse requests carrying image parts with a 400, as OpenAI does for a model without vision."""
     flag_image_bytes: set[bytes] = field(default_factory=set)
     """/moderations flags an image whose decoded bytes contain one of these."""
@@ -129,6 +131,10 @@ class FakeModelServer:
         refused = self._refused_limit(body)
         if refused is not None:
             return web.json_response(refused, status=400)
+        if self.effort_models is not None and "reasoning_effort" in body and body["model"] not in self.effort_models:
+            error = {"message": "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                     "type": "invalid_request_error", "param": "reasoning_effort", "code": "unsupported_parameter"}
+            return web.json_response({"error": error}, status=400)
         if self.reject_images and any(part.get("type") == "image_url" for part in _parts(body)):
             error = {"message": "Invalid content type. image_url is only supported by certain models.",
                      "type": "invalid_request_error", "param": "messages.[1].content.[1].type", "code": None}
