@@ -62,6 +62,14 @@ def test_image_tokens_follow_openais_published_examples() -> None:
     assert image_tokens("llava:13b", 1024, 1024) == 765, "unknown models are counted like gpt-4o"
 
 
+def test_a_thin_image_is_never_counted_past_the_2048_square() -> None:
+    """A long screenshot or a strip: its short side is not scaled up past what fits 2048 px (1 x 4 tiles, not 2 x 61)."""
+    assert image_tokens("gpt-4o", 100, 4000) == 85 + 4 * 170
+    assert image_tokens("llava:13b", 768, 2048) == 85 + 8 * 170
+    shapes = [(w, h) for w in (1, 50, 300, 768, 1000, 3000, 10000) for h in (1, 50, 300, 768, 1000, 3000, 10000)]
+    assert max(image_tokens("llava:13b", w, h) for w, h in shapes) == 1445, "the README's bound for unknown models"
+
+
 def test_file_names_are_one_plain_line() -> None:
     assert display_name("my_report*final*.pdf") == "my_reportfinal.pdf"
     assert display_name("<!channel>\n`x`.txt") == "!channel x.txt"

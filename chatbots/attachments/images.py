@@ -147,7 +147,7 @@ _COSTS: dict[str, ImageCost] = {
     "gpt-5": TileCost(70, 140),
 }
 FALLBACK_COST = TileCost(85, 170)
-"""Unknown models (local vision models, proxies) are counted like gpt-4o: at most 1,105 tokens an image, within the
+"""Unknown models (local vision models, proxies) are counted like gpt-4o: at most 1,445 tokens an image, within the
 range open models use (a few hundred to a few thousand), and never zero, so caps still see images."""
 MAX_PATCHES = 1536
 
@@ -171,7 +171,9 @@ def _tiles(width: int, height: int) -> int:
     if max(w, h) > 2048:
         scale = 2048 / max(w, h)
         w, h = w * scale, h * scale
-    scale = 768 / min(w, h)  # up or down, as documented: an upper bound for small images, which is what caps want
+    # The short side to 768, up or down as documented (an upper bound for small images, which is what caps want), but
+    # never past the 2048 square the first step fitted: a thin strip scaled up 768/width would count dozens of tiles.
+    scale = min(768 / min(w, h), 2048 / max(w, h))
     w, h = w * scale, h * scale
     return math.ceil(int(w) / 512) * math.ceil(int(h) / 512)
 
