@@ -45,6 +45,11 @@ _IMAGE_REFUSAL_HINTS = ("image", "vision", "multimodal", "multi-modal", "content
                         "must be a string", "expected string")
 """Words of a 400 that refuses image parts ("image_url is only supported by certain models", "not a multimodal
 model", "Invalid content type"), when the request carried some."""
+_BAD_IMAGE_HINTS = ("unsupported image", "invalid image", "invalid_image", "image_parse_error", "sanitizer",
+                    "image_too_large", "image too large", "image is too large")
+"""Words of a vision model's 400 about one image itself (OpenAI: "You uploaded an unsupported image", codes
+invalid_image_format, image_parse_error, sanitizer_server_error): the model reads images, so it is not remembered
+as one that cannot (one damaged file must not turn images off for everyone)."""
 MAX_REMEMBERED_MODELS = 256
 COALESCE = 0.05
 """Seconds a flowing stream waits to gather more tokens per read (see OpenAIChat._batches)."""
@@ -142,6 +147,11 @@ def has_images(messages: list[Message]) -> bool:
 def _refuses_images(error_body: bytes) -> bool:
     text = error_body.decode("utf-8", "replace").lower()
     return any(hint in text for hint in _IMAGE_REFUSAL_HINTS)
+
+
+def _blames_an_image(error_body: bytes) -> bool:
+    text = error_body.decode("utf-8", "replace").lower()
+    return any(hint in text for hint in _BAD_IMAGE_HINTS)
 
 
 def _usage(reported: dict[str, Any]) -> Usage:
@@ -283,7 +293,8 @@ class OpenAIChat:
                     rejected = _rejected_field(error_body, fields)
                 if (rejected is None and failure.kind is FailureKind.REJECTED and has_images(messages)
                         and _refuses_images(error_body)):
-                    failure = Failure(FailureKind.IMAGES_REFUSED, failure.status, failure.type, failure.code)
+                    kind = FailureKind.IMAGE_UNREADABLE if _blames_an_image(error_body) else FailureKind.IMAGES_REFUSED
+                    failure = Failure(kind, failure.status, failure.type, failure.code)
                     raise ModelError(failure, model)
                 if rejected is not None:
                     other = next(name for name in LIMIT_FIELDS if name != rejected)
