@@ -11,7 +11,7 @@ import pytest
 
 from chatbots import console
 from chatbots.attachments.files import display_name
-from chatbots.attachments.images import image_tokens, inspect, sniff
+from chatbots.attachments.images import MAX_JPEG_STEPS, ImageInfo, image_tokens, inspect, sniff
 from chatbots.config import Config, ConfigError
 from chatbots.engine import Engine
 from tests.fakes.model_server import FakeModelServer
@@ -48,6 +48,15 @@ def test_what_is_not_a_whole_image_is_none() -> None:
     assert inspect(png(10, 10)[:20]) is None, "cut off inside the header"
     assert inspect(b"\xff\xd8\xff\xe0\x00\x01") is None, "a segment length below 2"
     assert inspect(b"\xff\xd8" + b"\xff\xe0\xff\xff" * 10) is None, "segments running off the end"
+
+
+def test_a_jpeg_header_is_walked_a_bounded_number_of_steps() -> None:
+    """Read on the event loop: 10 MB of fill bytes or restart markers must not be walked one by one to the end."""
+    frame = b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", 480, 640)
+    exif = b"\xff\xe1" + struct.pack(">H", 65_535) + bytes(65_533)
+    assert inspect(b"\xff\xd8" + exif * 40 + b"\xff" * 100 + frame) == ImageInfo("image/jpeg", 640, 480)
+    assert inspect(b"\xff\xd8" + b"\xff" * MAX_JPEG_STEPS + frame) is None
+    assert inspect(b"\xff\xd8" + b"\xff\xd0" * MAX_JPEG_STEPS + frame) is None
 
 
 def test_image_tokens_follow_openais_published_examples() -> None:

@@ -80,14 +80,20 @@ def _webp(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+MAX_JPEG_STEPS = 10_000
+"""Segments and fill bytes walked before a JPEG's frame header: real files have a few dozen (EXIF, ICC profiles split
+in 64 KB pieces); a crafted file of nothing but fill bytes would otherwise hold the event loop for a second per 10 MB."""
+
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 """JPEG start-of-frame markers (every coding process), which carry the dimensions; C4, C8 and CC are other segments."""
 
 
 def _jpeg(data: bytes) -> tuple[int, int] | None:
-    """Walk the segments to the first start-of-frame: linear in the header, each step moves forward."""
+    """Walk the segments to the first start-of-frame: each step moves forward, at most MAX_JPEG_STEPS of them."""
     at = 2
-    while at + 4 <= len(data):
+    for _ in range(MAX_JPEG_STEPS):
+        if at + 4 > len(data):
+            return None
         if data[at] != 0xFF:
             return None
         marker = data[at + 1]
