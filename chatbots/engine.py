@@ -81,6 +81,9 @@ NO_VISION = ("this model can't read images (an admin can pick one that can with 
              "or set `CHATBOTS_VISION=off`)")
 NO_VISION_NOTE = ("This model can't read images, so I answered from the text alone. An admin can pick a model that "
                   "can (`/chatbot model`), or set `CHATBOTS_VISION=off`.")
+IMAGE_UNREADABLE_NOTE = ("The model couldn't read the images here (damaged, or in a form it doesn't take), so I "
+                         "answered from the text alone.")
+IMAGE_FAILURES = (FailureKind.IMAGES_REFUSED, FailureKind.IMAGE_UNREADABLE)
 """Turns one conversation may have waiting behind the one being answered; more are turned away with BUSY_NOTICE."""
 
 
@@ -622,10 +625,13 @@ class Engine:
                             await self.store.save_partial(answer_row, moderated.approved if moderated else "".join(parts))
                             saved_at = time.monotonic()
             except ModelError as error:
-                if error.kind is FailureKind.IMAGES_REFUSED and not parts and text_only is not None:
-                    log.info("the model server refused image parts for this model; answering from the text alone")
-                    self._blind.put(model, True)
-                    notes.append(NO_VISION_NOTE)
+                if error.kind in IMAGE_FAILURES and not parts and text_only is not None:
+                    if error.kind is FailureKind.IMAGES_REFUSED:
+                        log.info("the model server refused image parts for this model; answering from the text alone")
+                        self._blind.put(model, True)
+                    else:
+                        log.info("the model server could not read an image; answering from the text alone")
+                    notes.append(NO_VISION_NOTE if error.kind is FailureKind.IMAGES_REFUSED else IMAGE_UNREADABLE_NOTE)
                     prompt, text_only = text_only(), None
                     continue
                 if error.kind is FailureKind.CONTEXT_TOO_LONG and not parts and shorter_prompt is not None and not retried:

@@ -33,6 +33,8 @@ class FailureKind(StrEnum):
     """Any other refusal of the request itself (400, 422)."""
     IMAGES_REFUSED = "images_refused"
     """A refusal of the request's image parts (a model without vision; see chatbots.model)."""
+    IMAGE_UNREADABLE = "image_unreadable"
+    """A vision model refusing an image itself (damaged, or a format or size it does not take): it reads others."""
     SERVER_ERROR = "server_error"
     """5xx, an error event inside the stream, a stream that broke off."""
     TIMEOUT = "timeout"
@@ -210,6 +212,8 @@ TIMEOUT_NOTICE = "The model took too long to answer. Please try again."
 UNREACHABLE_NOTICE = "I can't reach the model server right now. Please try again in a little while."
 IMAGES_REFUSED_NOTICE = ("This model can't read images. An admin can pick one that can (`/chatbot model`), "
                          "or set `CHATBOTS_VISION=off`.")
+IMAGE_UNREADABLE_NOTICE = ("The model couldn't read an image in this conversation (damaged, or in a form it doesn't "
+                           "take). Please start a new thread without it.")
 
 
 def model_notice(kind: FailureKind, model: str, shown: bool = False, command: str = "/chatbot model") -> str:
@@ -229,6 +233,7 @@ def model_notice(kind: FailureKind, model: str, shown: bool = False, command: st
         FailureKind.TIMEOUT: TIMEOUT_NOTICE,
         FailureKind.UNREACHABLE: UNREACHABLE_NOTICE,
         FailureKind.IMAGES_REFUSED: IMAGES_REFUSED_NOTICE,
+        FailureKind.IMAGE_UNREADABLE: IMAGE_UNREADABLE_NOTICE,
     }.get(kind, SERVER_ERROR_NOTICE)
 
 

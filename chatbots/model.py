@@ -45,6 +45,11 @@ _IMAGE_REFUSAL_HINTS = ("image", "vision", "multimodal", "multi-modal", "content
                         "must be a string", "expected string")
 """Words of a 400 that refuses image parts ("image_url is only supported by certain models", "not a multimodal
 model", "Invalid content type"), when the request carried some."""
+_BAD_IMAGE_HINTS = ("unsupported image", "invalid image", "invalid_image", "image_parse_error", "sanitizer",
+                    "image_too_large", "image too large", "image is too large")
+"""Words of a vision model's 400 about one image itself (OpenAI: "You uploaded an unsupported image", codes
+invalid_image_format, image_parse_error, sanitizer_server_error): the model reads images, so it is not remembered
+as one that cannot (one damaged file must not turn images off for everyone)."""
 MAX_REMEMBERED_MODELS = 256
 COALESCE = 0.05
 """Seconds a flowing stream waits to gather more tokens per read (see OpenAIChat._batches)."""
@@ -144,6 +149,11 @@ def _refuses_images(error_body: bytes) -> bool:
     return any(hint in text for hint in _IMAGE_REFUSAL_HINTS)
 
 
+def _blames_an_image(error_body: bytes) -> bool:
+    text = error_body.decode("utf-8", "replace").lower()
+    return any(hint in text for hint in _BAD_IMAGE_HINTS)
+
+
 def _usage(reported: dict[str, Any]) -> Usage:
     """The server's usage, with its reasoning tokens in completion_tokens.
 
@@ -205,6 +215,8 @@ class OpenAIChat:
         self._fields: LRU[str, tuple[str, ...]] = LRU(MAX_REMEMBERED_MODELS)
         """Per model, the output-limit names this server took (see LIMIT_FIELDS)."""
         self._warned_ignored: set[str] = set()
+        self._no_effort: LRU[str, bool] = LRU(MAX_REMEMBERED_MODELS)
+        """Models this server refused reasoning_effort for (models that do not reason): it is left out for them."""
 
     @classmethod
     def from_settings(cls, settings: Config) -> OpenAIChat:
@@ -239,14 +251,15 @@ class OpenAIChat:
         if limit is not None:
             for name in fields or self.limit_fields(model):
                 body[name] = limit
-        if self.reasoning_effort is not None:
+        if self.reasoning_effort is not None and not self._no_effort.get(model):
             body["reasoning_effort"] = self.reasoning_effort
         return body
 
     async def _open(self, model: str, messages: list[Message], limit: int | None) -> aiohttp.ClientResponse:
         """POST the request, retrying 408/409/429/5xx and connection failures with backoff.
 
-        A 400/422 refusing the output limit's name is sent again under the other name (twice at most)."""
+        A 400/422 refusing the output limit's name is sent again under the other name (twice at most); one refusing
+        reasoning_effort is sent again without it, and the model is remembered."""
         attempt = renamed = 0
         fields = self.limit_fields(model)
         while True:
@@ -270,12 +283,18 @@ class OpenAIChat:
                         error_body = await response.content.read(ERROR_BODY_LIMIT)
                 response.release()
                 failure = classify(response.status, error_body, model=model)
+                if (response.status in (400, 422) and self.reasoning_effort is not None and not self._no_effort.get(model)
+                        and _rejected_field(error_body, ("reasoning_effort",)) is not None):
+                    self._no_effort.put(model, True)
+                    log.info("model server refused reasoning_effort for this model; sending it without")
+                    continue
                 rejected = None
                 if response.status in (400, 422) and limit is not None and renamed < 2:
                     rejected = _rejected_field(error_body, fields)
                 if (rejected is None and failure.kind is FailureKind.REJECTED and has_images(messages)
                         and _refuses_images(error_body)):
-                    failure = Failure(FailureKind.IMAGES_REFUSED, failure.status, failure.type, failure.code)
+                    kind = FailureKind.IMAGE_UNREADABLE if _blames_an_image(error_body) else FailureKind.IMAGES_REFUSED
+                    failure = Failure(kind, failure.status, failure.type, failure.code)
                     raise ModelError(failure, model)
                 if rejected is not None:
                     other = next(name for name in LIMIT_FIELDS if name != rejected)

@@ -11,7 +11,7 @@ import pytest
 
 from chatbots import console
 from chatbots.attachments.files import display_name
-from chatbots.attachments.images import image_tokens, inspect, sniff
+from chatbots.attachments.images import MAX_JPEG_STEPS, ImageInfo, image_tokens, inspect, sniff
 from chatbots.config import Config, ConfigError
 from chatbots.engine import Engine
 from tests.fakes.model_server import FakeModelServer
@@ -50,6 +50,15 @@ def test_what_is_not_a_whole_image_is_none() -> None:
     assert inspect(b"\xff\xd8" + b"\xff\xe0\xff\xff" * 10) is None, "segments running off the end"
 
 
+def test_a_jpeg_header_is_walked_a_bounded_number_of_steps() -> None:
+    """Read on the event loop: 10 MB of fill bytes or restart markers must not be walked one by one to the end."""
+    frame = b"\xff\xc0\x00\x11\x08" + struct.pack(">HH", 480, 640)
+    exif = b"\xff\xe1" + struct.pack(">H", 65_535) + bytes(65_533)
+    assert inspect(b"\xff\xd8" + exif * 40 + b"\xff" * 100 + frame) == ImageInfo("image/jpeg", 640, 480)
+    assert inspect(b"\xff\xd8" + b"\xff" * MAX_JPEG_STEPS + frame) is None
+    assert inspect(b"\xff\xd8" + b"\xff\xd0" * MAX_JPEG_STEPS + frame) is None
+
+
 def test_image_tokens_follow_openais_published_examples() -> None:
     # https://platform.openai.com/docs/guides/images-vision?api-mode=chat#calculating-costs
     assert image_tokens("gpt-4o", 1024, 1024) == 765
@@ -60,6 +69,14 @@ def test_image_tokens_follow_openais_published_examples() -> None:
     assert image_tokens("gpt-4.1-nano", 1800, 2400) == 3572  # 1452 patches x 2.46
     assert image_tokens("openai/gpt-4o", 512, 512) == 765, "proxy-style names; small images scale up to 768"
     assert image_tokens("llava:13b", 1024, 1024) == 765, "unknown models are counted like gpt-4o"
+
+
+def test_a_thin_image_is_never_counted_past_the_2048_square() -> None:
+    """A long screenshot or a strip: its short side is not scaled up past what fits 2048 px (1 x 4 tiles, not 2 x 61)."""
+    assert image_tokens("gpt-4o", 100, 4000) == 85 + 4 * 170
+    assert image_tokens("llava:13b", 768, 2048) == 85 + 8 * 170
+    shapes = [(w, h) for w in (1, 50, 300, 768, 1000, 3000, 10000) for h in (1, 50, 300, 768, 1000, 3000, 10000)]
+    assert max(image_tokens("llava:13b", w, h) for w, h in shapes) == 1445, "the README's bound for unknown models"
 
 
 def test_file_names_are_one_plain_line() -> None:

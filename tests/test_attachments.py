@@ -293,6 +293,31 @@ async def test_a_model_that_refuses_images_answers_from_the_text_and_is_remember
     assert not any(isinstance(m["content"], list) for m in model_server.requests[-1]["messages"])
 
 
+async def test_an_image_the_model_cannot_read_is_left_out_but_the_model_still_reads_images(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer
+) -> None:
+    """OpenAI's 400 "You uploaded an unsupported image" is about that file, not the model: one bad file (damaged, or
+    a format the model does not take) must not turn images off for every later message."""
+    engine = make_engine()
+    model_server.unreadable_image_bytes = {b"broken inside"}
+    reply = await ask(engine, said("what is this?", shared("bad.png", png(64, 64, b"broken inside"), "image/png")))
+    assert len(model_server.requests) == 2, "refused once, then answered from the text"
+    assert reply.text.startswith("echo: what is this?")
+    assert "_The model couldn't read the images here (damaged, or in a form it doesn't take)" in reply.text
+    assert "This model can't read images" not in reply.text
+
+    other = ConversationKey("test", "T1", "C1", "thread-2")
+    await ask(engine, said("and this?", shared("good.png", IMAGE, "image/png"), n=2, key=other))
+    assert isinstance(last_user(model_server), list), "a good image still goes to the model"
+    assert len(model_server.requests) == 3
+
+    reply = RecordingReply()  # CHATBOTS_VISION=on: no retry from the text, and the notice blames the image, not the model
+    bad = shared("bad.png", png(64, 64, b"broken inside"), "image/png")
+    assert (await make_engine(vision="on").handle(said("see", bad, n=3, key=ConversationKey("test", "T1", "C1", "thread-3")), reply)).status \
+        == TurnStatus.FAILED
+    assert reply.notice is not None and "couldn't read an image in this conversation" in reply.notice
+
+
 async def test_vision_off_never_fetches_images(make_engine: Callable[..., Engine], model_server: FakeModelServer) -> None:
     engine = make_engine(vision="off")
     served = Served()

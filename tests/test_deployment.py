@@ -455,6 +455,7 @@ def test_compose_runs_postgresql_a_migrate_step_and_two_replicas_after_it() -> N
     env = db["environment"]
     expected = f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@db:5432/{env['POSTGRES_DB']}"
     assert url == expected, "the bots use the database the db service creates"
+    assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?"), "no default password: compose stops without one"
 
 
 def systemd_unit() -> dict[str, dict[str, list[str]]]:

@@ -11,6 +11,7 @@ from yarl import URL
 
 from adapters.downloads import Downloader, FileHosts, file_name, readable_size
 from adapters.slack.files import REFUSED_AS_LOGIN_PAGE
+from adapters.slack.service import BACKFILL_FILE_MESSAGES, BACKFILL_TOO_OLD
 from chatbots.config import Config
 from chatbots.types import FileTooLarge, FileUnavailable, Inbound, SharedFile
 from tests.discord_rig import ALICE, BOB, GENERAL, DiscordRig, discord_rig
@@ -236,6 +237,24 @@ async def test_files_in_a_thread_read_once_come_with_their_messages(slack_http: 
     context = next(inbound for inbound in received.inbounds if inbound.message_id == parent)
     assert [f.name for f in context.files] == ["log.txt"]
     assert await context.files[0].download(MB, 5.0) == b"error at line 3"
+
+
+async def test_only_the_newest_files_of_a_thread_read_once_are_fetched_older_ones_are_named(slack_http: SlackRig) -> None:
+    """Each earlier message takes its turn before the answer: a long thread full of files must not delay it for minutes."""
+    rig = slack_http
+    parent = next_ts()
+    logs = [rig.slack.add_file(f"log{n}.txt", f"error {n}".encode(), "text/plain") for n in range(BACKFILL_FILE_MESSAGES + 2)]
+    rig.slack.seed_thread("C1", parent, [{"user": "U2", "text": f"log {n}", "files": [log]} for n, log in enumerate(logs)])
+    rig.slack.add_user("U2", name="bob")
+    received = Received(rig.bot.engine)
+    await rig.deliver(app_mention("C1", "U1", "<@UBOT> what went wrong?", ts=next_ts(), thread_ts=parent))
+    await rig.wait_outcomes(1)
+
+    fetched = sorted(request.path.rsplit("/", 1)[-1] for request in rig.slack.file_downloads)
+    assert fetched == [f"log{n}.txt" for n in range(2, BACKFILL_FILE_MESSAGES + 2)]
+    oldest = next(inbound for inbound in received.inbounds if inbound.text == "log 0")
+    assert [f.name for f in oldest.files] == ["log0.txt"]
+    assert await refusal(oldest.files[0]) == BACKFILL_TOO_OLD
 
 
 # -- Discord --

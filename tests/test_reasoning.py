@@ -136,6 +136,26 @@ async def test_reasoning_effort_is_sent_only_when_set(model_server: FakeModelSer
     assert model_server.requests[1]["reasoning_effort"] == "high"
 
 
+async def test_a_model_that_refuses_reasoning_effort_is_answered_without_it(
+    model_server: FakeModelServer, settings: Config
+) -> None:
+    """One CHATBOTS_REASONING_EFFORT for every workspace: a workspace on a model that does not reason still gets answers."""
+    model_server.effort_models = {"o3-mini"}
+    client = OpenAIChat.from_settings(replace(settings, reasoning_effort="high", model_retries=0))
+    try:
+        shown, _, _ = await collect(client)
+        assert shown == "echo: think it over"
+        await collect(client)
+        async for _ in client.stream("o3-mini", ASK):
+            pass
+    finally:
+        await client.close()
+    sent = [(request["model"], request.get("reasoning_effort")) for request in model_server.requests]
+    assert sent == [("gpt-4o-mini", "high"), ("gpt-4o-mini", None), ("gpt-4o-mini", None), ("o3-mini", "high")], (
+        "refused once, then left out for that model only"
+    )
+
+
 def test_reasoning_effort_setting() -> None:
     assert Config.from_env({}).reasoning_effort is None
     assert Config.from_env({"CHATBOTS_REASONING_EFFORT": " Medium "}).reasoning_effort == "medium"

@@ -49,6 +49,18 @@ class SlackFiles:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         return tuple(self._one(item, headers) for item in files if isinstance(item, dict))
 
+    @staticmethod
+    def named(files: object, reason: str) -> tuple[SharedFile, ...]:
+        """The `files` field as SharedFiles never fetched: the model is told each was there, and why it was not read."""
+        if not isinstance(files, list):
+            return ()
+        return tuple(
+            unavailable(file_name(item.get("name"), fallback=file_name(item.get("title"))),
+                        item["mimetype"] if isinstance(item.get("mimetype"), str) else "", file_size(item.get("size")),
+                        reason)
+            for item in files if isinstance(item, dict)
+        )
+
     async def looked_up(self, files: object, client: AsyncWebClient) -> object:
         """The `files` field with each withheld entry (`file_access: check_file_info`, as Slack Connect sends files
         from another organisation) replaced by what files.info says of it; entries it will not show stay as they are.

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 BACKFILL_LIMIT = 200
+BACKFILL_FILE_MESSAGES = 5
+"""Earlier messages of a thread whose files are fetched when the bot is first mentioned in it (the newest ones): each
+takes its turn before the answer, so older files are only named to the model, never downloaded."""
+BACKFILL_TOO_OLD = "shared too far back in the thread before the bot was asked"
 """Messages read from a thread the bot joins midway: once, so it knows what was said before."""
 MAX_REVOKED_TEAMS = 1_000
 """Workspaces erased for one team_access_revoked event (an org has at most a few thousand)."""
@@ -340,18 +344,28 @@ class SlackService(AISurfaces, ServiceBase):
             if report(self.engine.failures, "conversations.replies", error, key.channel) is FailureKind.MISSING_SCOPE:
                 await self._note(key, BACKFILL_REFUSED_NOTE, client)
             return
-        for earlier in response.get("messages") or []:
-            ts, user, text = earlier.get("ts"), earlier.get("user"), earlier.get("text")
-            if not isinstance(ts, str) or not isinstance(user, str) or not isinstance(text, str):
-                continue
-            if _ts_order(ts) >= _ts_order(mention.message_id):
-                continue  # the mention itself, and anything newer, arrives as its own event
-            if user == bot_user or earlier.get("bot_id") and not self.config.allow_bots:
-                continue
+        messages = [earlier for earlier in response.get("messages") or [] if self._earlier(earlier, mention, bot_user)]
+        fetched = {id(earlier) for earlier in [m for m in messages if m.get("files")][-BACKFILL_FILE_MESSAGES:]}
+        for earlier in messages:
+            ts, user, text = earlier["ts"], earlier["user"], earlier["text"]
             name = (await self.users.get(key.workspace, user, client)).name
-            files = self.files.shared(await self.files.looked_up(earlier.get("files"), client), client.token)
+            if id(earlier) in fetched:
+                files = self.files.shared(await self.files.looked_up(earlier.get("files"), client), client.token)
+            else:
+                files = self.files.named(earlier.get("files"), BACKFILL_TOO_OLD)
             earlier_message = Inbound(key, ts, user, name, html.unescape(text), Addressed.CONTEXT, files)
             await self.engine.handle(earlier_message, ContextOnly())
+
+    def _earlier(self, earlier: object, mention: Inbound, bot_user: str) -> bool:
+        """Whether a message from conversations.replies is a person's, said before the mention (which arrives itself)."""
+        if not isinstance(earlier, dict):
+            return False
+        ts, user, text = earlier.get("ts"), earlier.get("user"), earlier.get("text")
+        if not isinstance(ts, str) or not isinstance(user, str) or not isinstance(text, str):
+            return False
+        if _ts_order(ts) >= _ts_order(mention.message_id):
+            return False
+        return not (user == bot_user or earlier.get("bot_id") and not self.config.allow_bots)
 
 
     async def _post_notice(self, workspace: str, channel: str, text: str) -> None:

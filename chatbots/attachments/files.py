@@ -30,9 +30,9 @@ PARALLEL_DOWNLOADS = 4
 SNIFF_BYTES = 8192
 """Bytes looked at to tell text from binary data."""
 OFF_LOOP_BYTES = 256 * 1024
+"""Larger files are encoded and decoded on a worker thread, so the event loop never stalls on one."""
 ADAPTER_GRACE = 1.0
 """Seconds added to the timeout a download is given, so the core's own deadline (which names its setting) comes first."""
-"""Larger files are encoded and decoded on a worker thread, so the event loop never stalls on one."""
 
 IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp"})

@@ -80,14 +80,20 @@ def _webp(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+MAX_JPEG_STEPS = 10_000
+"""Segments and fill bytes walked before a JPEG's frame header: real files have a few dozen (EXIF, ICC profiles split
+in 64 KB pieces); a crafted file of nothing but fill bytes would otherwise hold the event loop for a second per 10 MB."""
+
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 """JPEG start-of-frame markers (every coding process), which carry the dimensions; C4, C8 and CC are other segments."""
 
 
 def _jpeg(data: bytes) -> tuple[int, int] | None:
-    """Walk the segments to the first start-of-frame: linear in the header, each step moves forward."""
+    """Walk the segments to the first start-of-frame: each step moves forward, at most MAX_JPEG_STEPS of them."""
     at = 2
-    while at + 4 <= len(data):
+    for _ in range(MAX_JPEG_STEPS):
+        if at + 4 > len(data):
+            return None
         if data[at] != 0xFF:
             return None
         marker = data[at + 1]
@@ -147,7 +153,7 @@ _COSTS: dict[str, ImageCost] = {
     "gpt-5": TileCost(70, 140),
 }
 FALLBACK_COST = TileCost(85, 170)
-"""Unknown models (local vision models, proxies) are counted like gpt-4o: at most 1,105 tokens an image, within the
+"""Unknown models (local vision models, proxies) are counted like gpt-4o: at most 1,445 tokens an image, within the
 range open models use (a few hundred to a few thousand), and never zero, so caps still see images."""
 MAX_PATCHES = 1536
 
@@ -171,7 +177,9 @@ def _tiles(width: int, height: int) -> int:
     if max(w, h) > 2048:
         scale = 2048 / max(w, h)
         w, h = w * scale, h * scale
-    scale = 768 / min(w, h)  # up or down, as documented: an upper bound for small images, which is what caps want
+    # The short side to 768, up or down as documented (an upper bound for small images, which is what caps want), but
+    # never past the 2048 square the first step fitted: a thin strip scaled up 768/width would count dozens of tiles.
+    scale = min(768 / min(w, h), 2048 / max(w, h))
     w, h = w * scale, h * scale
     return math.ceil(int(w) / 512) * math.ceil(int(h) / 512)
 

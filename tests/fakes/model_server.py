@@ -64,9 +64,13 @@ class FakeModelServer:
     """When set, /moderations answers 200 with exactly this JSON (for malformed-response tests), or with
     moderation_status this JSON as the error body."""
     reject_images: bool = False
+    effort_models: set[str] | None = None
+    """When set, only these models take reasoning_effort; for others it is refused with OpenAI's 400."""
     """Refuse requests carrying image parts with a 400, as OpenAI does for a model without vision."""
     flag_image_bytes: set[bytes] = field(default_factory=set)
     """/moderations flags an image whose decoded bytes contain one of these."""
+    unreadable_image_bytes: set[bytes] = field(default_factory=set)
+    """Chat requests with an image whose decoded bytes contain one of these get OpenAI's 400 for a bad image."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     moderation_requests: list[dict[str, Any]] = field(default_factory=list)
     request_times: list[float] = field(default_factory=list)
@@ -129,6 +133,14 @@ class FakeModelServer:
         refused = self._refused_limit(body)
         if refused is not None:
             return web.json_response(refused, status=400)
+        if self.effort_models is not None and "reasoning_effort" in body and body["model"] not in self.effort_models:
+            error = {"message": "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                     "type": "invalid_request_error", "param": "reasoning_effort", "code": "unsupported_parameter"}
+            return web.json_response({"error": error}, status=400)
+        if any(self._image_bytes_contain(part, self.unreadable_image_bytes) for part in _parts(body)):
+            error = {"message": "You uploaded an unsupported image. Please make sure your image is valid.",
+                     "type": "invalid_request_error", "param": None, "code": "invalid_image_format"}
+            return web.json_response({"error": error}, status=400)
         if self.reject_images and any(part.get("type") == "image_url" for part in _parts(body)):
             error = {"message": "Invalid content type. image_url is only supported by certain models.",
                      "type": "invalid_request_error", "param": "messages.[1].content.[1].type", "code": None}
@@ -221,10 +233,16 @@ class FakeModelServer:
         if isinstance(part, str):
             return any(word in part for word in self.flag_words)
         if part.get("type") == "image_url":
-            url = part["image_url"]["url"]
-            data = base64.b64decode(url.split(",", 1)[1]) if url.startswith("data:") else b""
-            return any(marker in data for marker in self.flag_image_bytes)
+            return self._image_bytes_contain(part, self.flag_image_bytes)
         return any(word in part.get("text", "") for word in self.flag_words)
+
+    @staticmethod
+    def _image_bytes_contain(part: dict[str, Any], markers: set[bytes]) -> bool:
+        if not markers or part.get("type") != "image_url":
+            return False
+        url = part["image_url"]["url"]
+        data = base64.b64decode(url.split(",", 1)[1]) if url.startswith("data:") else b""
+        return any(marker in data for marker in markers)
 
 
 def _parts(body: dict[str, Any]) -> list[dict[str, Any]]:
