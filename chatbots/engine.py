@@ -32,7 +32,7 @@ from .moderation import (
     Verdict,
 )
 from .pricing import PriceList, parse_prices
-from .prompt import build_messages, counted_text, labelled, system_instructions
+from .prompt import CANT_READ_IMAGES, IMAGE_UNREADABLE, build_messages, counted_text, labelled, system_instructions
 from .reasoning import Reasoning
 from .redact import redactor
 from .retention import upkeep
@@ -448,9 +448,10 @@ class Engine:
                 return TurnResult(TurnStatus.STORED)
             files = await self._window_files(window, shared)
             prompt = build_messages(instructions, window, files, images=self._no_images(model) is None)
-            text_only: Callable[[], list[Message]] | None = None
+            text_only: Callable[[str], list[Message]] | None = None
             if self.config.vision == "auto" and has_images(prompt):
-                text_only = lambda: build_messages(instructions, window, files, images=False)  # noqa: E731
+                text_only = lambda because: build_messages(instructions, window, files, images=False,  # noqa: E731
+                                                           unseen_because=because)
 
             async def shorter_prompt() -> list[Message]:
                 """About half the history, for a server that counts the prompt as longer than its window."""
@@ -574,7 +575,7 @@ class Engine:
         self, conversation: int, admission: Admission, model: str, prompt: list[Message], prompt_tokens: Callable[[], int],
         truncated: bool, reply: Reply, platform: str, started: float, answer_row: int | None,
         shorter_prompt: Callable[[], Awaitable[list[Message]]] | None = None, *,
-        shared: SharedFiles | None = None, text_only: Callable[[], list[Message]] | None = None,
+        shared: SharedFiles | None = None, text_only: Callable[[str], list[Message]] | None = None,
         extra_notes: list[str] | None = None, chosen_by: str = "/chatbot model",
     ) -> tuple[Usage | None, TurnResult, bool]:
         """Stream the model's answer into the reply and store it; returns the usage to count against caps, and
@@ -584,7 +585,7 @@ class Engine:
         seconds, so a process killed midway leaves an 'interrupted' answer behind instead of a hole.
         A server that finds the prompt too long for its window (our count of an unknown model's tokens can be
         off) is asked once more with shorter_prompt() before the person is told. notes (about files not read)
-        follow the answer; text_only is the prompt without images, for a model that refuses them
+        follow the answer; text_only(why) is the prompt without images, for a model that refuses or cannot read them
         (CHATBOTS_VISION=auto): the model is then remembered, so later turns leave images out at once.
         """
         counter = self.counter(model)
@@ -631,8 +632,9 @@ class Engine:
                         self._blind.put(model, True)
                     else:
                         log.info("the model server could not read an image; answering from the text alone")
-                    notes.append(NO_VISION_NOTE if error.kind is FailureKind.IMAGES_REFUSED else IMAGE_UNREADABLE_NOTE)
-                    prompt, text_only = text_only(), None
+                    refused = error.kind is FailureKind.IMAGES_REFUSED
+                    notes.append(NO_VISION_NOTE if refused else IMAGE_UNREADABLE_NOTE)
+                    prompt, text_only = text_only(CANT_READ_IMAGES if refused else IMAGE_UNREADABLE), None
                     continue
                 if error.kind is FailureKind.CONTEXT_TOO_LONG and not parts and shorter_prompt is not None and not retried:
                     log.info("model server found the prompt too long for its window; trying once with less history")
@@ -642,12 +644,12 @@ class Engine:
                 self._report_model_failure(error, model)
                 notice = model_notice(error.kind, model, shown=bool(parts), command=chosen_by)
                 status = TurnStatus.FLAGGED if error.kind is FailureKind.CONTENT_FILTERED else TurnStatus.FAILED
-                return usage, await self._failed(answer_row, model, parts, reply, notice, status=status), False
+                return usage, await self._failed(answer_row, model, parts, reply, with_notes(notice, notes), status=status), False
             except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
                 await starting
                 log.exception("turn failed unexpectedly")
                 self.metrics.errors.labels("internal").inc()
-                return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE), False
+                return usage, await self._failed(answer_row, model, parts, reply, with_notes(INTERNAL_ERROR_NOTICE, notes)), False
             except BaseException:  # cancelled: shutting down
                 starting.cancel()
                 raise
@@ -661,11 +663,11 @@ class Engine:
         if moderated is not None and moderated.halted:
             return usage, await self._failed(answer_row, model, parts, reply, "", status=TurnStatus.FLAGGED), False
         if not answer.strip():
-            return usage, await self._failed(answer_row, model, parts, reply, EMPTY_ANSWER_NOTICE), False
+            return usage, await self._failed(answer_row, model, parts, reply, with_notes(EMPTY_ANSWER_NOTICE, notes)), False
         if truncated:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
         if notes:
-            await _quietly(reply.append("\n\n" + "\n".join(f"_{note}_" for note in notes)), "append")
+            await _quietly(reply.append(with_notes("", notes)), "append")
         platform_ids = await _quietly(reply.finish(), "finish") or []
         if moderated is not None and moderated.halted:  # the last increment was flagged at finish
             return usage, await self._store_shown(answer_row, model, moderated.approved, TurnStatus.FLAGGED), False
@@ -742,6 +744,11 @@ class Engine:
         size = self.counter(model).size(shown)
         await self.store.complete_answer(answer_row, shown, size.tokens, status=stored_status, exact=size.exact)
         return TurnResult(status, shown)
+
+
+def with_notes(text: str, notes: list[str]) -> str:
+    """Text followed by the notes about files not (wholly) read, which the person sees whether or not an answer came."""
+    return text + "\n\n" + "\n".join(f"_{note}_" for note in notes) if notes else text
 
 
 def _halved(window: list[StoredMessage], counter: TokenCounter) -> list[StoredMessage]:

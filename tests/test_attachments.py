@@ -8,6 +8,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from chatbots.attachments.images import image_tokens
 from chatbots.engine import Engine
 from chatbots.store import Store
@@ -142,6 +144,18 @@ async def test_a_zip_is_never_fetched_and_gets_a_note_while_the_question_is_answ
     assert "_I couldn't read report.zip: not a file type I can read (I read images, PDFs and text files)._" in reply.text
     assert "_I couldn't read clip.mp4: not a file type I can read" in reply.text
     assert "_I couldn't read IMG_1.HEIC: not an image format I can read (I read PNG, JPEG, GIF and WebP)._" in reply.text
+
+
+@pytest.mark.parametrize("answer", [dict(status=400), dict(text="")], ids=["model failed", "empty answer"])
+async def test_notes_about_unread_files_come_with_the_failure_notice(
+    engine: Engine, model_server: FakeModelServer, answer: dict[str, Any]
+) -> None:
+    model_server.queue(**answer)
+    reply = RecordingReply()
+    result = await engine.handle(said("what's inside?", shared("report.zip", b"PK\x03\x04", "application/zip")), reply)
+    assert result.status == TurnStatus.FAILED
+    assert reply.notice is not None
+    assert "_I couldn't read report.zip: not a file type I can read" in reply.notice
 
 
 async def test_the_name_never_makes_an_image_only_the_bytes_do(engine: Engine, model_server: FakeModelServer) -> None:
@@ -302,6 +316,7 @@ async def test_an_image_the_model_cannot_read_is_left_out_but_the_model_still_re
     model_server.unreadable_image_bytes = {b"broken inside"}
     reply = await ask(engine, said("what is this?", shared("bad.png", png(64, 64, b"broken inside"), "image/png")))
     assert len(model_server.requests) == 2, "refused once, then answered from the text"
+    assert last_user(model_server) == "what is this?\n\n[File: bad.png, an image, not shown: the image could not be read]"
     assert reply.text.startswith("echo: what is this?")
     assert "_The model couldn't read the images here (damaged, or in a form it doesn't take)" in reply.text
     assert "This model can't read images" not in reply.text
