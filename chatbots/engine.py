@@ -221,7 +221,9 @@ class Engine:
         return self.store.errors
 
     async def upkeep(self, retention_days: int | None) -> int:
-        """Forget old event ids, and messages older than retention_days (when set); how many messages went."""
+        """Forget old event ids, and messages older than retention_days (when set); how many messages went.
+        Also logs the counts of repeated failures held back over an interval that has ended."""
+        self.failures.flush()
         lease = self.answer_lease if self.store.shared else None
         return await upkeep(self.store, retention_days, lease)
 
