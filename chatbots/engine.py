@@ -697,6 +697,8 @@ class Engine:
 
     async def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:
         self.metrics.moderation.labels(direction, verdict.decision).inc()
+        if verdict.unmoderated_images:
+            self.metrics.unmoderated_images.inc(verdict.unmoderated_images)
         keep = self.config.store_flagged_text and verdict.decision == Decision.FLAGGED
         await self.store.record_moderation(key, direction, verdict.decision, list(verdict.categories), text if keep else None)
 

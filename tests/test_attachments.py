@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from chatbots.attachments.images import image_tokens
+from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.store import Store
 from chatbots.types import Addressed, ConversationKey, Inbound, SharedFile, TurnStatus
@@ -376,6 +377,45 @@ async def test_moderation_checks_images_and_extracted_text(
     assert model_server.moderation_requests[1]["input"] == "hm\n\n[File: t.txt]\nsome forbidden words"
     result = await engine.handle(said("fine", shared("ok.png", IMAGE, "image/png"), n=3), RecordingReply())
     assert result.status == TurnStatus.ANSWERED
+
+
+@pytest.mark.parametrize("status", [400, 422])
+async def test_a_moderation_model_that_refuses_images_checks_the_text_alone_and_says_the_images_were_not_checked(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer, caplog: Any, status: int
+) -> None:
+    """CHATBOTS_MODERATION_MODEL=text-moderation-latest (or a gateway refusing image inputs): with the default
+    CHATBOTS_MODERATION_ON_ERROR=block, failing the call would block every message with an image."""
+    caplog.set_level("INFO")
+    configured = Config.from_env({"CHATBOTS_MODERATION_MODEL": "text-moderation-latest"})
+    engine = make_engine(moderation=True, moderation_model=configured.moderation_model)
+    model_server.moderation_image_status = status
+    model_server.flag_words = {"forbidden words"}
+
+    def unmoderated() -> float | None:
+        return engine.metrics.registry.get_sample_value("chatbots_moderation_unmoderated_images_total")
+
+    def questions_checked() -> list[Any]:  # the answers are checked too, as text
+        return [request["input"] for request in model_server.moderation_requests if "echo:" not in str(request["input"])]
+
+    await ask(engine, said("is this fine?", shared("a.png", IMAGE, "image/png")))
+    assert questions_checked() == [
+        [{"type": "text", "text": "is this fine?"}, {"type": "image_url", "image_url": {"url": data_url(IMAGE)}}],
+        "is this fine?",
+    ]
+    assert all(request["model"] == "text-moderation-latest" for request in model_server.moderation_requests)
+    assert unmoderated() == 1
+    await ask(engine, said("and this?", shared("b.png", IMAGE, "image/png"), n=2))
+    assert questions_checked()[2:] == ["and this?"], "remembered: the text alone at once"
+    assert unmoderated() == 2
+    result = await engine.handle(said("some forbidden words", shared("c.png", IMAGE, "image/png"), n=3), RecordingReply())
+    assert result.status == TurnStatus.FLAGGED, "the text is still moderated"
+
+    lines = [record.getMessage() for record in caplog.records if "image inputs" in record.getMessage()]
+    assert lines == ["moderation model text-moderation-latest refuses image inputs: images are not moderated, only "
+                     "the text (use an omni-moderation model to moderate images)"]
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "moderation call failed" not in logged and base64.b64encode(IMAGE).decode()[:40] not in logged
+    assert "is this fine" not in logged
 
 
 async def test_file_contents_never_reach_the_logs(
