@@ -646,12 +646,12 @@ class Engine:
                 self._report_model_failure(error, model)
                 notice = model_notice(error.kind, model, shown=bool(parts), command=chosen_by)
                 status = TurnStatus.FLAGGED if error.kind is FailureKind.CONTENT_FILTERED else TurnStatus.FAILED
-                return usage, await self._failed(answer_row, model, parts, reply, with_notes(notice, notes), status=status), False
+                return usage, await self._failed(answer_row, model, parts, reply, with_notes_below(notice, notes), status=status), False
             except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
                 await starting
                 log.exception("turn failed unexpectedly")
                 self.metrics.errors.labels("internal").inc()
-                return usage, await self._failed(answer_row, model, parts, reply, with_notes(INTERNAL_ERROR_NOTICE, notes)), False
+                return usage, await self._failed(answer_row, model, parts, reply, with_notes_below(INTERNAL_ERROR_NOTICE, notes)), False
             except BaseException:  # cancelled: shutting down
                 starting.cancel()
                 raise
@@ -665,11 +665,11 @@ class Engine:
         if moderated is not None and moderated.halted:
             return usage, await self._failed(answer_row, model, parts, reply, "", status=TurnStatus.FLAGGED), False
         if not answer.strip():
-            return usage, await self._failed(answer_row, model, parts, reply, with_notes(EMPTY_ANSWER_NOTICE, notes)), False
+            return usage, await self._failed(answer_row, model, parts, reply, with_notes_below(EMPTY_ANSWER_NOTICE, notes)), False
         if truncated:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
         if notes:
-            await _quietly(reply.append(with_notes("", notes)), "append")
+            await _quietly(reply.append("\n\n" + "\n".join(f"_{note}_" for note in notes)), "append")
         platform_ids = await _quietly(reply.finish(), "finish") or []
         if moderated is not None and moderated.halted:  # the last increment was flagged at finish
             return usage, await self._store_shown(answer_row, model, moderated.approved, TurnStatus.FLAGGED), False
@@ -750,9 +750,10 @@ class Engine:
         return TurnResult(status, shown)
 
 
-def with_notes(text: str, notes: list[str]) -> str:
-    """Text followed by the notes about files not (wholly) read, which the person sees whether or not an answer came."""
-    return text + "\n\n" + "\n".join(f"_{note}_" for note in notes) if notes else text
+def with_notes_below(notice: str, notes: list[str]) -> str:
+    """A failure notice followed by the notes about files not (wholly) read, one a line: the person learns about
+    those files whether or not an answer came. Plain text, as every notice: the platform formats each line."""
+    return "\n\n".join([notice, "\n".join(notes)]) if notes else notice
 
 
 def _halved(window: list[StoredMessage], counter: TokenCounter) -> list[StoredMessage]:

@@ -156,7 +156,7 @@ async def test_notes_about_unread_files_come_with_the_failure_notice(
     result = await engine.handle(said("what's inside?", shared("report.zip", b"PK\x03\x04", "application/zip")), reply)
     assert result.status == TurnStatus.FAILED
     assert reply.notice is not None
-    assert "_I couldn't read report.zip: not a file type I can read" in reply.notice
+    assert reply.notice.split("\n\n")[1].startswith("I couldn't read report.zip: not a file type I can read")
 
 
 async def test_the_name_never_makes_an_image_only_the_bytes_do(engine: Engine, model_server: FakeModelServer) -> None:
