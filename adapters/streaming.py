@@ -102,7 +102,8 @@ class ThrottledReply(ABC):
         self._flusher.poke()
 
     def format_notice(self, notice: str) -> str:
-        return f"_{notice}_"
+        """In italics, line by line: neither Slack's nor Discord's italics span a line break."""
+        return "\n".join(f"_{line.strip()}_" if line.strip() else "" for line in notice.split("\n"))
 
     async def _thinking(self) -> None:
         """Show that an answer is coming; platforms override."""

@@ -32,7 +32,7 @@ from .moderation import (
     Verdict,
 )
 from .pricing import PriceList, parse_prices
-from .prompt import build_messages, counted_text, labelled, system_instructions
+from .prompt import CANT_READ_IMAGES, IMAGE_UNREADABLE, build_messages, counted_text, labelled, system_instructions
 from .reasoning import Reasoning
 from .redact import redactor
 from .retention import upkeep
@@ -221,7 +221,9 @@ class Engine:
         return self.store.errors
 
     async def upkeep(self, retention_days: int | None) -> int:
-        """Forget old event ids, and messages older than retention_days (when set); how many messages went."""
+        """Forget old event ids, and messages older than retention_days (when set); how many messages went.
+        Also logs the counts of repeated failures held back over an interval that has ended."""
+        self.failures.flush()
         lease = self.answer_lease if self.store.shared else None
         return await upkeep(self.store, retention_days, lease)
 
@@ -448,9 +450,10 @@ class Engine:
                 return TurnResult(TurnStatus.STORED)
             files = await self._window_files(window, shared)
             prompt = build_messages(instructions, window, files, images=self._no_images(model) is None)
-            text_only: Callable[[], list[Message]] | None = None
+            text_only: Callable[[str], list[Message]] | None = None
             if self.config.vision == "auto" and has_images(prompt):
-                text_only = lambda: build_messages(instructions, window, files, images=False)  # noqa: E731
+                text_only = lambda because: build_messages(instructions, window, files, images=False,  # noqa: E731
+                                                           unseen_because=because)
 
             async def shorter_prompt() -> list[Message]:
                 """About half the history, for a server that counts the prompt as longer than its window."""
@@ -574,7 +577,7 @@ class Engine:
         self, conversation: int, admission: Admission, model: str, prompt: list[Message], prompt_tokens: Callable[[], int],
         truncated: bool, reply: Reply, platform: str, started: float, answer_row: int | None,
         shorter_prompt: Callable[[], Awaitable[list[Message]]] | None = None, *,
-        shared: SharedFiles | None = None, text_only: Callable[[], list[Message]] | None = None,
+        shared: SharedFiles | None = None, text_only: Callable[[str], list[Message]] | None = None,
         extra_notes: list[str] | None = None, chosen_by: str = "/chatbot model",
     ) -> tuple[Usage | None, TurnResult, bool]:
         """Stream the model's answer into the reply and store it; returns the usage to count against caps, and
@@ -584,7 +587,7 @@ class Engine:
         seconds, so a process killed midway leaves an 'interrupted' answer behind instead of a hole.
         A server that finds the prompt too long for its window (our count of an unknown model's tokens can be
         off) is asked once more with shorter_prompt() before the person is told. notes (about files not read)
-        follow the answer; text_only is the prompt without images, for a model that refuses them
+        follow the answer; text_only(why) is the prompt without images, for a model that refuses or cannot read them
         (CHATBOTS_VISION=auto): the model is then remembered, so later turns leave images out at once.
         """
         counter = self.counter(model)
@@ -631,8 +634,9 @@ class Engine:
                         self._blind.put(model, True)
                     else:
                         log.info("the model server could not read an image; answering from the text alone")
-                    notes.append(NO_VISION_NOTE if error.kind is FailureKind.IMAGES_REFUSED else IMAGE_UNREADABLE_NOTE)
-                    prompt, text_only = text_only(), None
+                    refused = error.kind is FailureKind.IMAGES_REFUSED
+                    notes.append(NO_VISION_NOTE if refused else IMAGE_UNREADABLE_NOTE)
+                    prompt, text_only = text_only(CANT_READ_IMAGES if refused else IMAGE_UNREADABLE), None
                     continue
                 if error.kind is FailureKind.CONTEXT_TOO_LONG and not parts and shorter_prompt is not None and not retried:
                     log.info("model server found the prompt too long for its window; trying once with less history")
@@ -642,12 +646,12 @@ class Engine:
                 self._report_model_failure(error, model)
                 notice = model_notice(error.kind, model, shown=bool(parts), command=chosen_by)
                 status = TurnStatus.FLAGGED if error.kind is FailureKind.CONTENT_FILTERED else TurnStatus.FAILED
-                return usage, await self._failed(answer_row, model, parts, reply, notice, status=status), False
+                return usage, await self._failed(answer_row, model, parts, reply, with_notes_below(notice, notes), status=status), False
             except Exception:  # noqa: BLE001 - a bug must not leave the person without an answer
                 await starting
                 log.exception("turn failed unexpectedly")
                 self.metrics.errors.labels("internal").inc()
-                return usage, await self._failed(answer_row, model, parts, reply, INTERNAL_ERROR_NOTICE), False
+                return usage, await self._failed(answer_row, model, parts, reply, with_notes_below(INTERNAL_ERROR_NOTICE, notes)), False
             except BaseException:  # cancelled: shutting down
                 starting.cancel()
                 raise
@@ -661,7 +665,7 @@ class Engine:
         if moderated is not None and moderated.halted:
             return usage, await self._failed(answer_row, model, parts, reply, "", status=TurnStatus.FLAGGED), False
         if not answer.strip():
-            return usage, await self._failed(answer_row, model, parts, reply, EMPTY_ANSWER_NOTICE), False
+            return usage, await self._failed(answer_row, model, parts, reply, with_notes_below(EMPTY_ANSWER_NOTICE, notes)), False
         if truncated:
             await _quietly(reply.append(TRUNCATION_NOTICE), "append")
         if notes:
@@ -693,6 +697,8 @@ class Engine:
 
     async def _record_moderation(self, key: ConversationKey, direction: str, verdict: Verdict, text: str) -> None:
         self.metrics.moderation.labels(direction, verdict.decision).inc()
+        if verdict.unmoderated_images:
+            self.metrics.unmoderated_images.inc(verdict.unmoderated_images)
         keep = self.config.store_flagged_text and verdict.decision == Decision.FLAGGED
         await self.store.record_moderation(key, direction, verdict.decision, list(verdict.categories), text if keep else None)
 
@@ -742,6 +748,12 @@ class Engine:
         size = self.counter(model).size(shown)
         await self.store.complete_answer(answer_row, shown, size.tokens, status=stored_status, exact=size.exact)
         return TurnResult(status, shown)
+
+
+def with_notes_below(notice: str, notes: list[str]) -> str:
+    """A failure notice followed by the notes about files not (wholly) read, one a line: the person learns about
+    those files whether or not an answer came. Plain text, as every notice: the platform formats each line."""
+    return "\n\n".join([notice, "\n".join(notes)]) if notes else notice
 
 
 def _halved(window: list[StoredMessage], counter: TokenCounter) -> list[StoredMessage]:

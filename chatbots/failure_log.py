@@ -2,7 +2,8 @@
 
 A wrong key fails every message: the operator needs one line saying so, not one per message burying everything
 else. The first failure of a kind is logged at once; more of the same within the interval are only counted, and
-the next one after it is logged with how many were not.
+their count is logged when the interval ends: by flush(), which the engine's periodic upkeep calls, or by the
+next failure of that kind after it, whichever comes first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Labelled(Protocol):
 class _Seen:
     logged_at: float
     unlogged: int = 0
+    held: tuple[logging.Logger, int, str, tuple[object, ...]] | None = None
+    """The latest held-back line (logger, level, message, args), logged with the count when the interval ends."""
 
 
 class ThrottledLog:
@@ -47,6 +50,7 @@ class ThrottledLog:
         seen = self._seen.get(key)
         if seen is not None and now - seen.logged_at < self.interval:
             seen.unlogged += 1
+            seen.held = (logger, level, message, args)
             return False
         if seen is not None and seen.unlogged:
             message += " (%d more like this in the last %.0f s)"
@@ -54,6 +58,21 @@ class ThrottledLog:
         self._seen.put(key, _Seen(now))
         logger.log(level, message, *args)
         return True
+
+    def flush(self) -> int:
+        """Log the count of repeats held back by every key whose interval has ended; how many lines were logged.
+
+        Such a key starts a new interval, so its repeats stay at most one line per interval."""
+        now = self.clock()
+        logged = 0
+        for seen in self._seen.values():
+            if not seen.unlogged or seen.held is None or now - seen.logged_at < self.interval:
+                continue
+            logger, level, message, args = seen.held
+            logger.log(level, message + " (%d more like this in the last %.0f s)", *args, seen.unlogged, now - seen.logged_at)
+            seen.logged_at, seen.unlogged, seen.held = now, 0, None
+            logged += 1
+        return logged
 
 
 class FailureLog:
@@ -73,3 +92,7 @@ class FailureLog:
         if self.counter is not None:
             self.counter.labels(source, str(kind)).inc()
         self.throttle.log(logger, level, (source, str(kind), key if key is not None else args), message, *args)
+
+    def flush(self) -> int:
+        """Log the held-back counts whose interval has ended (called by the engine's periodic upkeep)."""
+        return self.throttle.flush()

@@ -31,6 +31,10 @@ class LRU(Generic[K, V]):
     def pop(self, key: K) -> V | None:
         return self._items.pop(key, None)
 
+    def values(self) -> list[V]:
+        """The entries, least recently used first, without warming any."""
+        return list(self._items.values())
+
     def __contains__(self, key: object) -> bool:
         return key in self._items
 

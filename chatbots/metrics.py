@@ -35,6 +35,9 @@ class Metrics:
                               ("platform", "kind"), registry=registry)
         self.moderation = Counter("chatbots_moderation_decisions", "Moderation decisions by direction (in, out) and decision",
                                   ("direction", "decision"), registry=registry)
+        self.unmoderated_images = Counter("chatbots_moderation_unmoderated_images",
+                                          "Images let through unchecked: the moderation model takes no image inputs",
+                                          registry=registry)
         self.refusals = Counter("chatbots_cap_refusals", "Requests refused by a usage cap or rate limit", ("platform",),
                                 registry=registry)
         self.events = Counter("chatbots_platform_events", "Platform events by what became of them (ignored, duplicate, turn, ...)",

@@ -29,6 +29,8 @@ UNAVAILABLE_NOTICE = (
     "I can't check messages right now (the moderation service is unavailable), so I'm not answering. "
     "Please try again later; an admin can check CHATBOTS_MODERATION_BASE_URL."
 )
+IMAGES_REJECTED = (400, 422)
+"""How a text-only moderation model (text-moderation-latest) or a gateway that takes no image inputs refuses them."""
 CONTEXT_CHARS = 300
 """Already-approved text sent along with each new increment, so a phrase split across checks is still seen whole."""
 
@@ -45,6 +47,8 @@ class NoVerdict(ValueError):
 class Verdict:
     decision: Decision
     categories: tuple[str, ...] = ()
+    unmoderated_images: int = 0
+    """Images sent along but not checked: the moderation model takes no images, so the verdict is on the text alone."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "decision", Decision(self.decision))  # a plain "flagged" reads as the same Decision
@@ -69,6 +73,8 @@ class Moderator:
         self.timeout = timeout
         self.failures = FailureLog()
         """Replaced by the engine's, which also counts failures in its metrics."""
+        self.imageless: set[str] = set()
+        """Moderation models found, in this process, to refuse image inputs: their checks send the text alone."""
 
     @classmethod
     def from_settings(cls, settings: Config, chat: OpenAIClient | None = None) -> Moderator | None:
@@ -94,26 +100,46 @@ class Moderator:
 
     async def check(self, text: str, images: Sequence[str] = ()) -> Verdict:
         """One moderation call on text and any images (data: URLs), in one multimodal input as omni-moderation
-        models take it. A failure is a verdict too, following CHATBOTS_MODERATION_ON_ERROR."""
-        given: str | list[dict[str, Any]] = text
-        if images:
-            given = [{"type": "text", "text": text}] if text.strip() else []
-            given += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+        models take it. A failure is a verdict too, following CHATBOTS_MODERATION_ON_ERROR.
+
+        A model that refuses the images (a 400/422 to a call carrying them) is asked again with the text alone; once
+        that answers, the model is remembered, so later checks send only the text. Either way the verdict counts the
+        images it did not check."""
+        sent = images if self.model not in self.imageless else ()
         try:
-            status, body = await self.client.post_json("moderations", {"model": self.model, "input": given}, self.timeout)
+            status, body = await self._post(text, sent)
+            if sent and status in IMAGES_REJECTED:
+                status, body = await self._post(text, ())
+                if status == 200:
+                    self._takes_no_images()
+                sent = ()
             if status != 200:
                 raise NoVerdict(moderation_failure(status, body))
             try:
                 parsed = json.loads(body)
             except ValueError:
                 raise NoVerdict(Failure(FailureKind.MALFORMED, 200), "the body is not JSON") from None
-            return parse_verdict(parsed)
+            verdict = parse_verdict(parsed)
+            return Verdict(verdict.decision, verdict.categories, len(images) - len(sent))
         except (aiohttp.ClientError, TimeoutError, NoVerdict) as error:
             failure, reason = _failure(error)
             decision = Decision.ERROR_BLOCKED if self.block_on_error else Decision.ERROR_ALLOWED
             self.failures.report("moderation", failure.kind, "moderation call failed: %s; %s", reason,
                                  "blocking" if self.block_on_error else "allowing", logger=log)
             return Verdict(decision)
+
+    async def _post(self, text: str, images: Sequence[str]) -> tuple[int, bytes]:
+        given: str | list[dict[str, Any]] = text
+        if images:
+            given = [{"type": "text", "text": text}] if text.strip() else []
+            given += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+        return await self.client.post_json("moderations", {"model": self.model, "input": given}, self.timeout)
+
+    def _takes_no_images(self) -> None:
+        if self.model not in self.imageless:
+            self.imageless.add(self.model)
+            log.warning("moderation model %s refuses image inputs: images are not moderated, only the text "
+                        "(use an omni-moderation model to moderate images)", self.model)
 
 
 def moderation_failure(status: int, body: bytes) -> Failure:

@@ -8,6 +8,10 @@ from typing import Any
 from .model import Message
 from .window import StoredFile, StoredMessage
 
+CANT_READ_IMAGES = "this model can't read images"
+IMAGE_UNREADABLE = "the image could not be read"
+"""Why an image was left out, in the line put in its place."""
+
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful assistant taking part in a team chat. Answer clearly and concisely. "
     "When several people talk in one thread, each of their messages starts with the speaker's name."
@@ -38,13 +42,13 @@ def counted_text(turn: StoredMessage) -> str:
 
 def build_messages(
     instructions: str, turns: list[StoredMessage], files: Mapping[int, Sequence[StoredFile]] | None = None,
-    images: bool = True,
+    images: bool = True, unseen_because: str = CANT_READ_IMAGES,
 ) -> list[Message]:
     """System instructions, then the conversation's turns oldest first.
 
     User turns carry the speaker's name only when more than one person speaks, so a one-to-one chat reads
     naturally while a busy thread still tells the model who asked what. Files shared with a turn follow its text
-    (files: by message id); images=False puts a line in place of each image, for a model that cannot read them.
+    (files: by message id); images=False puts a line in place of each image saying why (unseen_because).
     """
     speakers = {turn.author_id for turn in turns if turn.role == "user"}
     named = len(speakers) > 1
@@ -61,16 +65,17 @@ def build_messages(
         else:
             content = turn.text
         shared = files.get(turn.id) if files and turn.file_tokens else None
-        messages.append({"role": turn.role, "content": with_files(content, shared, images) if shared else content})
+        messages.append({"role": turn.role, "content": with_files(content, shared, images, unseen_because) if shared else content})
     return messages
 
 
-def with_files(text: str, files: Sequence[StoredFile], images: bool) -> str | list[dict[str, Any]]:
+def with_files(text: str, files: Sequence[StoredFile], images: bool, unseen_because: str = CANT_READ_IMAGES,
+               ) -> str | list[dict[str, Any]]:
     """A turn's content with its files: one string while there is no image (every OpenAI-compatible server takes
     that), content parts once there is one."""
     if not images or not any(file.kind == "image" for file in files):
         pieces = [text] if text.strip() else []
-        pieces += [file.content if file.kind != "image" else unseen_image(file.name) for file in files]
+        pieces += [file.content if file.kind != "image" else unseen_image(file.name, unseen_because) for file in files]
         return "\n\n".join(pieces)
     parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text.strip() else []
     for file in files:
@@ -82,8 +87,8 @@ def with_files(text: str, files: Sequence[StoredFile], images: bool) -> str | li
     return parts
 
 
-def unseen_image(name: str) -> str:
-    return f"[File: {name}, an image, not shown: this model can't read images]"
+def unseen_image(name: str, because: str = CANT_READ_IMAGES) -> str:
+    return f"[File: {name}, an image, not shown: {because}]"
 
 
 def image_heading(name: str) -> str:

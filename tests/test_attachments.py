@@ -8,7 +8,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from chatbots.attachments.images import image_tokens
+from chatbots.config import Config
 from chatbots.engine import Engine
 from chatbots.store import Store
 from chatbots.types import Addressed, ConversationKey, Inbound, SharedFile, TurnStatus
@@ -142,6 +145,18 @@ async def test_a_zip_is_never_fetched_and_gets_a_note_while_the_question_is_answ
     assert "_I couldn't read report.zip: not a file type I can read (I read images, PDFs and text files)._" in reply.text
     assert "_I couldn't read clip.mp4: not a file type I can read" in reply.text
     assert "_I couldn't read IMG_1.HEIC: not an image format I can read (I read PNG, JPEG, GIF and WebP)._" in reply.text
+
+
+@pytest.mark.parametrize("answer", [dict(status=400), dict(text="")], ids=["model failed", "empty answer"])
+async def test_notes_about_unread_files_come_with_the_failure_notice(
+    engine: Engine, model_server: FakeModelServer, answer: dict[str, Any]
+) -> None:
+    model_server.queue(**answer)
+    reply = RecordingReply()
+    result = await engine.handle(said("what's inside?", shared("report.zip", b"PK\x03\x04", "application/zip")), reply)
+    assert result.status == TurnStatus.FAILED
+    assert reply.notice is not None
+    assert reply.notice.split("\n\n")[1].startswith("I couldn't read report.zip: not a file type I can read")
 
 
 async def test_the_name_never_makes_an_image_only_the_bytes_do(engine: Engine, model_server: FakeModelServer) -> None:
@@ -302,6 +317,7 @@ async def test_an_image_the_model_cannot_read_is_left_out_but_the_model_still_re
     model_server.unreadable_image_bytes = {b"broken inside"}
     reply = await ask(engine, said("what is this?", shared("bad.png", png(64, 64, b"broken inside"), "image/png")))
     assert len(model_server.requests) == 2, "refused once, then answered from the text"
+    assert last_user(model_server) == "what is this?\n\n[File: bad.png, an image, not shown: the image could not be read]"
     assert reply.text.startswith("echo: what is this?")
     assert "_The model couldn't read the images here (damaged, or in a form it doesn't take)" in reply.text
     assert "This model can't read images" not in reply.text
@@ -361,6 +377,45 @@ async def test_moderation_checks_images_and_extracted_text(
     assert model_server.moderation_requests[1]["input"] == "hm\n\n[File: t.txt]\nsome forbidden words"
     result = await engine.handle(said("fine", shared("ok.png", IMAGE, "image/png"), n=3), RecordingReply())
     assert result.status == TurnStatus.ANSWERED
+
+
+@pytest.mark.parametrize("status", [400, 422])
+async def test_a_moderation_model_that_refuses_images_checks_the_text_alone_and_says_the_images_were_not_checked(
+    make_engine: Callable[..., Engine], model_server: FakeModelServer, caplog: Any, status: int
+) -> None:
+    """CHATBOTS_MODERATION_MODEL=text-moderation-latest (or a gateway refusing image inputs): with the default
+    CHATBOTS_MODERATION_ON_ERROR=block, failing the call would block every message with an image."""
+    caplog.set_level("INFO")
+    configured = Config.from_env({"CHATBOTS_MODERATION_MODEL": "text-moderation-latest"})
+    engine = make_engine(moderation=True, moderation_model=configured.moderation_model)
+    model_server.moderation_image_status = status
+    model_server.flag_words = {"forbidden words"}
+
+    def unmoderated() -> float | None:
+        return engine.metrics.registry.get_sample_value("chatbots_moderation_unmoderated_images_total")
+
+    def questions_checked() -> list[Any]:  # the answers are checked too, as text
+        return [request["input"] for request in model_server.moderation_requests if "echo:" not in str(request["input"])]
+
+    await ask(engine, said("is this fine?", shared("a.png", IMAGE, "image/png")))
+    assert questions_checked() == [
+        [{"type": "text", "text": "is this fine?"}, {"type": "image_url", "image_url": {"url": data_url(IMAGE)}}],
+        "is this fine?",
+    ]
+    assert all(request["model"] == "text-moderation-latest" for request in model_server.moderation_requests)
+    assert unmoderated() == 1
+    await ask(engine, said("and this?", shared("b.png", IMAGE, "image/png"), n=2))
+    assert questions_checked()[2:] == ["and this?"], "remembered: the text alone at once"
+    assert unmoderated() == 2
+    result = await engine.handle(said("some forbidden words", shared("c.png", IMAGE, "image/png"), n=3), RecordingReply())
+    assert result.status == TurnStatus.FLAGGED, "the text is still moderated"
+
+    lines = [record.getMessage() for record in caplog.records if "image inputs" in record.getMessage()]
+    assert lines == ["moderation model text-moderation-latest refuses image inputs: images are not moderated, only "
+                     "the text (use an omni-moderation model to moderate images)"]
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "moderation call failed" not in logged and base64.b64encode(IMAGE).decode()[:40] not in logged
+    assert "is this fine" not in logged
 
 
 async def test_file_contents_never_reach_the_logs(

@@ -181,3 +181,27 @@ def test_slack_errors_name_the_step_that_fixes_them() -> None:
     assert kind is K.TOKEN_REFUSED and "SLACK_BOT_TOKEN" in fix and "OAuth mode, reinstall it to that workspace" in fix
     kind, fix = slack_classify(error(error="missing_scope", needed="<!channel> text"), "C1")
     assert "<!channel>" not in fix, "only identifiers from the answer reach the log"
+
+
+def test_held_back_repeats_are_logged_when_the_interval_ends_even_if_failures_stop(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    failures = FailureLog(interval=60.0, clock=lambda: now[0])
+    logger = logging.getLogger("tests.failures")
+    caplog.set_level(logging.WARNING, logger="tests.failures")
+    for second in (0, 1, 2):
+        now[0] = second
+        failures.report("model", K.TIMEOUT, "model call failed: %s", "timeout", logger=logger)
+    now[0] = 30
+    assert failures.flush() == 0, "the interval has not ended"
+    now[0] = 61
+    assert failures.flush() == 1
+    assert failures.flush() == 0, "counted once"
+    now[0] = 62
+    failures.report("model", K.TIMEOUT, "model call failed: %s", "timeout", logger=logger)  # within the new interval
+    now[0] = 125
+    failures.flush()
+    assert [record.getMessage() for record in caplog.records] == [
+        "model call failed: timeout",
+        "model call failed: timeout (2 more like this in the last 61 s)",
+        "model call failed: timeout (1 more like this in the last 64 s)",
+    ]

@@ -116,6 +116,19 @@ async def test_a_slack_message_with_only_a_file_is_answered_about_it(limited: Co
         assert "[File: notes.txt]\nmeeting moved to Thursday" in sent
 
 
+async def test_a_failed_answer_on_slack_still_names_the_files_not_read_each_line_in_italics(limited: Config) -> None:
+    async with slack_rig(limited, "socket") as rig:
+        archive = rig.slack.add_file("archive.zip", b"PK\x03\x04" + bytes(100), "application/zip")
+        rig.model.queue(status=400)
+        ts = next_ts()
+        await rig.deliver(app_mention("C1", "U1", "<@UBOT> what's in it?", ts=ts, files=[archive]))
+        [answer] = await rig.reply_in("C1", ts)
+
+        notice, note = answer.text.split("\n\n")
+        assert notice.startswith("_The model server rejected this request.") and notice.endswith("_")
+        assert note.startswith("_I couldn't read archive.zip: not a file type I can read") and note.endswith("_")
+
+
 async def test_files_shared_on_discord_reach_the_model_and_unread_ones_are_named(limited: Config,
                                                                                   foreign: ForeignHost) -> None:
     async with discord_rig(limited) as rig:

@@ -196,3 +196,21 @@ async def test_a_moderation_answer_without_a_verdict_is_logged_as_malformed(
         await moderator.close()
     assert failure_lines(caplog) == [
         "moderation call failed: malformed (status 200): results missing, empty or not a list; allowing"]
+
+
+async def test_the_engines_upkeep_logs_the_count_of_failures_held_back_once_the_interval_ends(
+    engine: Engine, model_server: FakeModelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    now = [0.0]
+    engine.failures.throttle.clock = lambda: now[0]
+    for n in (1, 2, 3):
+        model_server.queue(status=401, error=WRONG_KEY)
+        await engine.handle(said("hello", n), RecordingReply())
+    await engine.upkeep(None)
+    assert len(failure_lines(caplog)) == 1, "repeats within the interval are only counted"
+    now[0] = 61
+    await engine.upkeep(None)
+    assert failure_lines(caplog)[1:] == [
+        "model call failed: key_refused (status 401, type invalid_request_error, code invalid_api_key); model gpt-4o-mini"
+        " (2 more like this in the last 61 s)"]

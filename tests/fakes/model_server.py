@@ -67,6 +67,9 @@ class FakeModelServer:
     effort_models: set[str] | None = None
     """When set, only these models take reasoning_effort; for others it is refused with OpenAI's 400."""
     """Refuse requests carrying image parts with a 400, as OpenAI does for a model without vision."""
+    moderation_image_status: int | None = None
+    """When set, /moderations refuses a request carrying image inputs with this status, as a text-only moderation
+    model (OpenAI's text-moderation-latest: 400) or a gateway validating its input (422) does."""
     flag_image_bytes: set[bytes] = field(default_factory=set)
     """/moderations flags an image whose decoded bytes contain one of these."""
     unreadable_image_bytes: set[bytes] = field(default_factory=set)
@@ -216,6 +219,11 @@ class FakeModelServer:
         if self.moderation_body is not None:
             return web.json_response(self.moderation_body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if self.moderation_image_status is not None and any(
+                isinstance(item, dict) and item.get("type") == "image_url" for item in inputs):
+            error = {"message": f"Model {body.get('model')} does not support image inputs.",
+                     "type": "invalid_request_error", "param": "input", "code": None}
+            return web.json_response({"error": error}, status=self.moderation_image_status)
         if inputs and all(isinstance(item, dict) for item in inputs):
             inputs = [inputs]  # multimodal parts are one input with one result, as OpenAI answers them
         results = []
