@@ -417,9 +417,8 @@ class Engine:
                     notice = FLAGGED_INPUT_NOTICE if verdict.decision == Decision.FLAGGED else UNAVAILABLE_NOTICE
                     await _quietly(reply.fail(notice), "fail")
                 return TurnResult(TurnStatus.FLAGGED if verdict.decision == Decision.FLAGGED else TurnStatus.MODERATION_UNAVAILABLE)
-        conversation = await self.store.conversation_id(message.key)
-        stored_id, answer_row = await self.store.add_question(  # a question to answer gets its answer's row at once
-            conversation, text, size.tokens + sum(file.tokens for file in attached),
+        conversation, stored_id, answer_row = await self.store.ask(  # a question to answer gets its answer's row at once
+            message.key, text, size.tokens + sum(file.tokens for file in attached),
             model if message.addressed is Addressed.YES else None, exact=size.exact,
             author_id=message.author_id, author_name=message.author_name, platform_id=message.message_id, files=attached,
         )

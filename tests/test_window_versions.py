@@ -74,6 +74,27 @@ async def test_a_new_conversations_first_turn_reads_no_window(replicas: tuple[St
     assert await statements_of_a_turn(one, "q1") == 2, "the conversation's INSERT and the question's: nothing read"
 
 
+async def test_a_first_question_finds_or_creates_its_conversation_in_its_own_statement(replicas: tuple[Store, Store]) -> None:
+    one, two = replicas
+    await one.workspace_id("slack", "T1")
+    async with one.turn(KEY):
+        before = one.sql.statements
+        conversation, question, answer = await one.ask(KEY, "q1", 5, "gpt-4o", author_id="U1", platform_id="q1")
+        assert one.sql.statements - before == 1, "conversation, question and the answer's row: one statement"
+        assert question is not None and answer is not None and question < answer
+        assert [m.text for m in (await one.window(conversation, BUDGET)).messages] == ["q1"]
+        assert one.sql.statements - before == 1, "a new conversation's window is known: nothing read"
+        await one.complete_answer(answer, "a1", 5, status="ok")
+    async with two.turn(KEY):  # another replica, which holds no id for it: the same statement finds it
+        found, again, _ = await two.ask(KEY, "q1", 5, "gpt-4o", platform_id="q1")
+        assert (found, again) == (conversation, None), "a redelivery stores nothing"
+        _, question2, answer2 = await two.ask(KEY, "q2", 5, "gpt-4o", platform_id="q2")
+        assert question2 is not None and answer2 is not None
+        assert [m.text for m in (await two.window(conversation, BUDGET)).messages] == ["q1", "a1", "q2"]
+        await two.complete_answer(answer2, "a2", 5, status="ok")
+    assert await turn(one, "q3") == ["q1", "a1", "q2", "a2", "q3"], "the first replica's held window is not trusted"
+
+
 async def test_another_replicas_turn_is_seen(replicas: tuple[Store, Store]) -> None:
     one, two = replicas
     await turn(one, "q1")

@@ -258,6 +258,32 @@ class Store:
         """Files shared with these messages (asked only for messages with file_tokens, so text-only windows never do)."""
         return await self.run(self.sql.message_files, message_ids)
 
+    async def ask(
+        self, key: ConversationKey, text: str, tokens: int, answer_model: str | None, **fields: Any
+    ) -> tuple[int, int | None, int | None]:
+        """add_question in the conversation of key: (conversation id, message id or None, answer row or None).
+
+        On PostgreSQL a conversation this process holds no id for (most first messages of a thread) is found or
+        created in the question's own statement: one statement fewer before the model is asked."""
+        add_first = getattr(self.sql, "add_first_question", None)
+        if add_first is None or key in self._conversations or not answer_model or fields.get("files"):
+            conversation = await self.conversation_id(key)
+            message_id, answer = await self.add_question(conversation, text, tokens, answer_model, **fields)
+            return conversation, message_id, answer
+        workspace = await self.workspace_id(key.platform, key.workspace)
+        fields.pop("files", None)
+        conversation, created, message_id, version, answer = await self.run(
+            add_first, key, workspace, text, tokens, answer_model, **fields
+        )
+        self._conversations.put(key, conversation)
+        if key in self._holding:
+            self._turn_ids.add(conversation)
+        if created:  # its window is the question alone: held from version 0, which the question's write follows
+            self.windows.start(conversation)
+            self._versions.put(conversation, 0)
+        self._stored(conversation, message_id, version, "user", text, tokens, fields)
+        return conversation, message_id, answer
+
     async def begin_answer(self, conversation_id: int, model: str) -> int:
         return await self.run(self.sql.begin_answer, conversation_id, model)
 

@@ -22,6 +22,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from ..clock import Clock, system_clock
+from ..types import ConversationKey
 from ..window import MAX_WINDOW_MESSAGES
 from .base import WINDOW_SQL, Result, SQLDatabase, StoreError
 from .pg_schema import MIGRATIONS
@@ -186,6 +187,32 @@ class PostgresDatabase(SQLDatabase):
             [*values, answer_model, now, now],
         ).one()
         return (None, None, None) if row is None else (int(row[0]), row[1], int(row[2]))
+
+    def add_first_question(
+        self, key: ConversationKey, workspace_id: int, text: str, tokens: int, answer_model: str, **fields: Any
+    ) -> tuple[int, bool, int | None, int, int | None]:
+        """A question in a conversation this process holds no id for (most often a new thread), with the conversation
+        found or created, its version bumped, and the answer's row begun, in one statement: (conversation id, created
+        just now, message id or None for a redelivery, the conversation's version after it, answer row or None).
+
+        A conversation created here starts at version 1 (its first message); an existing one is bumped whether or not
+        the message was new, which at worst makes a replica read its window again."""
+        insert, values = self._message_insert(0, "user", text, tokens, **fields)
+        columns = insert[insert.index("(") : insert.index(")") + 1]
+        now = self._now()
+        row = self._run(
+            "WITH conv AS (INSERT INTO conversations (workspace_id, channel, thread, created_at, version) "
+            "VALUES (?, ?, ?, ?, 1) ON CONFLICT (workspace_id, channel, thread) DO UPDATE SET version = conversations.version + 1 "
+            "RETURNING id, version, (xmax = 0) AS created), "
+            f"changed AS (INSERT INTO messages {columns} SELECT conv.id, {', '.join('?' * (len(values) - 1))} FROM conv "
+            "ON CONFLICT DO NOTHING RETURNING id, conversation_id), "
+            "answer AS (INSERT INTO messages (conversation_id, role, text, tokens, model, status, created_at, updated_at) "
+            "SELECT conversation_id, 'assistant', '', 0, ?, 'streaming', ?, ? FROM changed RETURNING id) "
+            "SELECT conv.id, conv.created, (SELECT id FROM changed), conv.version, (SELECT id FROM answer) FROM conv",
+            [workspace_id, key.channel, key.thread, now, *values[1:], answer_model, now, now],
+        ).one()
+        assert row is not None
+        return int(row[0]), bool(row[1]), None if row[2] is None else int(row[2]), int(row[3]), None if row[4] is None else int(row[4])
 
     def _changed_count(self, dml: str, params: Sequence[Any]) -> int:
         row = self._run(
