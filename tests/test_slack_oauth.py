@@ -444,19 +444,25 @@ def test_the_installations_command_lists_workspaces_and_orgs_never_tokens(
     assert "secret" not in out
 
 
+async def installed_directly(settings: Config, slack: FakeSlack, scopes: list[tuple[Any, str | None]]) -> Config:
+    """Installations written straight into the bot's SQLite file (each place with its token's scopes, None: all),
+    and OAuth-mode settings pointing at the fake Slack, as `chatbots doctor` would read them."""
+    store = Store.open(settings.db_path)
+    try:
+        for place, granted in scopes:
+            token = slack.issue_token(place, scopes=granted)
+            await store.save_installation(InstalledApp("", place.team_id or "", False, token, place.bot_user_id,
+                                                       team_name=place.name))
+    finally:
+        store.close()
+    return replace(settings, database_url=None, slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET,
+                   slack_signing_secret=SECRET, slack_api_url=slack.api_url)
+
+
 async def test_doctor_checks_every_installations_token(settings: Config) -> None:
     async with FakeSlack() as slack:
         acme, beta = slack.add_workspace("TACME", "Acme"), slack.add_workspace("TBETA", "Beta")
-        store = Store.open(settings.db_path)
-        try:
-            for place in (acme, beta):
-                token = slack.issue_token(place)
-                await store.save_installation(InstalledApp("", place.team_id or "", False, token, place.bot_user_id,
-                                                           team_name=place.name))
-        finally:
-            store.close()
-        configured = replace(settings, database_url=None, slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET,
-                             slack_signing_secret=SECRET, slack_api_url=slack.api_url)
+        configured = await installed_directly(settings, slack, [(acme, None), (beta, None)])
         code, text = await doctor(configured)
         row = next(line for line in text.splitlines() if line.startswith("slack"))
         assert code == 0 and "OAuth mode, 2 installations, 2 tokens work" in row, text
@@ -465,7 +471,7 @@ async def test_doctor_checks_every_installations_token(settings: Config) -> None
         slack.revoke_token(revoked)
         code, text = await doctor(configured)
         assert code == 1
-        assert "2 installations, 1 tokens work; refused: Beta (TBETA) token_revoked" in text
+        assert "2 installations, 1 token works; refused: Beta (TBETA) token_revoked" in text
         assert "fix: slack: install the app again" in text
         assert {call.token for call in slack.calls_to("auth.test")} == set(slack.tokens_for(acme) + [revoked])
         assert "xoxb-" not in text and CLIENT_SECRET not in text
@@ -475,16 +481,7 @@ async def test_doctor_names_the_installations_that_lack_a_scope_the_features_nee
     async with FakeSlack() as slack:
         acme, beta = slack.add_workspace("TACME", "Acme"), slack.add_workspace("TBETA", "Beta")
         narrow = ",".join(sorted(SLACK_BOT_SCOPES - {"assistant:write", "files:read"}))
-        store = Store.open(settings.db_path)
-        try:
-            for place, scopes in ((acme, None), (beta, narrow)):
-                token = slack.issue_token(place, scopes=scopes)
-                await store.save_installation(InstalledApp("", place.team_id or "", False, token, place.bot_user_id,
-                                                           team_name=place.name))
-        finally:
-            store.close()
-        configured = replace(settings, database_url=None, slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET,
-                             slack_signing_secret=SECRET, slack_api_url=slack.api_url)
+        configured = await installed_directly(settings, slack, [(acme, None), (beta, narrow)])
         code, text = await doctor(configured)
         assert code == 1 and "2 tokens work; missing scopes: Beta (TBETA) assistant:write, files:read" in text, text
         assert "Acme" not in text and "fix: slack: add the missing scopes" in text and "xoxb-" not in text

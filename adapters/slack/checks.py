@@ -50,7 +50,9 @@ async def installations(settings: Config, timeout: float) -> Row:
     checked = await asyncio.gather(*(_refusal(client, app) for app in found))
     refused = [problem for problem, _ in checked if problem]
     narrow = [missing for _, missing in checked if missing]
-    detail = f"OAuth mode, {len(found)} installations, {len(found) - len(refused)} tokens work"
+    working = len(found) - len(refused)
+    detail = (f"OAuth mode, {len(found)} installation{'s' * (len(found) != 1)}, "
+              f"{working} token{'s' * (working != 1)} work{'s' * (working == 1)}")
     problems, fixes = [], []
     if refused:
         problems.append(f"refused: {'; '.join(refused)}")
