@@ -263,24 +263,23 @@ class Store:
     ) -> tuple[int, int | None, int | None]:
         """add_question in the conversation of key: (conversation id, message id or None, answer row or None).
 
-        On PostgreSQL a conversation this process holds no id for (most first messages of a thread) is found or
-        created in the question's own statement: one statement fewer before the model is asked."""
-        add_first = getattr(self.sql, "add_first_question", None)
-        if add_first is None or key in self._conversations or not answer_model or fields.get("files"):
+        A conversation this process holds no id for (most first messages of a thread) is found or created in the same
+        call, on PostgreSQL in the question's own statement: one statement fewer before the model is asked."""
+        if key in self._conversations:
             conversation = await self.conversation_id(key)
             message_id, answer = await self.add_question(conversation, text, tokens, answer_model, **fields)
             return conversation, message_id, answer
         workspace = await self.workspace_id(key.platform, key.workspace)
-        fields.pop("files", None)
         conversation, created, message_id, version, answer = await self.run(
-            add_first, key, workspace, text, tokens, answer_model, **fields
+            self.sql.add_first_question, key, workspace, text, tokens, answer_model, **fields
         )
         self._conversations.put(key, conversation)
         if key in self._holding:
             self._turn_ids.add(conversation)
-        if created:  # its window is the question alone: held from version 0, which the question's write follows
+        if created:  # its window starts empty (version 0); the question's write extends it
             self.windows.start(conversation)
-            self._versions.put(conversation, 0)
+            if self.shared:
+                self._versions.put(conversation, 0)
         self._stored(conversation, message_id, version, "user", text, tokens, fields)
         return conversation, message_id, answer
 

@@ -327,6 +327,14 @@ class SQLDatabase(ABC):
         answer = self.begin_answer(conversation_id, answer_model) if message_id is not None and answer_model else None
         return message_id, version, answer
 
+    def add_first_question(
+        self, key: ConversationKey, workspace_id: int, text: str, tokens: int, answer_model: str | None, **fields: Any
+    ) -> tuple[int, bool, int | None, int | None, int | None]:
+        """add_question_versioned in a conversation found or created on the way: (conversation id, created just now,
+        message id or None for a redelivery, window version, answer row or None)."""
+        conversation, created = self.find_conversation(key, workspace_id)
+        return (conversation, created, *self.add_question_versioned(conversation, text, tokens, answer_model, **fields))
+
     def save_partial(self, message_id: int, text: str) -> None:
         """The shown text so far, and a fresh lease: a streaming row not updated for a while was cut off."""
         self._run("UPDATE messages SET text = ?, updated_at = ? WHERE id = ?", [text, self._now(), message_id])

@@ -189,14 +189,17 @@ class PostgresDatabase(SQLDatabase):
         return (None, None, None) if row is None else (int(row[0]), row[1], int(row[2]))
 
     def add_first_question(
-        self, key: ConversationKey, workspace_id: int, text: str, tokens: int, answer_model: str, **fields: Any
-    ) -> tuple[int, bool, int | None, int, int | None]:
+        self, key: ConversationKey, workspace_id: int, text: str, tokens: int, answer_model: str | None, **fields: Any
+    ) -> tuple[int, bool, int | None, int | None, int | None]:
         """A question in a conversation this process holds no id for (most often a new thread), with the conversation
         found or created, its version bumped, and the answer's row begun, in one statement: (conversation id, created
         just now, message id or None for a redelivery, the conversation's version after it, answer row or None).
 
         A conversation created here starts at version 1 (its first message); an existing one is bumped whether or not
         the message was new, which at worst makes a replica read its window again."""
+        if not answer_model or fields.get("files"):  # context, or files whose rows need the question's id first
+            return super().add_first_question(key, workspace_id, text, tokens, answer_model, **fields)
+        fields.pop("files", None)
         insert, values = self._message_insert(0, "user", text, tokens, **fields)
         columns = insert[insert.index("(") : insert.index(")") + 1]
         now = self._now()
